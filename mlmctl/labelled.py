@@ -1,0 +1,203 @@
+"""Reading labelled classification files (TSV, CSV, JSONL; optionally gzipped).
+
+Used by finetune (train/dev files) and eval (test file). Decisions on bad input:
+
+- TSV is read literally (no quoting, like the GLUE files): a row with a
+  different number of fields than the header is an error naming the line,
+  because a stray tab inside a text would otherwise shift every column
+  silently. CSV follows RFC 4180 quoting (Python's `csv` module).
+- The first row of TSV/CSV is a header unless `has_header` is false; then
+  fields are named by 0-based column index ("0", "1", ...).
+- JSONL: one object per line, blank lines skipped; labels may be strings or
+  integers (integers are stored as their decimal string, so `1` and `"1"` are
+  the same label).
+- A row whose text (or text pair) is empty after stripping is dropped and
+  counted (`dropped.empty_text`); a row without a label is an error, as is a
+  missing column/field, a file with no examples, or undecodable UTF-8.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlmctl.errors import InputError
+
+FORMATS = ("auto", "tsv", "csv", "jsonl")
+
+
+@dataclass
+class LabelledData:
+    """Examples of one labelled file, in file order."""
+
+    path: str
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for suffix, fmt in ((".tsv", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl")):
+        if name.endswith(suffix):
+            return fmt
+    raise InputError(f"{path}: cannot tell the format from the file name; name it .tsv, .csv or .jsonl or set `format`")
+
+
+def read_labelled(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+    fmt: str = "auto",
+    has_header: bool = True,
+) -> LabelledData:
+    """Read one labelled file; raises `InputError` with the file and line on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: labelled file not found")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    text = _read_text(path)
+    fields = [f for f in (text_field, text_pair_field, label_field) if f is not None]
+    if fmt == "jsonl":
+        rows = _jsonl_rows(path, text, fields)
+    else:
+        rows = _delimited_rows(path, text, fields, "\t" if fmt == "tsv" else ",", has_header)
+
+    out = LabelledData(str(path), [], [] if text_pair_field else None, [])
+    dropped = 0
+    for line_no, row in rows:
+        label = row[label_field]
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise InputError(f"{path}:{line_no}: empty label in `{label_field}`; every example needs a label")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise InputError(
+                f"{path}:{line_no}: label {label!r} in `{label_field}` is not a string or an integer"
+            )
+        texts = [row[text_field]] + ([row[text_pair_field]] if text_pair_field else [])
+        for t, name in zip(texts, (text_field, text_pair_field)):
+            if not isinstance(t, str):
+                raise InputError(f"{path}:{line_no}: `{name}` is {type(t).__name__}, expected a string")
+        if any(not t.strip() for t in texts):
+            dropped += 1
+            continue
+        out.texts.append(texts[0])
+        if out.pairs is not None:
+            out.pairs.append(texts[1])
+        out.labels.append(str(label).strip())
+    if dropped:
+        out.dropped["empty_text"] = dropped
+    if not out.texts:
+        raise InputError(f"{path}: no examples (empty file, or every text empty)")
+    return out
+
+
+def label_list(labels: list[str], explicit: list[str] | None = None) -> list[str]:
+    """The label order (id i = position i): `explicit` if given, else sorted,
+    numerically when every label is an integer (so "2" < "10")."""
+    if explicit:
+        missing = sorted(set(labels) - set(explicit))
+        if missing:
+            raise InputError(f"labels {missing[:5]} occur in the training file but not in the configured `labels`")
+        return list(explicit)
+    uniq = set(labels)
+    if all(_is_int(x) for x in uniq):
+        return sorted(uniq, key=int)
+    return sorted(uniq)
+
+
+def encode_labels(data: LabelledData, label2id: dict[str, int]) -> list[int]:
+    """Label ids of `data`; a label the model does not know is an error."""
+    unseen = sorted(set(data.labels) - set(label2id))
+    if unseen:
+        known = ", ".join(list(label2id)[:10])
+        raise InputError(
+            f"{data.path}: label(s) {', '.join(map(repr, unseen[:5]))} not in the training label set ({known})"
+        )
+    return [label2id[x] for x in data.labels]
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: invalid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+
+
+def _jsonl_rows(path: Path, text: str, fields: list[str]):
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{line_no}: expected a JSON object per line")
+        for f in fields:
+            if f not in obj:
+                raise InputError(
+                    f"{path}:{line_no}: no field `{f}` (fields: {', '.join(obj)}); set the field names in the config"
+                )
+        yield line_no, obj
+
+
+def _delimited_rows(path: Path, text: str, fields: list[str], delimiter: str, has_header: bool):
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    header: list[str] | None = None
+    index: dict[str, int] = {}
+    try:
+        for row in reader:
+            line_no = reader.line_num
+            if not row or row == [""]:
+                continue
+            if header is None:
+                if has_header:
+                    header = [h.strip() for h in row]
+                    index = {h: i for i, h in enumerate(header)}
+                else:
+                    header = [str(i) for i in range(len(row))]
+                    index = {h: i for i, h in enumerate(header)}
+                for f in fields:
+                    if f not in index:
+                        cols = ", ".join(header)
+                        raise InputError(
+                            f"{path}: no column `{f}` (columns: {cols}); set the column names in the config"
+                            + ("" if has_header else " as 0-based indices")
+                        )
+                if has_header:
+                    continue
+            if len(row) != len(header):
+                hint = " (a tab inside a text? use CSV or JSONL for such texts)" if delimiter == "\t" else ""
+                raise InputError(
+                    f"{path}:{line_no}: {kind} row has {len(row)} fields but the header has {len(header)}{hint}"
+                )
+            yield line_no, {f: row[index[f]] for f in fields}
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
