@@ -1,0 +1,169 @@
+"""Write and read HF-compatible model directories.
+
+A model directory holds `config.json` (HF `BertConfig` keys + `architectures`),
+`model.safetensors` (HF parameter names, tied decoder weight omitted as HF does) and the
+tokenizer files copied from the build-vocab directory (`tokenizer.json`, `vocab.txt`, plus
+a `tokenizer_config.json`/`special_tokens_map.json` so `AutoTokenizer.from_pretrained(dir)`
+works). It loads as it stands with `transformers.AutoModelForMaskedLM.from_pretrained(dir)`.
+
+`save_model_dir` writes the whole directory under a temporary name and renames it into
+place, so a killed writer never leaves a directory that looks complete.
+`load_model_dir` reads mlmctl directories and local HF BERT directories alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mlmctl.errors import InputError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Tokenizer files copied verbatim when the tokenizer directory has them.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "tokenizer_config.json", "special_tokens_map.json")
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+                  "sep_token": "[SEP]", "mask_token": "[MASK]"}
+
+
+def save_model_dir(model, path, *, tokenizer_dir=None, architectures, extra_config=None) -> Path:
+    """Write `model` as an HF-compatible directory at `path`, atomically (an existing directory
+    there is replaced only once the new one is complete)."""
+    from safetensors.torch import save_file
+
+    from mlmctl.model import to_hf_state_dict
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    cfg = model.config
+    hf_cfg = cfg.to_hf_config(architectures, **(extra_config or {}))
+    _write_text(tmp / CONFIG_NAME, json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(model).items()}
+    save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    _fsync_file(tmp / WEIGHTS_NAME)
+    if tokenizer_dir is not None:
+        _copy_tokenizer(Path(tokenizer_dir), tmp, cfg.max_position_embeddings)
+    _fsync_dir(tmp)
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return path
+
+
+def load_model_dir(path, cls, **cls_kwargs):
+    """Build `cls(ModelConfig, **cls_kwargs)` and load the weights found in `path`.
+
+    Reads `model.safetensors` (or a sharded `model.safetensors.index.json`, or
+    `pytorch_model.bin`) with HF names, with or without the `bert.` prefix. Parameters the
+    file lacks (a new classifier head, the pooler of a BertForMaskedLM checkpoint) stay freshly
+    initialised and are listed in `info["missing"]`; weights the model does not use are in
+    `info["unexpected"]`. Returns (model, ModelConfig, info)."""
+    from mlmctl.model import ModelConfig, from_hf_state_dict
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"model directory {path} does not exist; give a pretrain/finetune output or an HF BERT directory")
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise InputError(f"{path} has no {CONFIG_NAME}; it is not a model directory (a pretrain run's model is in RUN/final)")
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+        cfg = ModelConfig.from_hf_config(raw)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{cfg_file}: cannot read the model config ({e})") from None
+    sd = _read_weights(path)
+    model = cls(cfg, **cls_kwargs)
+    try:
+        missing, unexpected = from_hf_state_dict(model, sd)
+    except ValueError as e:
+        raise InputError(f"{path}: weights do not fit {CONFIG_NAME} ({e})") from None
+    # A file with none of the encoder's weights is the wrong kind of model, not a warm start.
+    if not any(k.startswith("bert.") and k not in missing for k in _hf_keys(model)):
+        raise InputError(f"{path}: the weights file holds no BERT encoder weights; is this a BERT model directory?")
+    tok_files = [n for n in TOKENIZER_FILES if (path / n).is_file()]
+    info = {
+        "missing": missing,
+        "unexpected": unexpected,
+        "architectures": raw.get("architectures") or [],
+        "config": raw,
+        "tokenizer_files": tok_files,
+        "tokenizer_dir": str(path) if "tokenizer.json" in tok_files else None,
+    }
+    return model, cfg, info
+
+
+def _hf_keys(model):
+    from mlmctl.model import to_hf_state_dict
+
+    return to_hf_state_dict(model).keys()
+
+
+def _read_weights(path: Path) -> dict:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if (path / WEIGHTS_NAME).is_file():
+            return load_file(str(path / WEIGHTS_NAME))
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            sd = {}
+            for shard in shards:
+                sd.update(load_file(str(path / shard)))
+            return sd
+        if (path / "pytorch_model.bin").is_file():
+            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, KeyError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the weights ({type(e).__name__}: {e}); the file is damaged or incomplete") from None
+    raise InputError(f"{path} has no {WEIGHTS_NAME} (nor pytorch_model.bin); it is not a complete model directory")
+
+
+def _copy_tokenizer(src: Path, dst: Path, model_max_length: int) -> None:
+    if not (src / "tokenizer.json").is_file():
+        raise InputError(f"{src} has no tokenizer.json; point the model at a build-vocab output directory")
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            _fsync_file(dst / name)
+    # Without these, AutoTokenizer would not know the special tokens nor the length limit.
+    if not (dst / "tokenizer_config.json").is_file():
+        tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+                   "clean_up_tokenization_spaces": False, **SPECIAL_TOKENS}
+        _write_text(dst / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
+    if not (dst / "special_tokens_map.json").is_file():
+        _write_text(dst / "special_tokens_map.json", json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+
+
+def _write_text(p: Path, text: str) -> None:
+    with open(p, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_file(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(p: Path) -> None:
+    try:
+        _fsync_file(p)
+    except OSError:  # some filesystems do not allow fsync on directories
+        pass
