@@ -1,0 +1,49 @@
+# mlmctl — set up, run the demo chain, test, benchmark.
+#   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
+#   make test    set up (first time) and run the whole test suite (what CI runs)
+# Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), WORKERS.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+WORKERS ?= 2
+PY      := $(VENV)/bin/python
+MLMCTL  := $(VENV)/bin/mlmctl
+PYTEST_ARGS ?=
+
+.PHONY: install demo smoke test test-quick bench lint clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
+	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job: every stage on the built-in corpus with configs/demo, then one summary.
+demo: install
+	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/demo bash scripts/chain.sh
+
+# The same chain on a tiny slice (configs/smoke): the shape of a CI smoke job, under a minute.
+smoke: install
+	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/smoke bash scripts/chain.sh
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-quick: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+lint: install
+	$(PY) -m pip install -q ruff
+	$(VENV)/bin/ruff check mlmctl tests benchmarks
+
+clean-demo:
+	rm -rf data/demo runs/demo data/smoke runs/smoke

@@ -1,0 +1,13 @@
+"""Errors a user can fix. The CLI prints them as one line and exits 1."""
+
+
+class MlmctlError(Exception):
+    """A problem the user can fix: the message says what, where, and how."""
+
+
+class ConfigError(MlmctlError):
+    """A config file or `--set` value that is malformed, unknown or out of range."""
+
+
+class InputError(MlmctlError):
+    """An input directory or file that is missing, unfinished or damaged."""

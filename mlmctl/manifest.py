@@ -1,0 +1,138 @@
+"""`manifest.json`: written last by a stage, it is what makes a directory a finished stage.
+
+It records the stage name, the mlmctl version, the resolved config and its hash, the hash of the
+input's manifest, and every file with its size and sha256. A directory without one is unfinished;
+a file whose bytes no longer match is tampered with: `read_manifest` refuses both with one line
+that says which stage to rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlmctl import __version__
+from mlmctl.errors import InputError
+from mlmctl.shards import ShardInfo, atomic_write_json, file_sha256
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+@dataclass
+class Manifest:
+    stage: str
+    config: dict
+    config_hash: str
+    input_hash: str | None
+    shards: list[ShardInfo] = field(default_factory=list)
+    files: list[ShardInfo] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    format: int = FORMAT
+
+    def shards_of(self, split: str) -> list[ShardInfo]:
+        return [s for s in self.shards if s.split == split]
+
+    def records(self, key: str, split: str | None = None) -> int:
+        """Total of a record count over the shards (of one split, if given)."""
+        return sum(s.records.get(key, 0) for s in self.shards if split is None or s.split == split)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": self.format,
+            "stage": self.stage,
+            "version": self.version,
+            "config": self.config,
+            "config_hash": self.config_hash,
+            "input_hash": self.input_hash,
+            "shards": [s.to_dict() for s in self.shards],
+            "files": [s.to_dict() for s in self.files],
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Manifest:
+        return cls(
+            stage=d["stage"],
+            config=d["config"],
+            config_hash=d["config_hash"],
+            input_hash=d.get("input_hash"),
+            shards=[ShardInfo.from_dict(s) for s in d.get("shards", [])],
+            files=[ShardInfo.from_dict(s) for s in d.get("files", [])],
+            extra=d.get("extra", {}),
+            version=d.get("version", "?"),
+            format=d.get("format", FORMAT),
+        )
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> None:
+    atomic_write_json(Path(directory) / MANIFEST, manifest.to_dict())
+
+
+def manifest_hash(directory: str | Path) -> str:
+    """sha256 of the manifest's bytes: the identity of a finished stage directory."""
+    return file_sha256(Path(directory) / MANIFEST)
+
+
+def read_manifest(
+    directory: str | Path,
+    expect_stage: str | tuple[str, ...] | None = None,
+    *,
+    reader: str = "mlmctl",
+    verify: bool = True,
+) -> Manifest:
+    """Load and check a stage directory's manifest; `reader` names who asks, for messages.
+
+    With `verify`, every listed file must exist with the recorded size and sha256.
+    """
+    directory = Path(directory)
+    expected = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
+    upstream = expected[0] if expected else "the upstream stage"
+    if not directory.exists():
+        raise InputError(f"{reader}: input {directory} does not exist; run `mlmctl {upstream}` first or pass --input")
+    if not directory.is_dir():
+        raise InputError(f"{reader}: input {directory} is not a directory")
+    path = directory / MANIFEST
+    if not path.exists():
+        raise InputError(
+            f"{reader}: {directory} has no {MANIFEST} (stage '{upstream}' did not finish); "
+            f"rerun `mlmctl {upstream}`"
+        )
+    try:
+        manifest = Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InputError(f"{reader}: {path} is damaged (not a valid manifest); rerun `mlmctl {upstream} --force`") from None
+    if expected and manifest.stage not in expected:
+        raise InputError(
+            f"{reader}: {directory} holds the output of stage '{manifest.stage}', "
+            f"expected {' or '.join(repr(s) for s in expected)}"
+        )
+    if verify:
+        verify_files(directory, manifest, reader=reader)
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest, *, reader: str = "mlmctl", full: bool = True) -> None:
+    """Every listed file exists with its recorded size (and, when `full`, its sha256)."""
+    for info in manifest.shards + manifest.files:
+        path = directory / info.name
+        rerun = f"rerun `mlmctl {manifest.stage} --force`"
+        if not path.is_file():
+            raise InputError(f"{reader}: {path} is listed in {directory / MANIFEST} but missing; {rerun}")
+        if path.stat().st_size != info.bytes:
+            raise InputError(f"{reader}: {path} has changed since '{manifest.stage}' wrote it (size differs); {rerun}")
+        if full and file_sha256(path) != info.sha256:
+            raise InputError(f"{reader}: {path} has changed since '{manifest.stage}' wrote it (sha256 differs); {rerun}")
+
+
+def digest(*parts: str) -> str:
+    """sha256 over strings: for stages whose input is not a stage directory (raw files, a model)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()

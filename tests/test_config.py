@@ -1,0 +1,143 @@
+"""Strict config loading: unknown keys with suggestions, exact types, --set, cross-field checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from mlmctl.config import (
+    check,
+    config_hash,
+    diff_keys,
+    field_docs,
+    format_config,
+    from_dict,
+    load_config,
+)
+from mlmctl.errors import ConfigError
+
+
+@dataclass
+class Train:
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 10
+    """Steps of linear warm-up."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Decay after warm-up."""
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+
+
+@dataclass
+class Cfg:
+    input: str = "in"
+    """Input directory."""
+    output: str = "out"
+    """Output directory."""
+    seed: int = 0
+    """Random seed."""
+    lowercase: bool = True
+    """Lower-case text."""
+    tags: list[str] = field(default_factory=list)
+    """Free-form tags."""
+    limit: int | None = None
+    """Optional cap."""
+    train: Train = field(default_factory=Train)
+    """Optimisation."""
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_file():
+    cfg = load_config(Cfg, None)
+    assert cfg.train.lr == 1e-3 and cfg.limit is None
+
+
+def test_file_and_sets(tmp_path):
+    p = _yaml(tmp_path, "seed: 3\ntrain:\n  lr: 2\n")
+    cfg = load_config(Cfg, p, ["train.warmup_steps=5", "tags=[a, b]", "limit=7", "train.schedule=cosine"])
+    assert cfg.seed == 3 and cfg.train.lr == 2.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.warmup_steps == 5 and cfg.tags == ["a", "b"] and cfg.limit == 7
+    assert cfg.train.schedule == "cosine"
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    p = _yaml(tmp_path, "train:\n  warmup_step: 5\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: `train\.warmup_step`: unknown key \(did you mean `train\.warmup_steps`\?\)"):
+        load_config(Cfg, p)
+
+
+def test_key_at_wrong_level_suggests_full_path(tmp_path):
+    p = _yaml(tmp_path, "lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"did you mean `train\.lr`"):
+        load_config(Cfg, p)
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("seed=abc", r"`seed`: expected an integer, got 'abc'"),
+        ("seed=1.5", r"`seed`: expected an integer"),
+        ("seed=true", r"`seed`: expected an integer"),
+        ("lowercase=1", r"`lowercase`: expected true/false"),
+        ("train.lr=fast", r"`train\.lr`: expected a number"),
+        ("train.schedule=cosin", r"must be one of 'linear', 'cosine', got 'cosin' \(did you mean 'cosine'\?\)"),
+        ("tags=a", r"`tags`: expected a list"),
+        ("train=3", r"`train`: expected a mapping"),
+        ("train.lr=-1", r"--set train\.lr: `train\.lr`: must be positive"),
+        ("seed.x=1", r"`seed` is not a group of keys|`seed`: expected an integer"),
+    ],
+)
+def test_bad_values_name_the_key(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Cfg, None, [setting])
+
+
+def test_set_without_equals():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(Cfg, None, ["seed"])
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    p = _yaml(tmp_path, "seed: 1\ntrain:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: invalid YAML"):
+        load_config(Cfg, p)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(Cfg, _yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_from_dict_with_path_prefix():
+    with pytest.raises(ConfigError, match=r"`steps\[2\]\.lr`: must be positive"):
+        from_dict(Train, {"lr": -1.0}, "steps[2]")
+
+
+def test_hash_ignores_locations_but_not_settings():
+    a = load_config(Cfg, None)
+    b = load_config(Cfg, None, ["input=elsewhere", "output=other"])
+    c = load_config(Cfg, None, ["seed=1"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_diff_keys():
+    assert diff_keys({"a": 1, "b": {"c": 1, "d": 2}}, {"a": 1, "b": {"c": 2, "d": 2}}) == ["b.c"]
+
+
+def test_field_docs_and_print_config_roundtrip(tmp_path):
+    assert field_docs(Train)["lr"] == "Peak learning rate."
+    text = format_config(load_config(Cfg, None, ["tags=[x]"]))
+    assert "# Peak learning rate.\n  lr: 0.001" in text
+    again = load_config(Cfg, _yaml(tmp_path, text))
+    assert again == load_config(Cfg, None, ["tags=[x]"])

@@ -1,0 +1,60 @@
+"""A tiny stage used to test the runner: upper-cases every line of the .txt files in `input`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlmctl.manifest import digest
+from mlmctl.shards import ShardWriter
+
+
+@dataclass
+class ToyConfig:
+    input: str = "raw"
+    """Directory of .txt files."""
+    output: str = "out"
+    """Stage directory to write."""
+    max_shard_bytes: int = 64
+    """Shard size bound (uncompressed bytes)."""
+    suffix: str = "!"
+    """Appended to every line."""
+
+
+CONFIG = ToyConfig
+STAGE = "toy"
+INPUT_STAGE = None
+
+
+def input_fingerprint(cfg: ToyConfig) -> str:
+    files = sorted(Path(cfg.input).glob("*.txt"))
+    return digest(*(f"{f.name}:{f.read_text()}" for f in files))
+
+
+def _upper(unit, part: Path) -> dict:
+    path, suffix, max_bytes = unit
+    crash_at = os.environ.get("TOY_CRASH_AT")
+    if crash_at and Path(path).name == crash_at:
+        raise RuntimeError("simulated crash")
+    lines = Path(path).read_text().splitlines()
+    with ShardWriter(part, "train", ".txt.gz", max_bytes=max_bytes, compresslevel=1) as w:
+        for line in lines:
+            w.write(line.upper() + suffix + "\n", lines=1)
+    return {"lines": len(lines), "shards": [i.to_dict() for i in w.infos]}
+
+
+def run(ctx):
+    cfg = ctx.cfg
+    files = sorted(str(p) for p in Path(cfg.input).glob("*.txt"))
+    results = ctx.run_units(_upper, [(f, cfg.suffix, cfg.max_shard_bytes) for f in files])
+    if results is None:
+        return None
+    shards, index = [], 0
+    for r in results:
+        for s in r.result["shards"]:
+            name = f"train/shard-{index:05d}.txt.gz"
+            shards.append(ctx.place(r.dir / s["name"], name, "train", s["records"], s["sha256"]))
+            index += 1
+    ctx.finish(shards, extra={"lines": sum(r.result["lines"] for r in results)})
+    return {"lines": sum(r.result["lines"] for r in results), "shards": len(shards)}
