@@ -1,0 +1,132 @@
+"""The normalizer + pre-tokenizer pipeline shared by `tokenize` and `build-vocab`.
+
+Built from the `tokenizers` library's own objects so that the final `tokenizer.json`
+applies exactly what `tokenize` applied. `tokenize` saves the pipeline as
+`pretokenizer.json` (`{"normalizer": ..., "pre_tokenizer": ...}`, the same JSON that
+`tokenizer.json` holds under those keys) and `build-vocab` splices it into the trained
+tokenizer unchanged.
+
+Format guarantee: a pre-token is never empty and never contains U+0020 (space) or a
+line break, so `" ".join(words)` is one line that `line.split(" ")` takes back apart
+exactly. The BERT pre-tokenizer drops whitespace; byte-level maps every byte to a
+visible character (space -> `Ġ`, newline -> `Ċ`); metaspace only splits on spaces, so
+its normalizer first turns every run of Unicode whitespace into one space and strips
+the ends. `Pretokenizer.words` checks the guarantee on every sentence anyway and
+raises rather than write a line that would read back differently.
+
+(Do not rename this module `tokenizers.py`: it would shadow the library.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from mlmctl.errors import MlmctlError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = ["PretokenizerConfig", "pipeline_json", "Pretokenizer", "pipeline_tokenizer"]
+
+
+@dataclass
+class PretokenizerConfig:
+    """How sentences become pre-tokens (words)."""
+
+    kind: Literal["bert", "byte-level", "metaspace"] = "bert"
+    """`bert` (whitespace + punctuation split, CJK characters split), `byte-level` (GPT-2/RoBERTa) or `metaspace` (SentencePiece-style `▁`)."""
+    lowercase: bool = True
+    """Lower-case the text (BERT "uncased")."""
+    strip_accents: bool | None = None
+    """Remove accents (NFD + drop combining marks); null follows `lowercase`, as BERT does."""
+    split_cjk: bool = True
+    """`bert` only: put spaces around every CJK ideograph so each becomes its own pre-token."""
+    unicode_normalization: Literal["none", "nfc", "nfkc"] = "none"
+    """Unicode normalisation applied first (`clean` usually did it already)."""
+    add_prefix_space: bool = True
+    """`byte-level` and `metaspace`: treat the sentence start like a word after a space (`Ġthe`, `▁the`)."""
+
+
+def pipeline_json(cfg: PretokenizerConfig) -> dict:
+    """`{"normalizer": ..., "pre_tokenizer": ...}` as `tokenizers` serialises them."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    steps = []
+    if cfg.unicode_normalization == "nfc":
+        steps.append(normalizers.NFC())
+    elif cfg.unicode_normalization == "nfkc":
+        steps.append(normalizers.NFKC())
+    strip_accents = cfg.lowercase if cfg.strip_accents is None else cfg.strip_accents
+    if cfg.kind == "bert":
+        steps.append(
+            normalizers.BertNormalizer(
+                clean_text=True,
+                handle_chinese_chars=cfg.split_cjk,
+                strip_accents=strip_accents,
+                lowercase=cfg.lowercase,
+            )
+        )
+        pre = pre_tokenizers.BertPreTokenizer()
+    else:
+        # One space between words, none at the ends: metaspace would otherwise keep tabs and
+        # newlines inside pre-tokens, and byte-level would turn line wraps into `Ċ` tokens.
+        steps += [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
+        if strip_accents:
+            steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
+        if cfg.lowercase:
+            steps.append(normalizers.Lowercase())
+        if cfg.kind == "byte-level":
+            pre = pre_tokenizers.ByteLevel(add_prefix_space=cfg.add_prefix_space, use_regex=True)
+        else:
+            scheme = "always" if cfg.add_prefix_space else "never"
+            pre = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=True)
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre
+    full = json.loads(tok.to_str())
+    return {"kind": cfg.kind, "normalizer": full["normalizer"], "pre_tokenizer": full["pre_tokenizer"]}
+
+
+def pipeline_tokenizer(pipeline: dict, model_json: dict | None = None) -> Tokenizer:
+    """A `tokenizers.Tokenizer` with the saved normalizer + pre-tokenizer (and a model, if given)."""
+    from tokenizers import Tokenizer
+
+    model = model_json or {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}
+    doc = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": pipeline["normalizer"],
+        "pre_tokenizer": pipeline["pre_tokenizer"],
+        "post_processor": None,
+        "decoder": None,
+        "model": model,
+    }
+    try:
+        return Tokenizer.from_str(json.dumps(doc))
+    except Exception as e:  # tokenizers raises plain Exception subclasses for bad JSON
+        raise MlmctlError(f"pretokenizer.json: not a valid normalizer/pre-tokenizer ({e}); rerun `mlmctl tokenize --force`") from None
+
+
+class Pretokenizer:
+    """Applies a saved pipeline to sentences: `words(sentence) -> list[str]`."""
+
+    def __init__(self, pipeline: dict):
+        tok = pipeline_tokenizer(pipeline)
+        self.normalizer = tok.normalizer
+        self.pre_tokenizer = tok.pre_tokenizer
+
+    def words(self, sentence: str) -> list[str]:
+        text = self.normalizer.normalize_str(sentence) if self.normalizer is not None else sentence
+        words = [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)]
+        # Cheap check of the line-format guarantee (see module docstring): one join + find.
+        line = " ".join(words)
+        if "" in words or line.count(" ") != len(words) - 1 or "\n" in line or "\r" in line:
+            raise MlmctlError(
+                f"tokenize: the pre-tokenizer produced a word with a space or line break in "
+                f"{sentence[:60]!r}; this pipeline cannot be stored one sentence per line"
+            )
+        return words

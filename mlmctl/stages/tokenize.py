@@ -1,0 +1,225 @@
+"""tokenize: cleaned documents -> sentences of pre-tokens, in the classic BERT corpus format.
+
+Reads a `clean` directory (`{train,validation}/shard-*.jsonl.gz`, `{"id","text","source"}` per
+line) and writes, per input shard, one output shard with the same number:
+
+    {train,validation}/shard-NNNNN.txt.gz         one sentence per line, pre-tokens joined by
+                                                  single spaces, a blank line after each document
+    {train,validation}/shard-NNNNN.counts.tsv.gz  `word<TAB>count` lines, most frequent first
+    pretokenizer.json                             the exact normalizer + pre-tokenizer used
+    stats.json                                    documents, sentences, words per split
+    manifest.json                                 written last
+
+Sentences come from `mlmctl.sentences` (rule-based, English and CJK), pre-tokens from the
+`tokenizers` library's own normalizer and pre-tokenizer (`mlmctl.pretokenize`). Documents and
+sentences that yield no pre-token are dropped and counted. Work is one unit per input shard
+(`--workers`, `--task I/N`); gzip members carry no time stamp, so output bytes do not depend on
+the number of workers or on when the run happened.
+
+Example:
+    mlmctl tokenize -c configs/demo/tokenize.yaml --workers 2
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlmctl.config import check
+from mlmctl.errors import InputError
+from mlmctl.pretokenize import PretokenizerConfig
+from mlmctl.shards import SPLITS, atomic_write, atomic_write_json
+
+STAGE = "tokenize"
+INPUT_STAGE = "clean"
+
+TEXT_SUFFIX = ".txt.gz"
+COUNTS_SUFFIX = ".counts.tsv.gz"
+PIPELINE_FILE = "pretokenizer.json"
+
+
+@dataclass
+class TokenizeConfig:
+    """Sentence splitting and pre-tokenization of a cleaned corpus."""
+
+    input: str = "data/clean"
+    """The `clean` stage directory to read."""
+    output: str = "data/tokens"
+    """Directory to write the tokenized shards to."""
+    pretokenizer: PretokenizerConfig = field(default_factory=PretokenizerConfig)
+    """Normalizer + pre-tokenizer, built from the `tokenizers` library and saved for build-vocab."""
+    newline_is_boundary: bool = False
+    """Treat every line break as a sentence end (one sentence per line input); a blank line always is one."""
+    compresslevel: int = 3
+    """gzip level of the output shards (1 fastest ... 9 smallest); 3 is ~3x faster than 9 for ~10% more bytes."""
+
+    def __post_init__(self) -> None:
+        check(1 <= self.compresslevel <= 9, "compresslevel", f"must be 1..9, got {self.compresslevel}")
+
+
+CONFIG = TokenizeConfig
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One input shard to tokenize (picklable; its repr is the resume key)."""
+
+    split: str
+    src: str
+    src_sha256: str
+    index: int
+    pipeline: str  # pretokenizer.json text
+    newline_is_boundary: bool
+    compresslevel: int
+
+
+def run(ctx) -> dict | None:
+    from mlmctl.pretokenize import pipeline_json
+
+    cfg: TokenizeConfig = ctx.cfg
+    pipeline = pipeline_json(cfg.pretokenizer)
+    pipeline_text = json.dumps(pipeline, sort_keys=True, ensure_ascii=False)
+    units = []
+    for split in SPLITS:
+        shards = [s for s in ctx.input_manifest.shards_of(split) if s.name.endswith((".jsonl.gz", ".jsonl"))]
+        for k, info in enumerate(shards):
+            units.append(
+                _Unit(split, str(ctx.input_dir / info.name), info.sha256, k, pipeline_text,
+                      cfg.newline_is_boundary, cfg.compresslevel)
+            )
+    if not any(u.split == "train" for u in units):
+        raise InputError(f"tokenize: {ctx.input_dir} has no train shards (empty corpus); check the `clean` stage's input")
+    ctx.log(f"{len(units)} shards, pre-tokenizer '{cfg.pretokenizer.kind}'")
+
+    results = ctx.run_units(_tokenize_shard, units, phase="tokenize", unit_name="shards")
+    if results is None:
+        return None
+
+    shards, files = [], []
+    totals = {split: Counter() for split in SPLITS}
+    for unit, res in zip(units, results):
+        sha = {f["name"]: f["sha256"] for f in res.files}
+        for suffix, target in ((TEXT_SUFFIX, shards), (COUNTS_SUFFIX, files)):
+            name = f"shard-{unit.index:05d}{suffix}"
+            records = res.result if suffix == TEXT_SUFFIX else {"unique_words": res.result["unique_words"]}
+            target.append(ctx.place(res.dir / name, f"{unit.split}/{name}", unit.split, records, sha[name]))
+        totals[unit.split].update(res.result)
+    if totals["train"]["words"] == 0:
+        raise InputError(
+            f"tokenize: the train split of {ctx.input_dir} yields no words (empty corpus); "
+            f"check the `clean` stage's filters and input"
+        )
+    atomic_write_json(ctx.output_dir / PIPELINE_FILE, pipeline)
+    files.append(ctx.describe(PIPELINE_FILE))
+    # Unique words do not add up across shards; the per-shard figures stay in the manifest.
+    stats = {split: {k: v for k, v in sorted(totals[split].items()) if k != "unique_words"} for split in SPLITS}
+    atomic_write_json(ctx.output_dir / "stats.json", stats)
+    files.append(ctx.describe("stats.json"))
+    ctx.finish(shards, files, extra={"pretokenizer": cfg.pretokenizer.kind, "totals": stats})
+    rows = {}
+    for split in SPLITS:
+        t = totals[split]
+        rows[split] = f"{t['docs']:,} docs, {t['sentences']:,} sentences, {t['words']:,} words"
+    dropped = sum(totals[s]["empty_docs"] for s in SPLITS)
+    rows["dropped"] = f"{dropped:,} documents without words"
+    return rows
+
+
+def _tokenize_shard(unit: _Unit, part: Path) -> dict:
+    """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts."""
+    from mlmctl.pretokenize import Pretokenizer
+    from mlmctl.sentences import split_sentences
+    from mlmctl.shards import open_shard_lines
+
+    pre = Pretokenizer(json.loads(unit.pipeline))
+    counts: Counter = Counter()
+    stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
+                    repaired_docs=0)
+    name = f"shard-{unit.index:05d}"
+    buf: list[str] = []
+    buffered = 0
+    with atomic_write(part / f"{name}{TEXT_SUFFIX}") as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
+            for lineno, line in enumerate(open_shard_lines(unit.src), 1):
+                if not line:
+                    continue
+                text = _doc_text(line, unit.src, lineno)
+                stats["docs_in"] += 1
+                try:
+                    lines = _doc_lines(text, pre, split_sentences, unit.newline_is_boundary, counts, stats)
+                except UnicodeError:
+                    # Lone surrogates (from a JSON "\ud800" escape) cannot reach the Rust library;
+                    # replace them and count the document rather than drop it.
+                    stats["repaired_docs"] += 1
+                    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                    lines = _doc_lines(text, pre, split_sentences, unit.newline_is_boundary, counts, stats)
+                if not lines:
+                    stats["empty_docs"] += 1
+                    continue
+                stats["docs"] += 1
+                lines.append("\n")
+                chunk = "\n".join(lines)
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= 1 << 20:
+                    gz.write("".join(buf).encode("utf-8"))
+                    buf.clear()
+                    buffered = 0
+            gz.write("".join(buf).encode("utf-8"))
+    # Most frequent first, ties by code point: a deterministic file for a given shard.
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    with atomic_write(part / f"{name}{COUNTS_SUFFIX}") as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
+            gz.write("".join(f"{w}\t{c}\n" for w, c in ordered).encode("utf-8"))
+    stats["unique_words"] = len(counts)
+    return dict(stats)
+
+
+def _doc_text(line: str, src: str, lineno: int) -> str:
+    try:
+        rec = json.loads(line)
+        text = rec["text"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"tokenize: {src}:{lineno} is not a {{\"text\": ...}} JSON record; rerun `mlmctl clean --force`") from None
+    if not isinstance(text, str):
+        raise InputError(f"tokenize: {src}:{lineno}: \"text\" is not a string; rerun `mlmctl clean --force`")
+    return text
+
+
+def _doc_lines(text, pre, split_sentences, newline_is_boundary, counts, stats) -> list[str]:
+    """The document's output lines (one per sentence with words), updating the counters."""
+    lines = []
+    for sentence in split_sentences(text, newline_is_boundary):
+        words = pre.words(sentence)
+        if not words:
+            stats["empty_sentences"] += 1
+            continue
+        counts.update(words)
+        stats["words"] += len(words)
+        lines.append(" ".join(words))
+    stats["sentences"] += len(lines)
+    return lines
+
+
+def read_documents(path: str | Path):
+    """Yield the documents of a tokenized shard as lists of sentences (lists of pre-tokens).
+
+    For tests and tools; build-vocab reads the shards in blocks instead.
+    """
+    doc: list[list[str]] = []
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read().decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is damaged ({e}); rerun `mlmctl tokenize --force`") from None
+    for line in data.split("\n"):
+        if line:
+            doc.append(line.split(" "))
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
