@@ -1,0 +1,272 @@
+"""Training sequences from token ids: full-sentence packing (RoBERTa) and sentence pairs (BERT NSP).
+
+The corpus is one or more parts (one per build-vocab shard), each a flat token-id array (a
+memmap), sentence offsets into it and document offsets into the sentences. Both layouts are
+computed once as small index arrays, after which sequence `i` is materialised in O(length)
+straight from the memmap, so any order, any rank split and any resume point cost nothing.
+
+`full-sentences`: the documents, in order, form one stream in which every document is followed
+by `[SEP]`; sequence i is `[CLS]` + the i-th run of `max_seq_len - 1` stream tokens. Sentences
+are kept whole and in order and are cut only at a sequence boundary (the rest of the sentence
+starts the next sequence), so every sequence is exactly `max_seq_len` long (no padding) and no
+token is dropped; only the very last sequence may be shorter.
+
+`sentence-pair`: instances built as Google BERT's `create_pretraining_data.py` does: per
+document a target length (`max_seq_len - 3`, or with probability `short_seq_prob` a random
+length in [2, max]), chunks of consecutive sentences split at a random point into A and B,
+B replaced with probability 0.5 (or always, for a one-sentence chunk) by consecutive sentences
+of another random document (is_random_next = 1), the unused sentences put back, and the pair
+truncated to fit by removing tokens from the front or the back (at random) of the longer one.
+Sequence = `[CLS] A [SEP] B [SEP]`, token types 0 for `[CLS] A [SEP]` and 1 for `B [SEP]`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlmctl.masking import CLS_ID, PAD_ID, SEP_ID
+
+STREAM_ORDER = 0x4F524452  # "ORDR": the data-order stream of masking.sequence_rng's seeding
+
+
+@dataclass
+class CorpusPart:
+    """One shard's token ids and offsets (numpy arrays, typically memmaps)."""
+
+    ids: np.ndarray
+    """Flat token ids (uint16/uint32), sentences back to back."""
+    sent_offsets: np.ndarray
+    """int64, n_sent + 1: sentence s is ids[sent_offsets[s]:sent_offsets[s+1]]."""
+    doc_sent_offsets: np.ndarray
+    """int64, n_doc + 1: document d is sentences doc_sent_offsets[d]:doc_sent_offsets[d+1]."""
+    word_starts: np.ndarray | None = None
+    """bool/uint8 per token: 1 where a word begins (for whole-word masking); None if unknown."""
+
+
+@dataclass
+class Example:
+    """One materialised sequence, before masking."""
+
+    ids: np.ndarray  # int64 (T,)
+    word_starts: np.ndarray | None  # bool (T,) or None
+    token_types: np.ndarray | None  # int64 (T,) or None (all zero)
+    next_sentence_label: int | None  # 1 = B is a random segment, 0 = B follows A; None without NSP
+
+
+def _doc_token_ranges(parts: list[CorpusPart]):
+    """Per non-empty document: (part, first token, end token)."""
+    part_idx, starts, ends = [], [], []
+    for p, part in enumerate(parts):
+        so = np.asarray(part.sent_offsets, dtype=np.int64)
+        ds = np.asarray(part.doc_sent_offsets, dtype=np.int64)
+        tok_start, tok_end = so[ds[:-1]], so[ds[1:]]
+        keep = tok_end > tok_start
+        part_idx.append(np.full(int(keep.sum()), p, dtype=np.int64))
+        starts.append(tok_start[keep])
+        ends.append(tok_end[keep])
+    if not part_idx:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(part_idx), np.concatenate(starts), np.concatenate(ends)
+
+
+class FullSentences:
+    """`full-sentences` packing over the parts; `len()` sequences, `get(i)` materialises one."""
+
+    def __init__(self, parts: list[CorpusPart], max_seq_len: int):
+        if max_seq_len < 3:
+            raise ValueError("max_seq_len must be at least 3")
+        self.parts = parts
+        self.max_seq_len = max_seq_len
+        self.doc_part, self.doc_start, self.doc_end = _doc_token_ranges(parts)
+        # Stream position where each document begins; each contributes its tokens + one [SEP].
+        lengths = self.doc_end - self.doc_start + 1
+        self.stream_start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.stream_len = int(self.stream_start[-1])
+        self.content = max_seq_len - 1  # stream tokens per sequence, after [CLS]
+        self.n = -(-self.stream_len // self.content)
+        self.has_word_starts = bool(parts) and all(p.word_starts is not None for p in parts)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens over all sequences, [CLS] included."""
+        return self.stream_len + self.n
+
+    def get(self, i: int) -> Example:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        lo = i * self.content
+        hi = min(lo + self.content, self.stream_len)
+        ids = np.empty(hi - lo + 1, dtype=np.int64)
+        ws = np.ones(hi - lo + 1, dtype=bool) if self.has_word_starts else None
+        ids[0] = CLS_ID
+        out = 1
+        d = int(np.searchsorted(self.stream_start, lo, side="right")) - 1
+        pos = lo
+        while pos < hi:
+            doc_off = pos - int(self.stream_start[d])  # offset inside document d's stream piece
+            n_doc = int(self.doc_end[d] - self.doc_start[d])
+            part = self.parts[int(self.doc_part[d])]
+            if doc_off < n_doc:
+                take = min(n_doc - doc_off, hi - pos)
+                a = int(self.doc_start[d]) + doc_off
+                ids[out:out + take] = part.ids[a:a + take]
+                if ws is not None:
+                    ws[out:out + take] = part.word_starts[a:a + take]
+                out += take
+                pos += take
+            else:  # the [SEP] closing document d
+                ids[out] = SEP_ID
+                out += 1
+                pos += 1
+                d += 1
+        return Example(ids, ws, None, None)
+
+
+class SentencePairs:
+    """BERT NSP instances; built once from `seed` (cheap: seven int64s per instance)."""
+
+    def __init__(self, parts: list[CorpusPart], max_seq_len: int, short_seq_prob: float, seed: int):
+        if max_seq_len < 5:
+            raise ValueError("max_seq_len must be at least 5 for sentence pairs")
+        self.parts = parts
+        self.max_seq_len = max_seq_len
+        self.has_word_starts = bool(parts) and all(p.word_starts is not None for p in parts)
+        docs = []  # per document: (part, list of (start, end) token ranges of its sentences)
+        for p, part in enumerate(parts):
+            so = np.asarray(part.sent_offsets, dtype=np.int64)
+            ds = np.asarray(part.doc_sent_offsets, dtype=np.int64)
+            for d in range(len(ds) - 1):
+                sents = [(int(so[s]), int(so[s + 1])) for s in range(ds[d], ds[d + 1]) if so[s + 1] > so[s]]
+                if sents:
+                    docs.append((p, sents))
+        self.num_docs = len(docs)
+        rows = []
+        if len(docs) >= 2:
+            rng = random.Random(seed)
+            for di in range(len(docs)):
+                rows.extend(_pairs_of_document(docs, di, max_seq_len, short_seq_prob, rng))
+        # (part_a, a_start, a_end, part_b, b_start, b_end, is_random_next)
+        self.table = np.array(rows, dtype=np.int64).reshape(-1, 7)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def num_tokens(self) -> int:
+        t = self.table
+        return int(((t[:, 2] - t[:, 1]) + (t[:, 5] - t[:, 4]) + 3).sum()) if len(t) else 0
+
+    def get(self, i: int) -> Example:
+        pa, a0, a1, pb, b0, b1, rnd = (int(x) for x in self.table[i])
+        la, lb = a1 - a0, b1 - b0
+        ids = np.empty(la + lb + 3, dtype=np.int64)
+        ids[0] = CLS_ID
+        ids[1:1 + la] = self.parts[pa].ids[a0:a1]
+        ids[1 + la] = SEP_ID
+        ids[2 + la:2 + la + lb] = self.parts[pb].ids[b0:b1]
+        ids[-1] = SEP_ID
+        tt = np.zeros(ids.size, dtype=np.int64)
+        tt[2 + la:] = 1
+        ws = None
+        if self.has_word_starts:
+            ws = np.ones(ids.size, dtype=bool)
+            ws[1:1 + la] = self.parts[pa].word_starts[a0:a1]
+            ws[2 + la:2 + la + lb] = self.parts[pb].word_starts[b0:b1]
+        return Example(ids, ws, tt, rnd)
+
+
+def _pairs_of_document(docs, di, max_seq_len, short_seq_prob, rng: random.Random):
+    """BERT's create_instances_from_document, over token ranges instead of token lists."""
+    part, document = docs[di]
+    max_num_tokens = max_seq_len - 3
+    target = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target = rng.randint(2, max_num_tokens)
+    out = []
+    chunk, chunk_len, i = [], 0, 0
+    while i < len(document):
+        seg = document[i]
+        chunk.append(seg)
+        chunk_len += seg[1] - seg[0]
+        if i == len(document) - 1 or chunk_len >= target:
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            a = (chunk[0][0], chunk[a_end - 1][1])  # consecutive sentences are contiguous tokens
+            a_len = a[1] - a[0]
+            if len(chunk) == 1 or rng.random() < 0.5:
+                is_random = 1
+                target_b = max(1, target - a_len)
+                for _ in range(10):
+                    rdi = rng.randint(0, len(docs) - 1)
+                    if rdi != di:
+                        break
+                if rdi == di:  # BERT's 10 tries failed; take the next document deterministically
+                    rdi = (di + 1) % len(docs)
+                bpart, rdoc = docs[rdi]
+                start = rng.randint(0, len(rdoc) - 1)
+                end, b_len = start, 0
+                while end < len(rdoc) and b_len < target_b:
+                    b_len += rdoc[end][1] - rdoc[end][0]
+                    end += 1
+                b = (rdoc[start][0], rdoc[end - 1][1])
+                i -= len(chunk) - a_end  # put the unused sentences back
+            else:
+                is_random = 0
+                bpart = part
+                b = (chunk[a_end][0], chunk[-1][1])
+            a, b = _truncate_pair(list(a), list(b), max_num_tokens, rng)
+            if a[1] > a[0] and b[1] > b[0]:
+                out.append((part, a[0], a[1], bpart, b[0], b[1], is_random))
+            chunk, chunk_len = [], 0
+        i += 1
+    return out
+
+
+def _truncate_pair(a: list, b: list, max_num_tokens: int, rng: random.Random):
+    # Remove one token at a time from the longer segment, from its front or back at random.
+    while (a[1] - a[0]) + (b[1] - b[0]) > max_num_tokens:
+        seg = a if (a[1] - a[0]) > (b[1] - b[0]) else b
+        if rng.random() < 0.5:
+            seg[0] += 1
+        else:
+            seg[1] -= 1
+    return a, b
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of n sequences in one epoch: a pure function of (seed, epoch)."""
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, STREAM_ORDER, epoch])))
+    return rng.permutation(n)
+
+
+def rank_slice(global_batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The part of a global batch (sequence indices) that `rank` trains on: disjoint, contiguous."""
+    per = len(global_batch) // world_size
+    return global_batch[rank * per:(rank + 1) * per]
+
+
+def collate(inputs: list[np.ndarray], labels: list[np.ndarray], token_types: list | None = None,
+            max_len: int | None = None):
+    """Stack masked sequences into int64 arrays, padding on the right when lengths differ.
+    Returns (input_ids, labels, attention_mask or None, token_type_ids or None); the attention
+    mask is None when no sequence is padded, which lets attention skip masking entirely."""
+    T = max_len or max(len(x) for x in inputs)
+    B = len(inputs)
+    padded = any(len(x) != T for x in inputs)
+    ids = np.full((B, T), PAD_ID, dtype=np.int64)
+    lab = np.full((B, T), -100, dtype=np.int64)
+    mask = np.zeros((B, T), dtype=np.int64) if padded else None
+    tt = np.zeros((B, T), dtype=np.int64) if token_types is not None else None
+    for j, (x, y) in enumerate(zip(inputs, labels)):
+        ids[j, :len(x)] = x
+        lab[j, :len(y)] = y
+        if mask is not None:
+            mask[j, :len(x)] = 1
+        if tt is not None and token_types[j] is not None:
+            tt[j, :len(x)] = token_types[j]
+    return ids, lab, mask, tt
