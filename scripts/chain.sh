@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole chain, clean -> eval, with one config set (configs/demo or configs/smoke), then a summary.
+# Usage: CONFIGS=configs/demo WORKERS=2 MLMCTL=mlmctl bash scripts/chain.sh
+# Every stage is rerun-safe: a second run finds each output up to date and only prints the summary.
+set -euo pipefail
+MLMCTL=${MLMCTL:-mlmctl}
+CONFIGS=${CONFIGS:-configs/demo}
+WORKERS=${WORKERS:-2}
+name=$(basename "$CONFIGS")
+D=data/$name
+R=runs/$name
+C=$CONFIGS
+m() { echo "+ mlmctl $*" >&2; "$MLMCTL" "$@"; }
+
+m clean       -c "$C/clean.yaml"       --output "$D/clean"  --workers "$WORKERS"
+m tokenize    -c "$C/tokenize.yaml"    --input "$D/clean"  --output "$D/tokens" --workers "$WORKERS"
+m build-vocab -c "$C/build-vocab.yaml" --input "$D/tokens" --output "$D/vocab"  --workers "$WORKERS"
+m pretrain    -c "$C/pretrain.yaml"    --input "$D/vocab"  --output "$R/pretrain"
+m eval        -c "$C/eval-mlm.yaml"    --input "$R/pretrain" --output "$R/eval-mlm" --set "data=$D/vocab"
+m demo-task   -c "$C/demo-task.yaml"   --input "$D/clean"  --output "$D/task"
+for init in pretrained random; do
+  m finetune -c "$C/finetune.yaml" --input "$R/pretrain" --output "$R/finetune-$init" --set "init=$init" \
+    --set "train_file=$D/task/train.tsv" --set "dev_file=$D/task/dev.tsv"
+  m eval -c "$C/eval.yaml" --input "$R/finetune-$init/best" --output "$R/eval-$init" \
+    --set "test_file=$D/task/test.tsv"
+done
+"$MLMCTL" report --data "$D" --runs "$R"
