@@ -230,7 +230,9 @@ class BertForPreTraining(nn.Module):
         super().__init__()
         self.config = cfg
         self.nsp = nsp
-        self.bert = BertModel(cfg, add_pooling_layer=True)  # the pooler is kept for fine-tuning
+        # The pooler is trained only by NSP; without it, it would stay random and, under DDP, be
+        # a parameter without gradient. Fine-tuning then starts it fresh (HF BertForMaskedLM too).
+        self.bert = BertModel(cfg, add_pooling_layer=nsp)
         self.cls = nn.Module()
         self.cls.predictions = MLMHead(cfg)
         if nsp:
@@ -238,11 +240,12 @@ class BertForPreTraining(nn.Module):
         self.cls.apply(lambda m: _init_weights(m, cfg.initializer_range))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, loss_denominator=None, return_parts=False):
+                next_sentence_label=None, loss_denominator=None, nsp_denominator=None, return_parts=False):
         """Returns (logits, loss). With `labels`, logits are (N, V) at the N positions where
         labels != -100 (in row-major order) and loss is the MLM cross-entropy over them: their
         mean, or their sum / `loss_denominator` when given. Without labels, logits are (B, T, V).
-        With `next_sentence_label` the NSP loss (mean over the batch) is added.
+        With `next_sentence_label` the NSP loss is added: the batch mean, or the batch sum /
+        `nsp_denominator` when given.
         `return_parts=True` appends a dict of detached component losses."""
         h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         parts = {}
@@ -261,7 +264,8 @@ class BertForPreTraining(nn.Module):
             if not self.nsp:
                 raise ValueError("next_sentence_label given but the model was built with nsp=False")
             nsp_logits = self.cls.seq_relationship(self.bert.pooler(h))  # (B, 2)
-            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label)
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label, reduction="sum")
+            nsp_loss = nsp_loss / (nsp_denominator if nsp_denominator is not None else next_sentence_label.numel())
             parts["nsp_loss"] = nsp_loss.detach()
             parts["nsp_logits"] = nsp_logits.detach()
             loss = nsp_loss if loss is None else loss + nsp_loss

@@ -178,7 +178,10 @@ def test_loads_hf_written_dirs(tmp_path):
     hf.save_pretrained(tmp_path / "mlm")
     m, cfg, info = load_model_dir(tmp_path / "mlm", BertForPreTraining)
     assert cfg == tiny_cfg()
-    assert set(info["missing"]) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    assert info["missing"] == [] and info["unexpected"] == []
+    _, _, info = load_model_dir(tmp_path / "mlm", BertForPreTraining, nsp=True)
+    assert set(info["missing"]) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias",
+                                    "cls.seq_relationship.weight", "cls.seq_relationship.bias"}
     ids, am, tt, _ = batch()
     with torch.no_grad():
         assert (m.eval()(ids, am, tt)[0] - hf(input_ids=ids, attention_mask=am, token_type_ids=tt).logits).abs().max() < 1e-4
