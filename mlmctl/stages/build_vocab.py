@@ -1,0 +1,527 @@
+"""build-vocab: train a sub-word vocabulary on the tokenized corpus, then index the corpus with it.
+
+Reads a `tokenize` directory (`{train,validation}/shard-NNNNN.txt.gz` + `pretokenizer.json`) and
+writes:
+
+    tokenizer.json                  normalizer + pre-tokenizer (exactly tokenize's), the trained
+                                    model, BERT post-processor `[CLS] A [SEP] B [SEP]`, decoder
+    vocab.txt                       WordPiece only: one token per line, line number = id
+    tokenizer_config.json, special_tokens_map.json
+                                    so `transformers.AutoTokenizer.from_pretrained(DIR)` loads it
+    {train,validation}/shard-NNNNN.ids.bin     token ids, uint16 or uint32, little-endian, raw
+    {train,validation}/shard-NNNNN.wstart.bin  uint8 per token: 1 where a word (pre-token) starts
+    {train,validation}/sent_offsets.bin        int64 LE, n_sentences+1: sentence k is the tokens
+                                               [s[k], s[k+1]) of the split's concatenated shards
+    {train,validation}/doc_offsets.bin         int64 LE, n_docs+1: document d is the sentences
+                                               [o[d], o[d+1])
+    stats.json, manifest.json (last)
+
+Read it with `mlmctl.token_ids.open_vocab_dir`. Special tokens are fixed: [PAD]=0 [UNK]=1
+[CLS]=2 [SEP]=3 [MASK]=4. The trainer sees exactly the stored pre-tokens: training runs with no
+normalizer and a pre-tokenizer that splits on the single spaces of the line format only, and the
+final tokenizer.json gets tokenize's normalizer and pre-tokenizer spliced in as JSON. Indexing
+applies the trained model alone to those same pre-tokens (`is_pretokenized`), which is what the
+full tokenizer.json does to the cleaned text sentence by sentence.
+
+With `from_tokenizer: path/to/tokenizer.json` no training happens: the file is checked (special
+ids, same normalizer + pre-tokenizer as tokenize used) and the corpus is indexed with it.
+Indexing is one unit per tokenized shard (`--workers`, `--task I/N`). In a `--task` run, task 0
+trains the vocabulary (when there is one to train); start the other tasks once it has.
+
+Example:
+    mlmctl build-vocab -c configs/demo/build-vocab.yaml --workers 2
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mlmctl.config import check
+from mlmctl.errors import InputError, MlmctlError
+from mlmctl.shards import SPLITS, atomic_write, atomic_write_json, atomic_write_text, file_sha256
+
+STAGE = "build-vocab"
+INPUT_STAGE = "tokenize"
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+UNK_ID = SPECIAL_IDS["[UNK]"]
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class BuildVocabConfig:
+    """Sub-word vocabulary training and corpus indexing."""
+
+    input: str = "data/tokens"
+    """The `tokenize` stage directory to read."""
+    output: str = "data/vocab"
+    """Directory to write the tokenizer and the indexed corpus to."""
+    model: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    """Sub-word model to train (`tokenizers` WordPiece, BPE or Unigram trainer)."""
+    vocab_size: int = 30522
+    """Target vocabulary size, the 5 special tokens included (BERT-base uses 30522)."""
+    min_frequency: int = 2
+    """`wordpiece`/`bpe`: a merge must occur at least this often to enter the vocabulary."""
+    limit_alphabet: int | None = 1000
+    """`wordpiece`/`bpe`: keep at most this many distinct characters (the most frequent); null keeps all."""
+    sample_fraction: float = 1.0
+    """Share of train documents the trainer sees (a fixed, evenly spread subset); indexing always covers all."""
+    from_tokenizer: str | None = None
+    """A tokenizer.json to reuse instead of training (same normalizer + pre-tokenizer as tokenize used)."""
+    dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    """Id storage type: `auto` picks uint16 when every id fits (vocabulary <= 65536), else uint32."""
+    max_input_chars_per_word: int = 100
+    """`wordpiece`: a longer word becomes [UNK] (BERT's rule)."""
+
+    def __post_init__(self) -> None:
+        check(self.vocab_size > len(SPECIAL_TOKENS), "vocab_size",
+              f"must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}")
+        check(self.min_frequency >= 0, "min_frequency", f"must be >= 0, got {self.min_frequency}")
+        check(self.limit_alphabet is None or self.limit_alphabet >= 1, "limit_alphabet",
+              f"must be >= 1 or null, got {self.limit_alphabet}")
+        check(0 < self.sample_fraction <= 1, "sample_fraction", f"must be in (0, 1], got {self.sample_fraction}")
+        check(self.max_input_chars_per_word >= 1, "max_input_chars_per_word", "must be >= 1")
+
+
+CONFIG = BuildVocabConfig
+
+
+@dataclass(frozen=True)
+class _IndexUnit:
+    """One tokenized shard to index (picklable; its repr is the resume key)."""
+
+    split: str
+    src: str
+    src_sha256: str
+    index: int
+    tokenizer: str
+    tokenizer_sha256: str
+    dtype: str
+
+
+def run(ctx) -> dict | None:
+    import numpy as np
+
+    cfg: BuildVocabConfig = ctx.cfg
+    pipeline = _read_pipeline(ctx.input_dir)
+    shards = {split: [s for s in ctx.input_manifest.shards_of(split) if s.name.endswith(".txt.gz")] for split in SPLITS}
+    if not shards["train"] or ctx.input_manifest.records("words", "train") == 0:
+        raise InputError(f"build-vocab: {ctx.input_dir} has no words in its train split (empty corpus); rerun `mlmctl tokenize` on a non-empty corpus")
+
+    vocab_dir = ctx.work_dir / "vocab"
+    tok_path = vocab_dir / "tokenizer.json"
+    if not _trained(vocab_dir):
+        if ctx.opts.task is not None and ctx.opts.task[0] != 0:
+            raise MlmctlError(
+                f"build-vocab: the vocabulary is not trained yet; run task 0 first "
+                f"(`--task 0/{ctx.opts.task[1]}` trains it), then the other tasks"
+            )
+        if cfg.from_tokenizer:
+            _adopt_tokenizer(cfg.from_tokenizer, pipeline, tok_path)
+        else:
+            paths = [ctx.input_dir / s.name for s in shards["train"]]
+            ctx.log(f"training a {cfg.model} vocabulary of {cfg.vocab_size:,} on {len(paths)} shards")
+            _train(cfg, pipeline, paths, tok_path)
+        atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
+    tok_sha = file_sha256(tok_path)
+    vocab_size = _vocab_size(tok_path)
+    dtype = _pick_dtype(cfg.dtype, vocab_size)
+
+    units = [
+        _IndexUnit(split, str(ctx.input_dir / s.name), s.sha256, k, str(tok_path), tok_sha, dtype)
+        for split in SPLITS for k, s in enumerate(shards[split])
+    ]
+    results = ctx.run_units(_index_shard, units, phase="index", unit_name="shards")
+    if results is None:
+        return None
+
+    out = ctx.output_dir
+    shard_infos, files = [], []
+    totals = {split: dict.fromkeys(("docs", "sentences", "tokens", "words", "unk", "single_token_words"), 0)
+              for split in SPLITS}
+    used = np.zeros(vocab_size, dtype=bool)
+    for unit, res in zip(units, results):
+        base = f"shard-{unit.index:05d}"
+        sha = {f["name"]: f["sha256"] for f in res.files}
+        rec = res.result
+        shard_infos.append(ctx.place(res.dir / f"{base}.ids.bin", f"{unit.split}/{base}.ids.bin", unit.split,
+                                     {k: rec[k] for k in ("docs", "sentences", "tokens", "words")},
+                                     sha[f"{base}.ids.bin"]))
+        files.append(ctx.place(res.dir / f"{base}.wstart.bin", f"{unit.split}/{base}.wstart.bin", unit.split,
+                               {"tokens": rec["tokens"]}, sha[f"{base}.wstart.bin"]))
+        for key in totals[unit.split]:
+            totals[unit.split][key] += rec[key]
+        if unit.split == "train":
+            used |= np.fromfile(res.dir / "token_counts.bin", dtype="<i8") > 0
+    for split in SPLITS:
+        files += _write_offsets(ctx, split, [(u, r) for u, r in zip(units, results) if u.split == split])
+
+    files += _write_tokenizer_files(ctx, tok_path, pipeline, cfg)
+    tokenizer_sha = file_sha256(out / "tokenizer.json")
+    stats = {"vocab_size": vocab_size, "dtype": dtype, "vocab_used_by_train": round(float(used.mean()), 6)}
+    for split, t in totals.items():
+        stats[split] = dict(t) | {
+            "unk_rate": round(t["unk"] / max(t["tokens"], 1), 6),
+            "subwords_per_word": round(t["tokens"] / max(t["words"], 1), 4),
+            "word_coverage": round(t["single_token_words"] / max(t["words"], 1), 6),
+        }
+    atomic_write_json(out / "stats.json", stats)
+    files.append(ctx.describe("stats.json"))
+    extra = {
+        "vocab_size": vocab_size,
+        "tokenizer_sha256": tokenizer_sha,
+        "dtype": dtype,
+        "special_ids": dict(SPECIAL_IDS),
+        "model": _model_type(out / "tokenizer.json"),
+        "pretokenizer": pipeline.get("kind"),
+        "splits": {s: {k: totals[s][k] for k in ("docs", "sentences", "tokens")} for s in SPLITS},
+    }
+    ctx.finish(shard_infos, files, extra)
+    rows = {"vocabulary": f"{vocab_size:,} {extra['model']} tokens ({dtype})"}
+    for split in SPLITS:
+        s = stats[split]
+        rows[split] = (f"{s['tokens']:,} tokens, [UNK] {100 * s['unk_rate']:.3f}%, "
+                       f"{s['subwords_per_word']:.2f} sub-words/word")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def _read_pipeline(input_dir: Path) -> dict:
+    path = input_dir / "pretokenizer.json"
+    try:
+        pipeline = json.loads(path.read_text(encoding="utf-8"))
+        pipeline["normalizer"], pipeline["pre_tokenizer"]  # noqa: B018 - presence check
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"build-vocab: {path} is missing or damaged; rerun `mlmctl tokenize --force`") from None
+    return pipeline
+
+
+def _trained(vocab_dir: Path) -> bool:
+    try:
+        record = json.loads((vocab_dir / "trained.json").read_text())
+        return record["sha256"] == file_sha256(vocab_dir / "tokenizer.json")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], tok_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    kind = pipeline.get("kind", "bert")
+    # Byte-level must be able to spell every byte, whatever the sample held.
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if kind == "byte-level" else []
+    common = {"vocab_size": cfg.vocab_size, "special_tokens": SPECIAL_TOKENS, "show_progress": False,
+              "initial_alphabet": alphabet}
+    limit = {} if cfg.limit_alphabet is None else {"limit_alphabet": cfg.limit_alphabet}
+    if cfg.model == "wordpiece":
+        model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##",
+                                 max_input_chars_per_word=cfg.max_input_chars_per_word)
+        trainer = trainers.WordPieceTrainer(min_frequency=cfg.min_frequency, continuing_subword_prefix="##",
+                                            **limit, **common)
+    elif cfg.model == "bpe":
+        # BERT-style words carry no space marker, so continuation pieces get "##" (decodable by
+        # the WordPiece decoder); byte-level and metaspace words carry their own marker.
+        prefix = {"continuing_subword_prefix": "##"} if kind == "bert" else {}
+        model = models.BPE(unk_token="[UNK]", **prefix)
+        trainer = trainers.BpeTrainer(min_frequency=cfg.min_frequency, **prefix, **limit, **common)
+    else:
+        model = models.Unigram()
+        trainer = trainers.UnigramTrainer(unk_token="[UNK]", **common)
+    tok = Tokenizer(model)
+    # The lines hold the pre-tokens already: split on the format's single spaces and nothing else.
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    try:
+        tok.train_from_iterator(_training_batches(paths, cfg.sample_fraction), trainer=trainer)
+    except Exception as e:  # the Rust trainers raise plain exceptions (e.g. vocab too small for unigram)
+        if isinstance(e, MlmctlError):
+            raise
+        raise MlmctlError(f"build-vocab: the {cfg.model} trainer failed: {e}; check `vocab_size` and the corpus") from None
+    got = tok.get_vocab_size()
+    if got > cfg.vocab_size:
+        raise MlmctlError(
+            f"build-vocab: `vocab_size` {cfg.vocab_size} is below the corpus alphabet ({got} = "
+            f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters); "
+            f"raise `vocab_size` or lower `limit_alphabet`"
+        )
+    _check_specials(tok, "the trained vocabulary")
+    doc = json.loads(tok.to_str())
+    atomic_write_text(tok_path, json.dumps(_complete(doc, pipeline, cfg.model), ensure_ascii=False, indent=1))
+
+
+def _training_batches(paths: list[Path], fraction: float) -> Iterator[list[str]]:
+    """Sentence lines of the train shards, as batches; with fraction < 1, whole documents are skipped."""
+    doc_index = 0
+    for path in paths:
+        for block in _line_blocks(path):
+            if fraction >= 1:
+                yield [line for line in block if line]
+                continue
+            batch = []
+            for line in block:
+                if not line:
+                    doc_index += 1
+                elif (doc_index * GOLDEN) % 1.0 < fraction:
+                    batch.append(line)
+            yield batch
+
+
+def _complete(doc: dict, pipeline: dict, model: str) -> dict:
+    """Splice tokenize's normalizer + pre-tokenizer into a trained tokenizer and add the BERT ends."""
+    kind = pipeline.get("kind", "bert")
+    doc["normalizer"] = pipeline["normalizer"]
+    doc["pre_tokenizer"] = pipeline["pre_tokenizer"]
+    doc["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "special_tokens": {t: {"id": t, "ids": [SPECIAL_IDS[t]], "tokens": [t]} for t in ("[CLS]", "[SEP]")},
+    }
+    wordpiece = {"type": "WordPiece", "prefix": "##", "cleanup": True}
+    strip_prefix = {"type": "Replace", "pattern": {"Regex": "^##"}, "content": ""}
+    if kind == "bert":
+        decoder = wordpiece
+    elif kind == "byte-level":
+        steps = [{"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}]
+        decoder = {"type": "Sequence", "decoders": [strip_prefix] + steps} if model == "wordpiece" else steps[0]
+    else:
+        meta = dict(pipeline["pre_tokenizer"])
+        step = {"type": "Metaspace", "replacement": meta.get("replacement", "\u2581"),
+                "prepend_scheme": meta.get("prepend_scheme", "always"), "split": meta.get("split", True)}
+        decoder = {"type": "Sequence", "decoders": [strip_prefix, step]} if model == "wordpiece" else step
+    doc["decoder"] = decoder
+    return doc
+
+
+def _check_specials(tok, what: str) -> None:
+    for token, want in SPECIAL_IDS.items():
+        got = tok.token_to_id(token)
+        if got != want:
+            raise MlmctlError(
+                f"build-vocab: {what} has {token} at id {got}, but mlmctl needs "
+                + ", ".join(f"{t}={i}" for t, i in SPECIAL_IDS.items())
+            )
+
+
+def _adopt_tokenizer(path_text: str, pipeline: dict, tok_path: Path) -> None:
+    """Check a `from_tokenizer` file and copy it, byte for byte, as the vocabulary."""
+    from tokenizers import Tokenizer
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise MlmctlError(f"build-vocab: `from_tokenizer` {path} does not exist or is not a file")
+    try:
+        raw = path.read_bytes()
+        tok = Tokenizer.from_str(raw.decode("utf-8"))
+        doc = json.loads(raw)
+    except Exception:
+        raise MlmctlError(f"build-vocab: `from_tokenizer` {path} is not a tokenizers tokenizer.json") from None
+    _check_specials(tok, f"`from_tokenizer` {path}")
+    for key in ("normalizer", "pre_tokenizer"):
+        if doc.get(key) != pipeline[key]:
+            raise MlmctlError(
+                f"build-vocab: `from_tokenizer` {path} has a different {key} than the one `tokenize` "
+                f"used ({key.replace('_', '-')} settings differ); rerun tokenize with the settings of that tokenizer"
+            )
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
+    from mlmctl.shards import atomic_write_bytes
+
+    atomic_write_bytes(tok_path, raw)
+
+
+def _vocab_size(tok_path: Path) -> int:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tok_path)).get_vocab_size(with_added_tokens=True)
+
+
+def _model_type(tok_path: Path) -> str:
+    return json.loads(tok_path.read_text(encoding="utf-8"))["model"].get("type", "?").lower()
+
+
+def _pick_dtype(choice: str, vocab_size: int) -> str:
+    fits16 = vocab_size <= 1 << 16
+    if choice == "uint16" and not fits16:
+        raise MlmctlError(
+            f"build-vocab: `dtype` uint16 cannot hold ids up to {vocab_size - 1} (vocabulary of "
+            f"{vocab_size:,}); set `dtype: uint32` or `auto`"
+        )
+    if choice == "auto":
+        return "uint16" if fits16 else "uint32"
+    return choice
+
+
+# ----------------------------------------------------------------------------------------------
+# Indexing
+
+_MODEL_CACHE: dict[str, object] = {}
+
+
+def _model_only(path: str, sha: str):
+    """The tokenizer's model alone: the shards hold normalized pre-tokens already."""
+    from tokenizers import Tokenizer
+
+    if sha not in _MODEL_CACHE:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        # No added-token matching either: literal "[MASK]" in the corpus is text, not a control
+        # token (the full tokenizer.json with `encode_special_tokens = True` does the same).
+        doc.update(normalizer=None, pre_tokenizer=None, post_processor=None, decoder=None, added_tokens=[])
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[sha] = Tokenizer.from_str(json.dumps(doc))
+    return _MODEL_CACHE[sha]
+
+
+def _line_blocks(path: str | Path, block_bytes: int = 1 << 22) -> Iterator[list[str]]:
+    """Lines of a gzipped shard in blocks of about `block_bytes`, never splitting a line."""
+    try:
+        with gzip.open(path, "rb") as f:
+            rest = b""
+            while chunk := f.read(block_bytes):
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut:
+                    yield data[:cut - 1].decode("utf-8").split("\n")
+            if rest:
+                yield rest.decode("utf-8").split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"build-vocab: {path} is damaged ({e}); rerun `mlmctl tokenize --force`") from None
+
+
+def _index_shard(unit: _IndexUnit, part: Path) -> dict:
+    """Token ids, word-start flags and sentence/document ends of one tokenized shard."""
+    from itertools import chain
+
+    import numpy as np
+
+    tok = _model_only(unit.tokenizer, unit.tokenizer_sha256)
+    vocab_size = tok.get_vocab_size()
+    dtype = np.dtype("<u2" if unit.dtype == "uint16" else "<u4")
+    base = f"shard-{unit.index:05d}"
+    sent_ends: list[np.ndarray] = []
+    doc_ends: list[int] = []
+    n_tokens = n_sents = n_words = n_unk = n_single = 0
+    sents_in_doc = 0
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    with atomic_write(part / f"{base}.ids.bin") as fids, atomic_write(part / f"{base}.wstart.bin") as fws:
+        for block in _line_blocks(unit.src):
+            sentences = []
+            for line in block:
+                if line:
+                    sentences.append(line.split(" "))
+                    sents_in_doc += 1
+                elif sents_in_doc:
+                    doc_ends.append(n_sents + len(sentences))
+                    sents_in_doc = 0
+            if not sentences:
+                continue
+            encs = tok.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
+            lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+            total = int(lens.sum())
+            ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=total)
+            words = np.fromiter(chain.from_iterable(e.word_ids for e in encs), dtype=np.int64, count=total)
+            starts = np.empty(total, dtype=bool)
+            if total:
+                starts[0] = True
+                starts[1:] = words[1:] != words[:-1]
+                starts[(np.cumsum(lens) - lens)[lens > 0]] = True  # a sentence starts a word
+                if int(ids.max()) > np.iinfo(dtype).max:
+                    raise MlmctlError(f"build-vocab: id {int(ids.max())} does not fit {unit.dtype}; set `dtype: uint32`")
+            fids.write(ids.astype(dtype).tobytes())
+            fws.write(starts.astype(np.uint8).tobytes())
+            # A word is one token when the next token starts a word too (or the block ends:
+            # blocks end on a sentence end, which is a word end).
+            nxt = np.append(starts[1:], True)
+            n_single += int(np.count_nonzero(starts & nxt))
+            n_words += int(np.count_nonzero(starts))
+            n_unk += int(np.count_nonzero(ids == UNK_ID))
+            counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
+            sent_ends.append(n_tokens + np.cumsum(lens))
+            n_tokens += total
+            n_sents += len(sentences)
+    if sents_in_doc:  # a shard whose last document lacks the closing blank line
+        doc_ends.append(n_sents)
+    ends = np.concatenate(sent_ends) if sent_ends else np.zeros(0, dtype=np.int64)
+    atomic_write_bytes_np(part / "sent_ends.bin", ends.astype("<i8"))
+    atomic_write_bytes_np(part / "doc_ends.bin", np.asarray(doc_ends, dtype="<i8"))
+    atomic_write_bytes_np(part / "token_counts.bin", counts.astype("<i8"))
+    return {"docs": len(doc_ends), "sentences": n_sents, "tokens": n_tokens, "words": n_words,
+            "unk": n_unk, "single_token_words": n_single}
+
+
+def atomic_write_bytes_np(path: Path, array) -> None:
+    from mlmctl.shards import atomic_write_bytes
+
+    atomic_write_bytes(path, array.tobytes())
+
+
+def _write_offsets(ctx, split: str, done: list) -> list:
+    """Global `sent_offsets.bin` / `doc_offsets.bin` of a split, streamed shard by shard."""
+    import numpy as np
+
+    names = (f"{split}/sent_offsets.bin", f"{split}/doc_offsets.bin")
+    out = ctx.output_dir
+    tok_base = sent_base = 0
+    with atomic_write(out / names[0]) as fs, atomic_write(out / names[1]) as fd:
+        fs.write(np.zeros(1, "<i8").tobytes())
+        fd.write(np.zeros(1, "<i8").tobytes())
+        for _unit, res in done:
+            sent_ends = np.fromfile(res.dir / "sent_ends.bin", dtype="<i8")
+            doc_ends = np.fromfile(res.dir / "doc_ends.bin", dtype="<i8")
+            fs.write((sent_ends + tok_base).astype("<i8").tobytes())
+            fd.write((doc_ends + sent_base).astype("<i8").tobytes())
+            tok_base += res.result["tokens"]
+            sent_base += res.result["sentences"]
+    return [ctx.describe(names[0], split, {"sentences": sent_base}),
+            ctx.describe(names[1], split, {"docs": sum(r.result["docs"] for _, r in done)})]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer files for transformers
+
+
+def _write_tokenizer_files(ctx, tok_path: Path, pipeline: dict, cfg: BuildVocabConfig) -> list:
+    from mlmctl.shards import atomic_link
+
+    out = ctx.output_dir
+    atomic_link(tok_path, out / "tokenizer.json")
+    names = ["tokenizer.json"]
+    doc = json.loads(tok_path.read_text(encoding="utf-8"))
+    model = doc["model"]
+    if model.get("type") == "WordPiece":
+        vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+        atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in vocab))
+        names.append("vocab.txt")
+    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                "mask_token": "[MASK]"}
+    bert = pipeline.get("kind") == "bert" and model.get("type") == "WordPiece"
+    tcfg = {
+        # transformers loads tokenizer.json as it stands for both classes; BertTokenizerFast also
+        # gives BERT's defaults (token_type_ids, [CLS]/[SEP] handling) to older versions.
+        "tokenizer_class": "BertTokenizerFast" if bert else "PreTrainedTokenizerFast",
+        "model_max_length": 512,
+        "clean_up_tokenization_spaces": False,
+        **specials,
+    }
+    if bert:
+        norm = pipeline["normalizer"]
+        norm = next((n for n in norm.get("normalizers", [norm]) if n.get("type") == "BertNormalizer"), {})
+        tcfg |= {"do_lower_case": bool(norm.get("lowercase", True)),
+                 "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+                 "strip_accents": norm.get("strip_accents")}
+    atomic_write_json(out / "tokenizer_config.json", tcfg)
+    atomic_write_json(out / "special_tokens_map.json", specials)
+    names += ["tokenizer_config.json", "special_tokens_map.json"]
+    return [ctx.describe(n) for n in names]
