@@ -1,0 +1,491 @@
+"""Clean steps for `mlmctl clean`: one small class per step, plus a name -> class registry.
+
+Every step has a typed config dataclass (`Step.Config`) and a `process(text)` that
+returns `(text, None)` to keep the (possibly changed) document or `(text, reason)` to
+drop it - the datatrove `filter() -> (keep, reason)` idea, extended to transforms so one
+loop runs both. `Pipeline` runs the configured steps in order and counts, per step,
+how many documents it changed and how many documents and characters it dropped for
+each reason.
+
+Speed: each step works on whole documents with compiled regexes and `str.translate`;
+most steps first run a cheap search and return the same string object when there is
+nothing to do, so clean text costs little. No per-character Python loops.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+# --------------------------------------------------------------------------- base
+
+
+class Step:
+    """A clean step. Subclasses set `name`, `Config` and implement `process`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, cfg=None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        raise NotImplementedError
+
+
+class Filter(Step):
+    """A step that only keeps or drops: implement `filter(text) -> (keep, reason)`."""
+
+    def filter(self, text: str) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        keep, reason = self.filter(text)
+        return text, None if keep else reason
+
+
+# --------------------------------------------------------------------------- decode
+
+# Invalid UTF-8 bytes arrive as lone surrogates (the readers decode with
+# `surrogateescape`); a JSON `\ud800` escape gives one too. Neither can be written as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass
+class DecodeConfig:
+    """Settings of the `decode` step."""
+
+    on_invalid: Literal["replace", "drop"] = "replace"
+    """What to do with a document holding invalid UTF-8 (or lone surrogates): `replace` each bad byte with U+FFFD, or `drop` the document."""
+
+
+class Decode(Step):
+    """Make the text valid Unicode: replace or drop invalid UTF-8."""
+
+    name = "decode"
+    Config = DecodeConfig
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        if _SURROGATE.search(text) is None:
+            return text, None
+        if self.cfg.on_invalid == "drop":
+            return text, "invalid_utf8"
+        return _SURROGATE.sub("\ufffd", text), None
+
+
+# --------------------------------------------------------------------------- BOM
+
+
+@dataclass
+class RemoveBomConfig:
+    """Settings of the `remove_bom` step."""
+
+    leading_only: bool = False
+    """Remove only a byte-order mark at the start of the document (default: every U+FEFF, e.g. from concatenated files)."""
+
+
+class RemoveBom(Step):
+    """Remove byte-order marks (U+FEFF)."""
+
+    name = "remove_bom"
+    Config = RemoveBomConfig
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        if self.cfg.leading_only:
+            return (text[1:] if text.startswith("\ufeff") else text), None
+        return (text.replace("\ufeff", "") if "\ufeff" in text else text), None
+
+
+# --------------------------------------------------------------------------- normalize
+
+
+@dataclass
+class NormalizeConfig:
+    """Settings of the `normalize` step."""
+
+    form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
+    """Unicode normalisation form: NFC composes accents (e + U+0301 -> é); NFKC also folds compatibility characters (ﬁ -> fi, full-width -> ASCII)."""
+
+
+class Normalize(Step):
+    """Unicode normalisation."""
+
+    name = "normalize"
+    Config = NormalizeConfig
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        # is_normalized is a fast quick-check; it makes ASCII text nearly free.
+        if unicodedata.is_normalized(self.cfg.form, text):
+            return text, None
+        return unicodedata.normalize(self.cfg.form, text), None
+
+
+# --------------------------------------------------------------------------- characters
+
+# C0/C1 controls except tab, newline and carriage return (whitespace repairs those).
+_CONTROL = [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + [0x7F] + list(range(0x80, 0xA0))
+# Line-breaking controls and separators become newlines rather than vanishing.
+_LINE_BREAKS = {0x0B: "\n", 0x0C: "\n", 0x85: "\n", 0x2028: "\n", 0x2029: "\n"}
+# Invisible characters with no meaning in running text: zero-width space, word joiner,
+# invisible math operators, Mongolian vowel separator, soft hyphen, BOM.
+_ZERO_WIDTH = [0x200B, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0x180E, 0x00AD, 0xFEFF]
+# Zero-width (non-)joiners carry meaning in Persian, Indic scripts and emoji sequences.
+_JOINERS = [0x200C, 0x200D]
+# Bidirectional marks, embeddings, overrides and isolates (also the "Trojan Source" set).
+_BIDI = [0x200E, 0x200F, 0x061C] + list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A))
+
+
+def _char_class(codes: list[int]) -> str:
+    return "[" + "".join(re.escape(chr(c)) for c in sorted(codes)) + "]"
+
+
+@dataclass
+class RemoveCharsConfig:
+    """Settings of the `remove_chars` step."""
+
+    control: bool = True
+    """Remove C0/C1 control characters (NUL included) except tab, newline and CR; vertical tab, form feed, NEL and U+2028/9 become newlines."""
+    zero_width: bool = True
+    """Remove zero-width and invisible characters: U+200B, U+2060-2064, U+180E, soft hyphen U+00AD, U+FEFF."""
+    joiners: bool = False
+    """Also remove the zero-width non-joiner and joiner (U+200C, U+200D); off because Persian, Indic scripts and emoji need them."""
+    bidi: bool = True
+    """Remove bidirectional control characters (U+200E/F, U+061C, U+202A-202E, U+2066-2069)."""
+
+
+class RemoveChars(Step):
+    """Remove control, zero-width and bidi characters (one regex search, one translate)."""
+
+    name = "remove_chars"
+    Config = RemoveCharsConfig
+
+    def __init__(self, cfg=None) -> None:
+        super().__init__(cfg)
+        c = self.cfg
+        table: dict[int, str | None] = {}
+        if c.control:
+            table.update({code: None for code in _CONTROL})
+            table.update(_LINE_BREAKS)
+        for on, codes in ((c.zero_width, _ZERO_WIDTH), (c.joiners, _JOINERS), (c.bidi, _BIDI)):
+            if on:
+                table.update({code: None for code in codes})
+        self._table = table
+        self._any = re.compile(_char_class(list(table))) if table else None
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        if self._any is None or self._any.search(text) is None:
+            return text, None
+        return text.translate(self._table), None
+
+
+# --------------------------------------------------------------------------- markup
+
+_HTML_HINT = re.compile(
+    r"<(?:/?(?:html|head|body|div|p|br|span|a|script|style|table|tr|td|th|li|ul|ol|h[1-6]|"
+    r"title|meta|link|img|b|i|em|strong|pre|code|section|article|nav|header|footer|form|input)"
+    r"\b[^<>]*|!--|!DOCTYPE\b)",
+    re.IGNORECASE,
+)
+# `(?:</x\s*>|\Z)`: an unclosed <script> runs to the end, and the match stays linear.
+_SCRIPT_STYLE = re.compile(
+    r"<(script|style|noscript|template)\b[^>]*>.*?(?:</\1\s*>|\Z)", re.IGNORECASE | re.DOTALL
+)
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)|<!\[CDATA\[.*?(?:\]\]>|\Z)|<![^>]*>|<\?[^>]*>", re.DOTALL)
+_BLOCK_TAG = re.compile(
+    r"</?(?:p|div|br|li|ul|ol|tr|table|h[1-6]|section|article|header|footer|nav|blockquote|pre|"
+    r"hr|title|dt|dd|dl|figure|figcaption|main|aside|form|body|html|head)\b[^<>]*>",
+    re.IGNORECASE,
+)
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
+
+
+@dataclass
+class StripMarkupConfig:
+    """Settings of the `strip_markup` step."""
+
+    only_if_html: bool = True
+    """Touch a document only when it contains an HTML tag, comment or doctype, so text like `a <b and c> d` elsewhere survives."""
+    drop_script_style: bool = True
+    """Drop the content of <script>, <style>, <noscript> and <template> elements, not just their tags."""
+    unescape_entities: bool = True
+    """Turn character references (&amp; &lt; &#233;) into the characters they stand for."""
+
+
+class StripMarkup(Step):
+    """Strip HTML/XML markup: drop script/style content and comments, tags to text."""
+
+    name = "strip_markup"
+    Config = StripMarkupConfig
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        c = self.cfg
+        if "<" not in text or (c.only_if_html and _HTML_HINT.search(text) is None):
+            return text, None
+        if c.drop_script_style:
+            text = _SCRIPT_STYLE.sub(" ", text)
+        text = _COMMENT.sub(" ", text)
+        text = _BLOCK_TAG.sub("\n", text)
+        text = _TAG.sub("", text)
+        if c.unescape_entities and "&" in text:
+            text = html.unescape(text)
+        return text, None
+
+
+# --------------------------------------------------------------------------- URLs, e-mail
+
+_URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?]", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+
+
+@dataclass
+class UrlsConfig:
+    """Settings of the `urls` step."""
+
+    urls: Literal["keep", "mask", "remove"] = "mask"
+    """URLs (http://, https://, ftp://, www.): keep them, replace each with `url_mask`, or remove them."""
+    emails: Literal["keep", "mask", "remove"] = "mask"
+    """E-mail addresses: keep them, replace each with `email_mask`, or remove them."""
+    url_mask: str = "[URL]"
+    """Replacement text for a masked URL."""
+    email_mask: str = "[EMAIL]"
+    """Replacement text for a masked e-mail address."""
+
+
+class Urls(Step):
+    """Mask or remove URLs and e-mail addresses."""
+
+    name = "urls"
+    Config = UrlsConfig
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        c = self.cfg
+        # The substring tests keep URL-free and address-free text off the regex engine.
+        if c.urls != "keep" and ("://" in text or "www." in text or "WWW." in text):
+            text = _URL.sub(c.url_mask if c.urls == "mask" else "", text)
+        if c.emails != "keep" and "@" in text:
+            text = _EMAIL.sub(c.email_mask if c.emails == "mask" else "", text)
+        return text, None
+
+
+# --------------------------------------------------------------------------- whitespace
+
+# Unicode space separators (category Zs) other than the ASCII space.
+_UNICODE_SPACES = {c: " " for c in (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)}
+_UNICODE_SPACE_RE = re.compile(_char_class(list(_UNICODE_SPACES)))
+_RUN_INNER = re.compile(r"(?<=\S)(?:\t|[ \t]{2,})")  # runs after a visible char: keeps indentation
+_RUN_ANY = re.compile(r"\t|[ \t]{2,}")
+_TRAILING = re.compile(r"[ \t]+(?=\n|\Z)")
+_SPACE_ONLY_LINE = re.compile(r"\n[ \t]+(?=\n)")
+
+
+@dataclass
+class WhitespaceConfig:
+    """Settings of the `whitespace` step."""
+
+    unicode_spaces: bool = True
+    """Turn Unicode spaces (no-break space U+00A0, U+2000-200A, U+3000, ...) into ASCII spaces."""
+    collapse_spaces: bool = True
+    """Turn each run of spaces and tabs into one space."""
+    keep_indentation: bool = True
+    """With `collapse_spaces`, leave the spaces at the start of a line alone (code examples keep their shape)."""
+    strip_trailing: bool = True
+    """Remove spaces and tabs at the end of every line."""
+    max_blank_lines: int = 1
+    """Most consecutive empty lines kept (0 joins paragraphs into one block of lines)."""
+
+    def __post_init__(self) -> None:
+        if self.max_blank_lines < 0:
+            from mlmctl.errors import ConfigError
+
+            raise ConfigError("clean: `whitespace.max_blank_lines` must be >= 0")
+
+
+class Whitespace(Step):
+    """Repair whitespace: CRLF/CR to LF, space runs, trailing spaces, blank-line runs, ends."""
+
+    name = "whitespace"
+    Config = WhitespaceConfig
+
+    def __init__(self, cfg=None) -> None:
+        super().__init__(cfg)
+        n = self.cfg.max_blank_lines
+        self._blank_runs = re.compile("\n{%d,}" % (n + 2))
+        self._blank_repl = "\n" * (n + 1)
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        c = self.cfg
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if c.unicode_spaces and _UNICODE_SPACE_RE.search(text):
+            text = text.translate(_UNICODE_SPACES)
+        if c.collapse_spaces:
+            text = (_RUN_INNER if c.keep_indentation else _RUN_ANY).sub(" ", text)
+        if c.strip_trailing:
+            text = _TRAILING.sub("", text)
+        if "\n\n" in text:
+            # Lines holding only spaces count as blank here even without strip_trailing.
+            text = self._blank_runs.sub(self._blank_repl, _SPACE_ONLY_LINE.sub("\n", text))
+        return text.strip(), None
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@dataclass
+class LengthFilterConfig:
+    """Settings of the `length_filter` step (words are runs of non-space characters)."""
+
+    min_chars: int | None = 20
+    """Drop documents shorter than this many characters (null: no minimum)."""
+    max_chars: int | None = 10_000_000
+    """Drop documents longer than this many characters (null: no maximum)."""
+    min_words: int | None = 5
+    """Drop documents with fewer words (null: no minimum; set null for Chinese/Japanese, which have no spaces)."""
+    max_words: int | None = None
+    """Drop documents with more words (null: no maximum)."""
+
+
+class LengthFilter(Filter):
+    """Minimum and maximum length in characters and words."""
+
+    name = "length_filter"
+    Config = LengthFilterConfig
+
+    def filter(self, text: str) -> tuple[bool, str]:
+        c = self.cfg
+        n = len(text)
+        if c.min_chars is not None and n < c.min_chars:
+            return False, "too_few_chars"
+        if c.max_chars is not None and n > c.max_chars:
+            return False, "too_many_chars"
+        if c.min_words is not None or c.max_words is not None:
+            words = len(text.split())
+            if c.min_words is not None and words < c.min_words:
+                return False, "too_few_words"
+            if c.max_words is not None and words > c.max_words:
+                return False, "too_many_words"
+        return True, ""
+
+
+_LETTER_RUNS = re.compile(r"[^\W\d_]+")  # letters in any script
+
+
+@dataclass
+class QualityFilterConfig:
+    """Settings of the `quality_filter` step: C4 / Gopher heuristics; null turns a check off."""
+
+    max_non_letter_fraction: float | None = 0.5
+    """Drop documents where more than this fraction of the non-space characters are not letters (tables of numbers, code dumps, symbol spam)."""
+    max_line_chars: int | None = 100_000
+    """Drop documents with a line longer than this many characters (minified or binary data)."""
+    max_word_chars: int | None = 1000
+    """Drop documents with a word longer than this many characters (base64, hashes glued together)."""
+    min_mean_word_chars: float | None = 3.0
+    """Drop documents whose mean word length is below this (Gopher: 3)."""
+    max_mean_word_chars: float | None = 12.0
+    """Drop documents whose mean word length is above this (Gopher uses 10; 12 leaves room for identifiers and German)."""
+    max_repeated_line_fraction: float | None = 0.3
+    """Drop documents where more than this fraction of the non-empty lines repeat an earlier line (Gopher: 0.3)."""
+
+    def __post_init__(self) -> None:
+        from mlmctl.errors import ConfigError
+
+        for key in ("max_non_letter_fraction", "max_repeated_line_fraction"):
+            v = getattr(self, key)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ConfigError(f"clean: `quality_filter.{key}` must be between 0 and 1, got {v}")
+        lo, hi = self.min_mean_word_chars, self.max_mean_word_chars
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(
+                "clean: `quality_filter.min_mean_word_chars` is larger than `quality_filter.max_mean_word_chars`"
+            )
+
+
+class QualityFilter(Filter):
+    """Gopher/C4-style quality heuristics over characters, words and lines."""
+
+    name = "quality_filter"
+    Config = QualityFilterConfig
+
+    def filter(self, text: str) -> tuple[bool, str]:
+        c = self.cfg
+        if c.max_line_chars is not None and len(text) > c.max_line_chars:
+            # Only a document this long can hold a line this long; skip the split otherwise.
+            if max(map(len, text.split("\n"))) > c.max_line_chars:
+                return False, "line_too_long"
+        words = text.split()
+        if not words:
+            return True, ""
+        word_chars = sum(map(len, words))  # = non-space characters
+        if c.max_word_chars is not None and max(map(len, words)) > c.max_word_chars:
+            return False, "word_too_long"
+        mean = word_chars / len(words)
+        if c.min_mean_word_chars is not None and mean < c.min_mean_word_chars:
+            return False, "mean_word_too_short"
+        if c.max_mean_word_chars is not None and mean > c.max_mean_word_chars:
+            return False, "mean_word_too_long"
+        if c.max_non_letter_fraction is not None:
+            letters = sum(map(len, _LETTER_RUNS.findall(text)))
+            if 1.0 - letters / word_chars > c.max_non_letter_fraction:
+                return False, "non_letter_fraction"
+        if c.max_repeated_line_fraction is not None and "\n" in text:
+            lines = [ln for ln in text.split("\n") if ln.strip()]
+            if lines and 1.0 - len(set(lines)) / len(lines) > c.max_repeated_line_fraction:
+                return False, "repeated_lines"
+        return True, ""
+
+
+# --------------------------------------------------------------------------- registry
+
+STEPS: dict[str, type[Step]] = {
+    cls.name: cls
+    for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, LengthFilter, QualityFilter)
+}
+"""Step name (as written in `steps:`) -> step class. The clean config has one section per name."""
+
+DEFAULT_STEPS = ["decode", "remove_bom", "normalize", "remove_chars", "urls", "whitespace", "length_filter", "quality_filter"]
+"""The default order: strip_markup is opt-in (plain text with `<` in it must survive)."""
+
+EMPTY = "empty"
+"""Pseudo-step that drops documents left empty after all steps (always on)."""
+
+
+class Pipeline:
+    """The configured steps in order, with counters.
+
+    `changed[step]`: documents the step modified; `dropped[step][reason]`:
+    [documents, characters] it dropped (characters counted as the step saw them).
+    """
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.changed: dict[str, int] = {s.name: 0 for s in steps}
+        self.dropped: dict[str, dict[str, list[int]]] = {}
+
+    def run(self, text: str) -> tuple[str, str | None, str | None]:
+        """Clean one document: (text, None, None) if kept, else (text, step, reason)."""
+        for step in self.steps:
+            new, reason = step.process(text)
+            if reason is not None:
+                self._drop(step.name, reason, len(text))
+                return text, step.name, reason
+            if new is not text and new != text:
+                self.changed[step.name] += 1
+            text = new
+        if not text.strip():
+            self._drop(EMPTY, "empty", len(text))
+            return text, EMPTY, "empty"
+        return text, None, None
+
+    def _drop(self, step: str, reason: str, chars: int) -> None:
+        slot = self.dropped.setdefault(step, {}).setdefault(reason, [0, 0])
+        slot[0] += 1
+        slot[1] += chars
+
+
+def build_pipeline(names: list[str], configs: dict[str, object]) -> Pipeline:
+    """Instantiate the steps named in `names` with their config sections."""
+    return Pipeline([STEPS[n](configs.get(n)) for n in names])

@@ -1,0 +1,516 @@
+"""Reading raw inputs for `mlmctl clean`: files, directories, globs and built-in sources.
+
+`discover()` turns the configured `input` entries into an ordered list of work units
+(one per input file; the built-in `python-docs` source is split into a fixed number of
+units), failing with one clear line on a missing path, an unreadable file or a glob
+that matches nothing. `read_unit()` then streams one unit's documents as
+`RawDoc(text, source, file, line)`:
+
+- `.txt` (any name not recognised as JSON lines) and `.jsonl` / `.ndjson` / `.json`
+  (one JSON object per line, text under a configurable field), gzip-compressed or not
+  (detected by the gzip magic bytes, not the name).
+- Text is decoded as UTF-8 with `surrogateescape`, so invalid bytes survive as lone
+  surrogates that the `decode` clean step replaces or drops (and counts). A UTF-16 or
+  UTF-32 byte-order mark switches the file to that encoding.
+- Document boundaries: the whole file, blank lines, or every line. Line numbers are
+  1-based and point at the first line of a document, so a skipped record can be found.
+- A document longer than `max_document_chars` is skipped while it is read (memory stays
+  bounded by that limit, not by the file size).
+
+Records that cannot be read (malformed JSON, missing text field, damaged gzip data,
+oversized documents) are reported through `on_skip(reason, file, line)`, never raised.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import fnmatch
+import glob
+import gzip
+import io
+import json
+import os
+import stat
+import sysconfig
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from mlmctl.errors import InputError
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_SOURCES = ("python-docs",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_GZIP_MAGIC = b"\x1f\x8b"
+# Reads of this many characters keep Python-level overhead low without holding much.
+_CHUNK_CHARS = 1 << 20
+
+SkipFn = Callable[[str, str, int], None]
+
+
+@dataclass(frozen=True)
+class FileUnit:
+    """One input file; `name` is the path as discovered (what `source` and stats show)."""
+
+    name: str
+    fmt: str  # "text" or "jsonl"
+
+    @property
+    def key(self) -> str:
+        return f"file:{self.name}"
+
+
+@dataclass(frozen=True)
+class BuiltinUnit:
+    """Part `index` of `count` of a built-in source."""
+
+    source: str
+    index: int
+    count: int
+
+    @property
+    def key(self) -> str:
+        return f"{BUILTIN_PREFIX}{self.source}/{self.index}-of-{self.count}"
+
+
+Unit = FileUnit | BuiltinUnit
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What `read_unit` needs from the clean config (kept small so it pickles cheaply)."""
+
+    boundary: str = "blank_line"
+    text_field: str = "text"
+    source_field: str | None = None
+    max_document_chars: int = 50_000_000
+    docs_packages: tuple[str, ...] = ()
+    docs_exclude: tuple[str, ...] = ("test", "tests", "testing", "_vendor", "idlelib")
+    docs_min_chars: int = 40
+    docs_max_documents: int = 20_000
+    docs_max_file_kb: int = 1024
+
+
+@dataclass(slots=True)
+class RawDoc:
+    """A document as read, before any clean step."""
+
+    text: str
+    source: str
+    file: str
+    line: int
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover(inputs: list[str], include: list[str], fmt: str, builtin_units: int) -> list[Unit]:
+    """Expand the `input` entries into work units, in a deterministic order.
+
+    Order: entries as listed; inside a directory or glob, sorted paths. A file reached
+    twice (say, named and inside a listed directory) is read once, at its first place.
+    """
+    units: list[Unit] = []
+    seen: set[str] = set()
+    for entry in inputs:
+        if entry.startswith(BUILTIN_PREFIX):
+            name = entry[len(BUILTIN_PREFIX):]
+            if name not in BUILTIN_SOURCES:
+                raise InputError(
+                    f"clean: unknown built-in source {entry!r} in `input`; "
+                    f"available: {', '.join(BUILTIN_PREFIX + s for s in BUILTIN_SOURCES)}"
+                )
+            if entry in seen:
+                continue
+            seen.add(entry)
+            units.extend(BuiltinUnit(name, i, builtin_units) for i in range(builtin_units))
+            continue
+        for path in _expand(entry, include):
+            real = os.path.realpath(path)
+            if real in seen:
+                continue
+            seen.add(real)
+            _check_readable(path)
+            units.append(FileUnit(path, _format_of(path, fmt)))
+    if not units:
+        raise InputError("clean: `input` names no files; give files, directories, globs or builtin:python-docs")
+    return units
+
+
+def _expand(entry: str, include: list[str]) -> list[str]:
+    """Files named by one `input` entry: a file, a directory (walked) or a glob."""
+    if glob.has_magic(entry):
+        matches = sorted(glob.glob(entry, recursive=True))
+        if not matches:
+            raise InputError(f"clean: input glob {entry!r} matches nothing; check the pattern and the working directory")
+        files: list[str] = []
+        for m in matches:
+            files.extend(_walk(m, include) if os.path.isdir(m) else [m])
+        return files
+    try:
+        st = os.stat(entry)
+    except FileNotFoundError:
+        if os.path.islink(entry):
+            raise InputError(f"clean: input {entry!r} is a broken symbolic link; fix or remove it") from None
+        raise InputError(f"clean: input {entry!r} does not exist; check the path in `input` or --input") from None
+    except OSError as e:  # ELOOP: a symlink loop; EACCES on a parent directory
+        raise InputError(f"clean: cannot open input {entry!r} ({e.strerror}); fix the path or its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        files = _walk(entry, include)
+        if not files:
+            raise InputError(
+                f"clean: input directory {entry!r} holds no file matching {include}; "
+                "set `include` or name the files"
+            )
+        return files
+    return [entry]
+
+
+def _walk(root: str, include: list[str]) -> list[str]:
+    """Files under `root` whose name matches `include`, sorted, hidden entries skipped.
+
+    Symbolic links to directories are followed once: a directory already visited (same
+    device and inode) is not entered again, so a link loop cannot recurse forever.
+    Entries that cannot be stat'ed (broken links, links pointing at themselves) and
+    non-regular files (FIFOs, sockets, devices) are left out: they are not text.
+    """
+    out: list[str] = []
+    visited: set[tuple[int, int]] = set()
+
+    def visit(d: str) -> None:
+        try:
+            st = os.stat(d)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in visited:
+            return
+        visited.add((st.st_dev, st.st_ino))
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            raise InputError(f"clean: cannot list directory {d!r} ({e.strerror}); fix its permissions") from None
+        for name in names:
+            if name.startswith("."):
+                continue
+            p = os.path.join(d, name)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                visit(p)
+            elif stat.S_ISREG(st.st_mode) and any(fnmatch.fnmatch(name, pat) for pat in include):
+                out.append(p)
+
+    visit(root)
+    return out
+
+
+def _check_readable(path: str) -> None:
+    """Fail now, with one line, on a file the workers could not read later."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"clean: cannot open input {path!r} ({e.strerror}); fix the path or its permissions") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"clean: input {path!r} is not a regular file (a FIFO, socket or device); name text files only")
+    try:
+        with open_binary(path):
+            pass
+    except OSError as e:
+        raise InputError(f"clean: cannot read input {path!r} ({e.strerror}); fix its permissions or remove it from `input`") from None
+
+
+def open_binary(path: str):
+    """The one place input files are opened (tests patch it to simulate unreadable files)."""
+    return open(path, "rb")
+
+
+def _format_of(path: str, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    name = path[:-3] if path.endswith(".gz") else path
+    return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
+
+
+def unit_size(unit: Unit) -> int:
+    """Bytes on disk (0 for built-in units); used for progress and the benchmark."""
+    return os.path.getsize(unit.name) if isinstance(unit, FileUnit) else 0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> Iterator[RawDoc]:
+    """Yield one unit's documents in file order. `stats` collects reader counters."""
+    if isinstance(unit, BuiltinUnit):
+        yield from read_python_docs(unit.index, unit.count, opts, on_skip)
+        return
+    stats["files"] = stats.get("files", 0) + 1
+    raw = open_binary(unit.name)
+    try:
+        head = raw.read(4)
+        raw.seek(0)
+        binary: io.BufferedIOBase = raw
+        if head[:2] == _GZIP_MAGIC:
+            binary = gzip.GzipFile(fileobj=raw, mode="rb")
+            head = binary.peek(4)[:4]
+        encoding, bom_len = _sniff_encoding(head)
+        if bom_len and encoding != "utf-8":
+            stats[f"files_{encoding}"] = stats.get(f"files_{encoding}", 0) + 1
+        if encoding == "utf-8":
+            # Keep the UTF-8 BOM in the text: the `remove_bom` step removes and counts it.
+            # JSON lines cannot start with one, so the jsonl reader strips it itself.
+            text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        else:
+            # The codec consumes the BOM. Odd trailing bytes become U+FFFD.
+            text = io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")
+        if unit.fmt == "jsonl":
+            yield from _read_jsonl(text, unit.name, opts, on_skip)
+        else:
+            yield from _read_text(text, unit.name, opts, on_skip)
+    finally:
+        raw.close()
+
+
+def _sniff_encoding(head: bytes) -> tuple[str, int]:
+    # UTF-32 first: its little-endian BOM starts with the UTF-16 one.
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32", 4
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", 2
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8", 3
+    return "utf-8", 0
+
+
+# Yielded by `_lines` in place of a line over the size cap (compared by identity).
+_TOO_LONG = "<line over max_document_chars>"
+# Damaged gzip data shows up as one of these while reading; what was read before stays.
+_READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _lines(text: io.TextIOWrapper, name: str, cap: int, on_skip: SkipFn) -> Iterator[tuple[int, str | None]]:
+    """(line number, line with its ending) pairs; a line over `cap` chars is skipped.
+
+    Damaged gzip data ends the file with one last `(line number, None)`: the lines
+    before the damage are kept, the caller reports the record being read.
+    """
+    lineno = 0
+    try:
+        while True:
+            line = text.readline(cap + 1)
+            if not line:
+                return
+            lineno += 1
+            if len(line) > cap and not line.endswith(("\n", "\r")):
+                on_skip("document_too_long", name, lineno)
+                while line and not line.endswith(("\n", "\r")):  # drain the rest of it
+                    line = text.readline(_CHUNK_CHARS)
+                yield lineno, _TOO_LONG
+                continue
+            yield lineno, line
+    except _READ_ERRORS:
+        yield lineno + 1, None
+
+
+def _read_text(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
+    cap = opts.max_document_chars
+    if opts.boundary == "file":
+        try:
+            body = text.read(cap + 1)
+            if len(body) > cap:
+                on_skip("document_too_long", name, 1)
+                return
+        except _READ_ERRORS:
+            on_skip("corrupt_gzip", name, 1)
+            return
+        yield RawDoc(body, name, name, 1)
+    elif opts.boundary == "line":
+        for lineno, line in _lines(text, name, cap, on_skip):
+            if line is None:
+                on_skip("corrupt_gzip", name, lineno)
+                return
+            if line is _TOO_LONG:
+                continue
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield RawDoc(line, name, name, lineno)
+    else:  # blank_line: a paragraph is a run of lines that are not blank
+        buf: list[str] = []
+        size = 0
+        start = 0
+        too_long = False
+        for lineno, line in _lines(text, name, cap, on_skip):
+            if line is None:
+                # The paragraph being read may be incomplete: report it, keep none of it.
+                on_skip("corrupt_gzip", name, start if buf else lineno)
+                return
+            if line is _TOO_LONG:  # reported by _lines; drop the whole paragraph
+                buf, size, too_long = [], 0, True
+                continue
+            if line.strip():
+                if not buf and not too_long:
+                    start = lineno
+                if too_long:
+                    continue
+                size += len(line)
+                if size > cap:
+                    on_skip("document_too_long", name, start)
+                    buf, size, too_long = [], 0, True
+                    continue
+                buf.append(line)
+            else:
+                if buf:
+                    yield RawDoc("".join(buf), name, name, start)
+                buf, size, too_long = [], 0, False
+        if buf:
+            yield RawDoc("".join(buf), name, name, start)
+
+
+def _read_jsonl(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
+    field, src_field = opts.text_field, opts.source_field
+    for lineno, line in _lines(text, name, opts.max_document_chars, on_skip):
+        if line is None:
+            on_skip("corrupt_gzip", name, lineno)
+            return
+        if line is _TOO_LONG:
+            continue
+        if lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:  # JSONDecodeError, or a number too large to convert
+            on_skip("malformed_json", name, lineno)
+            continue
+        if not isinstance(rec, dict):
+            on_skip("not_an_object", name, lineno)
+            continue
+        value = rec.get(field)
+        if value is None:
+            on_skip("missing_text_field", name, lineno)
+            continue
+        if not isinstance(value, str):
+            on_skip("text_field_not_string", name, lineno)
+            continue
+        source = name
+        if src_field is not None and isinstance(rec.get(src_field), str):
+            source = rec[src_field]
+        yield RawDoc(value, source, name, lineno)
+
+
+# --------------------------------------------------------------------------- python-docs
+
+
+def python_docs_roots() -> list[tuple[str, bool]]:
+    """(directory, is_stdlib) pairs to scan: the standard library, then site-packages."""
+    paths = sysconfig.get_paths()
+    roots: list[tuple[str, bool]] = [(paths["stdlib"], True)]
+    for key in ("purelib", "platlib"):
+        p = paths.get(key)
+        if p and os.path.isdir(p) and all(os.path.realpath(p) != os.path.realpath(r) for r, _ in roots):
+            roots.append((p, False))
+    return roots
+
+
+def python_docs_modules(opts: ReadOptions) -> list[tuple[str, str]]:
+    """All (module name, file) pairs the python-docs source reads, in unit-assignment order.
+
+    Modules are sorted by name, then interleaved across top-level packages (one module of
+    each package in turn), so any prefix of the list - and each unit's every-N-th slice -
+    samples all packages rather than only those early in the alphabet.
+    """
+    mods: dict[str, str] = {}
+    exclude = set(opts.docs_exclude)
+    packages = set(opts.docs_packages)
+    for root, is_stdlib in python_docs_roots():
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = os.path.relpath(dirpath, root)
+            parts = [] if rel == "." else rel.split(os.sep)
+            # Only package-like directories: skips site-packages inside the stdlib,
+            # *.dist-info, __pycache__, and anything excluded by name.
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if d.isidentifier() and d not in exclude and d != "__pycache__"
+                and not (is_stdlib and not parts and d in ("site-packages", "dist-packages"))
+            )
+            for fn in sorted(filenames):
+                if not fn.endswith(".py"):
+                    continue
+                stem = fn[:-3]
+                if not stem.isidentifier() or stem in exclude:
+                    continue
+                name_parts = parts + ([] if stem == "__init__" else [stem])
+                if not name_parts:
+                    continue
+                if packages and name_parts[0] not in packages:
+                    continue
+                mods.setdefault(".".join(name_parts), os.path.join(dirpath, fn))
+    by_top: dict[str, list[tuple[str, str]]] = {}
+    for name in sorted(mods):
+        by_top.setdefault(name.split(".")[0], []).append((name, mods[name]))
+    queues = [by_top[t] for t in sorted(by_top)]
+    out: list[tuple[str, str]] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
+def read_python_docs(index: int, count: int, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
+    """Docstrings (and pydoc topics) of every count-th module, starting at `index`.
+
+    Uses `ast` on the source files: nothing is imported or executed, so no package code
+    runs, nothing is printed and the result depends only on the installed files.
+    At most ceil(docs_max_documents / count) documents per unit.
+    """
+    cap = -(-opts.docs_max_documents // count)
+    n = 0
+    for module, path in python_docs_modules(opts)[index::count]:
+        for text, line in _module_docs(path, module, opts):
+            if len(text) < opts.docs_min_chars:
+                continue
+            yield RawDoc(text, f"python-docs:{module}", path, line)
+            n += 1
+            if n >= cap:
+                return
+
+
+def _module_docs(path: str, module: str, opts: ReadOptions) -> Iterator[tuple[str, int]]:
+    try:
+        if os.path.getsize(path) > opts.docs_max_file_kb * 1024:
+            return
+        with open(path, "rb") as f:
+            src = f.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes: never print
+            tree = ast.parse(src, filename=path)
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return  # not parseable by this Python: skip the module
+    if module == "pydoc_data.topics":
+        yield from _pydoc_topics(tree)
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield doc, getattr(node, "lineno", 1)
+
+
+def _pydoc_topics(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """The `topics` dict of pydoc_data.topics (the language reference), read as a literal."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "topics" for t in node.targets):
+            try:
+                topics = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, RecursionError):
+                return
+            if isinstance(topics, dict):
+                for key in sorted(topics):
+                    if isinstance(topics[key], str):
+                        yield topics[key], node.lineno
+            return
+

@@ -1,0 +1,614 @@
+"""clean: raw text -> cleaned, de-duplicated, split document shards.
+
+Reads `.txt` / `.jsonl` files (gzipped or not), directories (walked), globs and the built-in
+`builtin:python-docs` source (see `mlmctl.sources`), runs the configured clean steps
+(`mlmctl.cleaning`) on every document, removes exact duplicates across the whole corpus and
+splits the rest into train and validation by document hash. Writes:
+
+    {train,validation}/shard-NNNNN.jsonl.gz   {"id", "text", "source"} per line, UTF-8
+    stats.json                                documents and characters in, out, and dropped
+                                              per step and reason; where skipped records were
+    manifest.json                             written last
+
+How the work is cut so that output bytes never depend on `--workers` or `--task`:
+
+1. `read` phase, one unit per input file (the built-in source in a fixed number of parts):
+   read, clean, hash; write the kept documents as JSON lines plus their hashes, line sizes
+   and character counts (`.work/read/unit-NNNNN/`). This is the phase `--task I/N` fans out.
+2. plan, in the final run: global first-occurrence de-duplication over all hashes in
+   canonical (unit, document) order, the train/validation split, and shard numbers from
+   the running byte offset of each split, so shard boundaries are global.
+3. `write` phase, one unit per input unit: each unit's surviving lines, gzip-compressed as
+   one gzip member per (split, shard) piece it contributes.
+4. assemble: a shard is the byte concatenation of its pieces in unit order (a multi-member
+   gzip file, which every gzip reader reads as one stream); then stats.json, manifest.json.
+
+Memory stays flat in corpus size except for the de-duplication table: 8 bytes per
+document (16 while it is sorted).
+
+Example:
+    mlmctl clean -c configs/demo/clean.yaml --workers 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mlmctl.cleaning import (
+    DEFAULT_STEPS,
+    STEPS,
+    DecodeConfig,
+    LengthFilterConfig,
+    NormalizeConfig,
+    QualityFilterConfig,
+    RemoveBomConfig,
+    RemoveCharsConfig,
+    StripMarkupConfig,
+    UrlsConfig,
+    WhitespaceConfig,
+)
+from mlmctl.config import check
+from mlmctl.errors import MlmctlError
+from mlmctl.shards import SPLITS, ShardInfo, atomic_write, atomic_write_json
+
+STAGE = "clean"
+INPUT_STAGE = None
+
+SUFFIX = ".jsonl.gz"
+STATS_FILE = "stats.json"
+_DOCS, _HASHES, _SIZES, _CHARS = "docs.jsonl", "hashes.u64", "sizes.u64", "chars.u64"
+
+
+@dataclass
+class PythonDocsConfig:
+    """Settings of the built-in `builtin:python-docs` source."""
+
+    packages: list[str] = field(default_factory=list)
+    """Top-level packages/modules to read (e.g. [json, numpy]); empty: the whole standard library and every installed package."""
+    exclude: list[str] = field(default_factory=lambda: ["test", "tests", "testing", "_vendor", "idlelib"])
+    """Module or package names skipped wherever they occur in a dotted module path."""
+    min_chars: int = 40
+    """Docstrings shorter than this many characters are not read (one-liners like "Return self.")."""
+    max_documents: int = 20_000
+    """Most docstrings read (spread over `units`; modules are interleaved across packages so a cap still samples all of them)."""
+    max_file_kb: int = 1024
+    """Source files larger than this are skipped (generated tables, not documentation)."""
+    units: int = 8
+    """Work units the source is split into (fixed, so output does not depend on --workers)."""
+
+    def __post_init__(self) -> None:
+        check(self.units >= 1, "units", f"must be >= 1, got {self.units}")
+        check(self.max_documents >= 1, "max_documents", f"must be >= 1, got {self.max_documents}")
+        check(self.max_file_kb >= 1, "max_file_kb", f"must be >= 1, got {self.max_file_kb}")
+
+
+@dataclass
+class CleanConfig:
+    """Raw text to cleaned, de-duplicated train/validation document shards."""
+
+    input: list[str] = field(default_factory=lambda: ["builtin:python-docs"])
+    """Files, directories (walked recursively), globs, or `builtin:python-docs`; read in this order."""
+    output: str = "data/clean"
+    """Directory to write the shards, stats.json and manifest.json to."""
+    format: Literal["auto", "text", "jsonl"] = "auto"
+    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines and everything else as text."""
+    text_field: str = "text"
+    """JSON lines: the field holding the document text."""
+    source_field: str | None = None
+    """JSON lines: a field to copy into each record's `source` (null: the file path)."""
+    boundary: Literal["file", "blank_line", "line"] = "blank_line"
+    """Text files: where a document ends - at the end of the file, at a blank line, or at every line."""
+    include: list[str] = field(default_factory=lambda: ["*.txt", "*.txt.gz", "*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz", "*.md"])
+    """File-name patterns read when walking a directory (files named directly or by a glob are always read)."""
+    max_document_chars: int = 50_000_000
+    """Documents longer than this are skipped while reading (bounds memory); see also length_filter.max_chars."""
+    python_docs: PythonDocsConfig = field(default_factory=PythonDocsConfig)
+    """The built-in source."""
+    steps: list[str] = field(default_factory=lambda: list(DEFAULT_STEPS))
+    """Clean steps in order (decode first); each step's settings are in the section of the same name."""
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    """Step `decode`."""
+    remove_bom: RemoveBomConfig = field(default_factory=RemoveBomConfig)
+    """Step `remove_bom`."""
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    """Step `normalize`."""
+    remove_chars: RemoveCharsConfig = field(default_factory=RemoveCharsConfig)
+    """Step `remove_chars`."""
+    strip_markup: StripMarkupConfig = field(default_factory=StripMarkupConfig)
+    """Step `strip_markup` (not in the default steps)."""
+    urls: UrlsConfig = field(default_factory=UrlsConfig)
+    """Step `urls`."""
+    whitespace: WhitespaceConfig = field(default_factory=WhitespaceConfig)
+    """Step `whitespace`."""
+    length_filter: LengthFilterConfig = field(default_factory=LengthFilterConfig)
+    """Step `length_filter`."""
+    quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
+    """Step `quality_filter`."""
+    dedup: bool = True
+    """Drop exact duplicates (same text after all steps) across the whole corpus, keeping the first in input order."""
+    validation_fraction: float = 0.01
+    """Share of documents sent to validation, chosen by a hash of the text (deterministic, independent of order)."""
+    split_seed: int = 0
+    """Changes which documents the hash sends to validation."""
+    max_shard_mb: float = 64.0
+    """Uncompressed JSON lines per shard, in MiB (a shard may exceed it by its last document)."""
+    compresslevel: int = 6
+    """gzip level of the shards (1 fastest ... 9 smallest)."""
+    max_listed_skips: int = 1000
+    """Most skipped or dropped records listed with file and line in stats.json (all are counted)."""
+
+    def __post_init__(self) -> None:
+        check(len(self.input) > 0, "input", "name at least one file, directory, glob or builtin:python-docs")
+        check(len(self.steps) > 0 and self.steps[0] == "decode", "steps",
+              "must start with `decode` (it makes the text valid Unicode for the steps after it)")
+        for i, name in enumerate(self.steps):
+            if name not in STEPS:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(STEPS), n=1)
+                hint = f" (did you mean `{close[0]}`?)" if close else f" (steps: {', '.join(STEPS)})"
+                check(False, f"steps[{i}]", f"unknown step {name!r}{hint}")
+        dup = sorted({n for n in self.steps if self.steps.count(n) > 1})
+        check(not dup, "steps", f"lists {', '.join(dup)} more than once")
+        check(0.0 <= self.validation_fraction < 1.0, "validation_fraction",
+              f"must be in [0, 1), got {self.validation_fraction}")
+        check(1 <= self.compresslevel <= 9, "compresslevel", f"must be 1..9, got {self.compresslevel}")
+        check(self.max_shard_mb > 0, "max_shard_mb", f"must be > 0, got {self.max_shard_mb}")
+        check(self.max_document_chars >= 1, "max_document_chars", f"must be >= 1, got {self.max_document_chars}")
+        check(self.max_listed_skips >= 0, "max_listed_skips", f"must be >= 0, got {self.max_listed_skips}")
+        check(bool(self.text_field), "text_field", "must not be empty")
+
+
+CONFIG = CleanConfig
+
+
+# --------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class _ReadUnit:
+    """Read + clean + hash one input unit (picklable; its repr is the resume key)."""
+
+    unit: object  # sources.FileUnit | sources.BuiltinUnit
+    read: object  # sources.ReadOptions
+    steps: tuple[str, ...]
+    step_configs: tuple
+    max_listed: int
+
+
+@dataclass(frozen=True)
+class _WriteUnit:
+    """Compress one unit's surviving lines into (split, shard) pieces."""
+
+    read_dir: str
+    plan: str
+    plan_sha256: str
+    compresslevel: int
+
+
+def input_fingerprint(cfg: CleanConfig) -> str:
+    """Identity of the raw inputs: every file's path, size and mtime; the Python and its
+    packages for the built-in source. Also fails early, with one line, on a bad `input`."""
+    from mlmctl.manifest import digest
+    from mlmctl.sources import BuiltinUnit, python_docs_modules
+
+    parts = []
+    for u in _discover(cfg):
+        if isinstance(u, BuiltinUnit):
+            if u.index == 0:
+                parts.append(u.key)
+                parts.append(sys.version)
+                for name, path in python_docs_modules(_read_options(cfg)):
+                    st = os.stat(path)
+                    parts.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+        else:
+            st = os.stat(u.name)
+            parts.append(f"{u.key}\t{st.st_size}\t{st.st_mtime_ns}")
+    return digest(*parts)
+
+
+def _discover(cfg: CleanConfig):
+    from mlmctl.sources import discover
+
+    return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units)
+
+
+def _read_options(cfg: CleanConfig):
+    from mlmctl.sources import ReadOptions
+
+    d = cfg.python_docs
+    return ReadOptions(
+        boundary=cfg.boundary, text_field=cfg.text_field, source_field=cfg.source_field,
+        max_document_chars=cfg.max_document_chars, docs_packages=tuple(d.packages),
+        docs_exclude=tuple(d.exclude), docs_min_chars=d.min_chars, docs_max_documents=d.max_documents,
+        docs_max_file_kb=d.max_file_kb,
+    )
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(ctx) -> dict | None:
+    cfg: CleanConfig = ctx.cfg
+    units = _discover(cfg)
+    read_opts = _read_options(cfg)
+    step_cfgs = tuple(getattr(cfg, name) for name in cfg.steps)
+    read_units = [_ReadUnit(u, read_opts, tuple(cfg.steps), step_cfgs, cfg.max_listed_skips) for u in units]
+    ctx.log(f"{len(units)} input units; steps: {', '.join(cfg.steps)}")
+
+    read = ctx.run_units(_read_unit, read_units, phase="read", unit_name="inputs")
+    if read is None:
+        return None
+
+    plan_dir = ctx.work_dir / "plan"
+    plan = _plan(cfg, [r.dir for r in read], plan_dir)
+    write_units = [
+        _WriteUnit(str(r.dir), str(p), sha, cfg.compresslevel) for r, (p, sha) in zip(read, plan["files"])
+    ]
+    written = ctx.run_units(_write_unit, write_units, phase="write", unit_name="inputs")
+    assert written is not None, "the write phase runs only in the final (non --task) run"
+
+    shards = _assemble(ctx, written)
+    stats = _stats(cfg, units, read, plan, shards)
+    atomic_write_json(ctx.output_dir / STATS_FILE, stats)
+    files = [ctx.describe(STATS_FILE)]
+    out = stats["documents_out"]
+    if out["train"] == 0:
+        raise MlmctlError(
+            f"clean: no document survived cleaning ({stats['documents_in']:,} read; see "
+            f"{ctx.output_dir / STATS_FILE} for what dropped them); check `input` and the filters"
+        )
+    if cfg.validation_fraction > 0 and out["validation"] == 0:
+        ctx.log(f"warning: the validation split is empty ({out['total']:,} documents); raise validation_fraction")
+    ctx.finish(shards, files, extra={"documents": out, "characters": stats["characters_out"]})
+
+    rows = {
+        "documents in": f"{stats['documents_in']:,} ({_mb(stats['characters_in'])} M chars)",
+        "train": f"{out['train']:,} documents, {sum(1 for s in shards if s.split == 'train')} shards",
+        "validation": f"{out['validation']:,} documents, {sum(1 for s in shards if s.split == 'validation')} shards",
+    }
+    for step, reasons in stats["dropped"].items():
+        rows[f"dropped: {step}"] = ", ".join(f"{r} {v['documents']:,}" for r, v in reasons.items())
+    return rows
+
+
+def _mb(chars: int) -> str:
+    return f"{chars / 1e6:.1f}"
+
+
+# --------------------------------------------------------------------------- read phase
+
+
+def _read_unit(u: _ReadUnit, part: Path) -> dict:
+    """Read, clean and hash one unit; keep its documents as JSON lines for the write phase."""
+    from array import array
+
+    from mlmctl.cleaning import Pipeline
+    from mlmctl.sources import read_unit
+
+    pipeline = Pipeline([STEPS[name](c) for name, c in zip(u.steps, u.step_configs)])
+    skipped: list[list] = []
+    skip_total = 0
+    read_skips: dict[str, list[int]] = {}
+
+    def on_skip(reason: str, file: str, line: int) -> None:
+        nonlocal skip_total
+        slot = read_skips.setdefault(reason, [0, 0])
+        slot[0] += 1
+        skip_total += 1
+        if len(skipped) < u.max_listed:
+            skipped.append([file, line, "read", reason])
+
+    hashes, sizes, chars = array("Q"), array("Q"), array("Q")
+    docs_in = chars_in = 0
+    read_stats: dict = {}
+    blake = hashlib.blake2b
+    dumps = json.dumps
+    buf: list[bytes] = []
+    buffered = 0
+    with atomic_write(part / _DOCS) as out:
+        for doc in _guarded(read_unit(u.unit, u.read, on_skip, read_stats), u.unit):
+            docs_in += 1
+            chars_in += len(doc.text)
+            text, step, reason = pipeline.run(doc.text)
+            if step is not None:
+                skip_total += 1
+                if len(skipped) < u.max_listed:
+                    skipped.append([doc.file, doc.line, step, reason])
+                continue
+            data = text.encode("utf-8")
+            h = int.from_bytes(blake(data, digest_size=8).digest(), "big")
+            # The id is the text hash; the write phase appends "-N" to repeats when dedup is off.
+            line = ('{"id": "%016x", ' % h + dumps({"text": text, "source": doc.source}, ensure_ascii=False)[1:] + "\n").encode("utf-8")
+            hashes.append(h)
+            sizes.append(len(line))
+            chars.append(len(text))
+            buf.append(line)
+            buffered += len(line)
+            if buffered >= 1 << 20:
+                out.write(b"".join(buf))
+                buf.clear()
+                buffered = 0
+        out.write(b"".join(buf))
+    for name, arr in ((_HASHES, hashes), (_SIZES, sizes), (_CHARS, chars)):
+        with atomic_write(part / name) as f:
+            arr.tofile(f)
+    dropped = {"read": read_skips} if read_skips else {}
+    dropped.update(pipeline.dropped)
+    return {
+        "documents_in": docs_in + sum(v[0] for v in read_skips.values()),
+        "characters_in": chars_in,
+        "kept": len(hashes),
+        "changed": pipeline.changed,
+        "dropped": dropped,
+        "skipped": skipped,
+        "skipped_total": skip_total,
+        "read": read_stats,
+    }
+
+
+def _guarded(docs, unit):
+    """Turn an OS error while reading (permissions changed, disk error) into one clear line."""
+    try:
+        yield from docs
+    except OSError as e:
+        raise MlmctlError(f"clean: cannot read {unit.key} ({e.strerror or e}); fix the file and rerun") from None
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
+    """Global dedup, split and shard numbers; one plan file per unit.
+
+    A unit's plan is an int64 per kept document: -1 to drop it as a duplicate, else
+    `split << 40 | shard << 20 | repeat`, where repeat (dedup off only) numbers the copies of
+    a text so that ids stay unique. Returns the files (path, sha256) and dedup counts.
+    """
+    import numpy as np
+
+    from mlmctl.shards import file_sha256
+
+    def load(d: Path, name: str):
+        return np.fromfile(d / name, dtype=np.uint64)
+
+    counts = [int((d / _HASHES).stat().st_size // 8) for d in read_dirs]
+    hashes = np.empty(sum(counts), dtype=np.uint64)  # the dedup table: 8 bytes per document
+    pos = 0
+    for d, n in zip(read_dirs, counts):
+        hashes[pos:pos + n] = load(d, _HASHES)
+        pos += n
+    srt = np.sort(hashes)
+    repeated = np.unique(srt[1:][srt[1:] == srt[:-1]])  # values that occur more than once
+    del srt
+    seen = np.zeros(len(repeated), dtype=np.int64)  # copies of each repeated value so far
+
+    threshold = np.uint64(min(int(cfg.validation_fraction * 2.0**64), 2**64 - 1))
+    max_bytes = int(cfg.max_shard_mb * 1024 * 1024)
+    offset = [0, 0]  # running uncompressed bytes per split
+    raw_last = [-1, -1]  # last raw shard number used per split
+    dense = [-1, -1]  # its dense (output) number
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    dup_docs = dup_chars = 0
+    pos = 0
+    for j, (d, n) in enumerate(zip(read_dirs, counts)):
+        h = hashes[pos:pos + n]
+        pos += n
+        dest = np.zeros(n, dtype=np.int64)
+        keep = np.ones(n, dtype=bool)
+        if len(repeated):
+            idx = np.minimum(np.searchsorted(repeated, h), len(repeated) - 1)
+            is_rep = repeated[idx] == h
+            rows = np.nonzero(is_rep)[0]
+            # Copy number of every repeated row, in order: earlier units, then this one.
+            copy = np.zeros(len(rows), dtype=np.int64)
+            for r_i, k in enumerate(idx[rows]):  # only repeated rows: few in most corpora
+                copy[r_i] = seen[k]
+                seen[k] += 1
+            if cfg.dedup:
+                keep[rows[copy > 0]] = False
+                chars = load(d, _CHARS)
+                dup_docs += int((~keep).sum())
+                dup_chars += int(chars[~keep].sum())
+            else:
+                dest[rows] = np.minimum(copy, (1 << 20) - 1)
+        split = _split_of(h, cfg.split_seed, threshold)
+        sizes = load(d, _SIZES)
+        for s in (0, 1):
+            rows = np.nonzero(keep & (split == s))[0]
+            if not len(rows):
+                continue
+            sz = sizes[rows].astype(np.int64)
+            start = offset[s] + np.cumsum(sz) - sz  # each document's byte offset in its split
+            offset[s] += int(sz.sum())
+            raw = start // max_bytes
+            # Dense shard numbers: raw numbers skip values when a document is larger than a shard.
+            new = np.concatenate(([raw[0] != raw_last[s]], raw[1:] != raw[:-1]))
+            shard = dense[s] + np.cumsum(new)
+            dense[s] = int(shard[-1])
+            raw_last[s] = int(raw[-1])
+            dest[rows] |= (np.int64(s) << 40) | (shard.astype(np.int64) << 20)
+        dest[~keep] = -1
+        path = plan_dir / f"unit-{j:05d}.i64"
+        with atomic_write(path) as f:
+            f.write(dest.tobytes())
+        files.append((path, file_sha256(path)))
+    return {"files": files, "duplicates": dup_docs, "duplicate_chars": dup_chars,
+            "shards": [dense[0] + 1, dense[1] + 1]}
+
+
+def _split_of(h, seed: int, threshold):
+    """1 for validation, 0 for train: splitmix64(hash ^ seed) below the threshold."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        z = h ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z < threshold).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- write phase
+
+
+def _write_unit(u: _WriteUnit, part: Path) -> dict:
+    """Compress this unit's kept lines into one gzip member per (split, shard) piece."""
+    from array import array
+
+    from mlmctl.shards import file_sha256
+
+    if file_sha256(u.plan) != u.plan_sha256:
+        raise MlmctlError(f"clean: plan file {u.plan} changed during the run; rerun `mlmctl clean`")
+    dest = array("q")
+    with open(u.plan, "rb") as f:
+        dest.frombytes(f.read())
+    pieces: dict[str, dict] = {}
+    # One open piece per split: documents of both splits interleave, and within a split
+    # shard numbers only grow, so a split's piece is finished when its shard number changes.
+    open_pieces: dict[int, _Piece] = {}
+    with open(Path(u.read_dir) / _DOCS, "rb") as docs:
+        for d, line in zip(dest, docs):
+            if d < 0:
+                continue
+            split, shard = d >> 40, (d >> 20) & 0xFFFFF
+            piece = open_pieces.get(split)
+            if piece is None or piece.shard != shard:
+                if piece is not None:
+                    piece.close()
+                name = f"{SPLITS[split]}-{shard:05d}.gz"
+                piece = open_pieces[split] = _Piece(part / name, shard, u.compresslevel)
+                pieces[name] = {"documents": 0}
+                piece.name = name
+            if d & 0xFFFFF:
+                line = line[:24] + b"-%d" % ((d & 0xFFFFF) + 1) + line[24:]
+            piece.write(line)
+            pieces[piece.name]["documents"] += 1
+    for piece in open_pieces.values():
+        piece.close()
+    return {"pieces": pieces}
+
+
+class _Piece:
+    """One gzip member being written: buffered lines, compressed in ~1 MB batches."""
+
+    def __init__(self, path: Path, shard: int, level: int) -> None:
+        import zlib
+
+        self.shard = shard
+        self.name = path.name
+        self.file = open(path, "wb")
+        # wbits=31: a gzip member with mtime 0, so the bytes never depend on the clock.
+        self.comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self.buf: list[bytes] = []
+        self.size = 0
+
+    def write(self, line: bytes) -> None:
+        self.buf.append(line)
+        self.size += len(line)
+        if self.size >= 1 << 20:
+            self.file.write(self.comp.compress(b"".join(self.buf)))
+            self.buf.clear()
+            self.size = 0
+
+    def close(self) -> None:
+        self.file.write(self.comp.compress(b"".join(self.buf)) + self.comp.flush())
+        self.file.close()
+
+
+# --------------------------------------------------------------------------- assemble
+
+
+def _assemble(ctx, written) -> list[ShardInfo]:
+    """Concatenate every shard's pieces, in unit order, into the output directory."""
+    by_shard: dict[tuple[str, int], list[Path]] = {}
+    counts: dict[tuple[str, int], int] = {}
+    for res in written:
+        for name, rec in res.result["pieces"].items():
+            split, num = name[:-3].rsplit("-", 1)
+            key = (split, int(num))
+            by_shard.setdefault(key, []).append(res.dir / name)
+            counts[key] = counts.get(key, 0) + rec["documents"]
+    shards = []
+    for split, num in sorted(by_shard, key=lambda k: (SPLITS.index(k[0]), k[1])):
+        rel = f"{split}/shard-{num:05d}{SUFFIX}"
+        sha = hashlib.sha256()
+        size = 0
+        with atomic_write(ctx.output_dir / rel) as out:
+            for piece in by_shard[(split, num)]:
+                with open(piece, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        sha.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        shards.append(ShardInfo(rel, split, size, sha.hexdigest(), {"documents": counts[(split, num)]}))
+    return shards
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -> dict:
+    docs_in = chars_in = 0
+    changed: dict[str, int] = {name: 0 for name in cfg.steps}
+    dropped: dict[str, dict[str, dict[str, int]]] = {}
+    skipped: list[dict] = []
+    skipped_total = 0
+    read_stats: dict[str, int] = {}
+    for r in read:
+        res = r.result
+        docs_in += res["documents_in"]
+        chars_in += res["characters_in"]
+        for k, v in res["changed"].items():
+            changed[k] = changed.get(k, 0) + v
+        for step, reasons in res["dropped"].items():
+            for reason, (n, c) in reasons.items():
+                slot = dropped.setdefault(step, {}).setdefault(reason, {"documents": 0, "characters": 0})
+                slot["documents"] += n
+                slot["characters"] += c
+        for file, line, step, reason in res["skipped"]:
+            if len(skipped) < cfg.max_listed_skips:
+                skipped.append({"file": file, "line": line, "step": step, "reason": reason})
+        skipped_total += res["skipped_total"]
+        for k, v in res["read"].items():
+            read_stats[k] = read_stats.get(k, 0) + v
+    if plan["duplicates"]:
+        dropped["dedup"] = {"duplicate": {"documents": plan["duplicates"], "characters": plan["duplicate_chars"]}}
+    # Order the drop table as the pipeline runs: read, the steps, empty, dedup.
+    order = ["read", *cfg.steps, "empty", "dedup"]
+    dropped = {k: dict(sorted(dropped[k].items())) for k in order if k in dropped}
+    docs_out = {s: sum(sh.records["documents"] for sh in shards if sh.split == s) for s in SPLITS}
+    kept_chars = _chars_out(read, plan)
+    return {
+        "documents_in": docs_in,
+        "characters_in": chars_in,
+        "documents_out": {**docs_out, "total": sum(docs_out.values())},
+        "characters_out": {**kept_chars, "total": sum(kept_chars.values())},
+        "changed": changed,
+        "dropped": dropped,
+        "read": {"input_units": len(units), **dict(sorted(read_stats.items()))},
+        "skipped_total": skipped_total,
+        "skipped_listed": len(skipped),
+        "skipped": skipped,
+    }
+
+
+def _chars_out(read, plan: dict) -> dict[str, int]:
+    import numpy as np
+
+    out = {s: 0 for s in SPLITS}
+    for r, (path, _) in zip(read, plan["files"]):
+        dest = np.fromfile(path, dtype=np.int64)
+        chars = np.fromfile(r.dir / _CHARS, dtype=np.uint64)
+        kept = dest >= 0
+        val = (dest >> 40) == 1
+        out["train"] += int(chars[kept & ~val].sum())
+        out["validation"] += int(chars[kept & val].sum())
+    return out
