@@ -8,9 +8,10 @@ tokenizer unchanged.
 
 Format guarantee: a pre-token is never empty and never contains U+0020 (space) or a
 line break, so `" ".join(words)` is one line that `line.split(" ")` takes back apart
-exactly. The BERT pre-tokenizer drops whitespace; byte-level maps every byte to a
+exactly, and no line holds anything `str.splitlines()` would break at. The BERT pre-tokenizer drops whitespace; byte-level maps every byte to a
 visible character (space -> `Ġ`, newline -> `Ċ`); metaspace only splits on spaces, so
-its normalizer first turns every run of Unicode whitespace into one space and strips
+its normalizer first turns every run of Unicode whitespace (and the separators
+U+001C..U+001E) into one space and strips
 the ends. `Pretokenizer.words` checks the guarantee on every sentence anyway and
 raises rather than write a line that would read back differently.
 
@@ -72,7 +73,8 @@ def pipeline_json(cfg: PretokenizerConfig) -> dict:
     else:
         # One space between words, none at the ends: metaspace would otherwise keep tabs and
         # newlines inside pre-tokens, and byte-level would turn line wraps into `Ċ` tokens.
-        steps += [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
+        # \x1c-\x1e count as line breaks for Python's str.splitlines() but not as \s here.
+        steps += [normalizers.Replace(Regex(r"[\s\x1c-\x1e]+"), " "), normalizers.Strip()]
         if strip_accents:
             steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
         if cfg.lowercase:
@@ -122,9 +124,11 @@ class Pretokenizer:
     def words(self, sentence: str) -> list[str]:
         text = self.normalizer.normalize_str(sentence) if self.normalizer is not None else sentence
         words = [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)]
+        if not words:
+            return words
         # Cheap check of the line-format guarantee (see module docstring): one join + find.
         line = " ".join(words)
-        if "" in words or line.count(" ") != len(words) - 1 or "\n" in line or "\r" in line:
+        if "" in words or line.count(" ") != len(words) - 1 or len(line.splitlines()) != 1:
             raise MlmctlError(
                 f"tokenize: the pre-tokenizer produced a word with a space or line break in "
                 f"{sentence[:60]!r}; this pipeline cannot be stored one sentence per line"
