@@ -256,7 +256,11 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
         binary: io.BufferedIOBase = raw
         if head[:2] == _GZIP_MAGIC:
             binary = gzip.GzipFile(fileobj=raw, mode="rb")
-            head = binary.peek(4)[:4]
+            try:
+                head = binary.peek(4)[:4]
+            except _READ_ERRORS:
+                on_skip("corrupt_gzip", unit.name, 1)
+                return
         encoding, bom_len = _sniff_encoding(head)
         if bom_len and encoding != "utf-8":
             stats[f"files_{encoding}"] = stats.get(f"files_{encoding}", 0) + 1
