@@ -68,8 +68,9 @@ class ModelConfig:
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, **overrides) -> "ModelConfig":
         layers, hidden, heads, inter = PRESETS[name]
-        return cls(vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=hidden,
-                   num_attention_heads=heads, intermediate_size=inter, **overrides)
+        shape = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                     intermediate_size=inter)
+        return cls(vocab_size=vocab_size, **{**shape, **overrides})
 
     def to_hf_config(self, architectures: list[str] | str, **extra) -> dict:
         """The `config.json` dict HF `BertConfig` reads; `extra` adds keys (e.g. `id2label`)."""

@@ -1,0 +1,261 @@
+"""pretrain stage: a real (tiny) run end to end, HF loading, resume, accumulation, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tokenizers")
+torch = pytest.importorskip("torch")
+
+from mlmctl.manifest import Manifest, write_manifest  # noqa: E402
+from mlmctl.shards import ShardWriter  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NOUNS = "cat dog bird fish horse mouse teacher doctor farmer pilot river mountain city garden".split()
+ADJS = "small big red green old young quiet loud happy brave".split()
+VERBS = "sees likes chases finds follows helps watches visits".split()
+
+
+def _doc(rng: random.Random) -> str:
+    sents = []
+    for _ in range(rng.randint(2, 6)):
+        n1, n2 = rng.choice(NOUNS), rng.choice(NOUNS)
+        # Agreement the model can learn: the adjective of a noun is fixed by the noun.
+        a1, a2 = ADJS[NOUNS.index(n1) % len(ADJS)], ADJS[NOUNS.index(n2) % len(ADJS)]
+        sents.append(f"The {a1} {n1} {rng.choice(VERBS)} the {a2} {n2}.")
+    return " ".join(sents)
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory) -> Path:
+    """clean (written directly) -> tokenize -> build-vocab, through the real stages."""
+    from mlmctl.cli import main
+
+    base = tmp_path_factory.mktemp("pretrain-data")
+    clean = base / "clean"
+    rng = random.Random(0)
+    infos = []
+    for split, n in (("train", 400), ("validation", 40)):
+        w = ShardWriter(clean, split, ".jsonl.gz")
+        for i in range(n):
+            w.write(json.dumps({"id": f"{split}-{i}", "text": _doc(rng), "source": "test"}) + "\n", docs=1)
+        infos += w.close()
+    write_manifest(clean, Manifest(stage="clean", config={}, config_hash="test", input_hash=None, shards=infos))
+    assert main(["tokenize", "-c", str(ROOT / "configs/smoke/tokenize.yaml"), "--input", str(clean),
+                 "--output", str(base / "tokens")]) == 0
+    assert main(["build-vocab", "-c", str(ROOT / "configs/smoke/build-vocab.yaml"), "--input", str(base / "tokens"),
+                 "--output", str(base / "vocab"), "--set", "vocab_size=200", "--set", "min_frequency=1"]) == 0
+    return base / "vocab"
+
+
+TINY = ["--set", "model.hidden_size=32", "--set", "model.num_attention_heads=2", "--set", "model.intermediate_size=64",
+        "--set", "model.num_hidden_layers=2", "--set", "data.max_seq_len=32", "--set", "train.batch_size=8",
+        "--set", "train.lr=0.003", "--set", "train.warmup_steps=2", "--set", "validation.max_sequences=32",
+        "--set", "log_every=1"]
+
+
+def pretrain(run_cli, vocab: Path, out: Path, *args):
+    return run_cli("pretrain", "-c", ROOT / "configs/smoke/pretrain.yaml", "--input", vocab, "--output", out,
+                   *TINY, *args)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_learns_writes_loadable_models_and_reruns_as_up_to_date(tmp_path, run_cli, vocab_dir):
+    out = tmp_path / "run"
+    code, stdout, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=40",
+                                 "--set", "validation.every=20", "--set", "checkpoint.save_every=10",
+                                 "--set", "checkpoint.keep_last=2")
+    assert code == 0, err
+    assert (out / "manifest.json").exists() and not (out / ".work").exists()
+    rows = metrics(out)
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 41))
+    prev = 0
+    for r in train_rows:
+        assert set(r) >= {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"}
+        assert math.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+        # 8 sequences of 32 tokens per step; only the corpus' last sequence may be shorter
+        assert 8 * 32 - 31 <= r["tokens"] - prev <= 8 * 32
+        prev = r["tokens"]
+    vals = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in vals] == [0, 20, 40]
+    assert vals[-1]["val_ppl"] < 0.5 * vals[0]["val_ppl"]  # it learned
+    assert abs(vals[-1]["val_ppl"] - math.exp(vals[-1]["val_loss"])) < 1e-6 * vals[-1]["val_ppl"]
+    # warm-up then linear decay to 0 at the last step
+    assert train_rows[0]["lr"] == pytest.approx(1.5e-3) and train_rows[1]["lr"] == pytest.approx(3e-3)
+    assert train_rows[-1]["lr"] < 1e-4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000030", "step-000040"]
+    assert "val ppl" in stdout
+
+    # final/ and the checkpoints load in transformers with the same logits as our model
+    transformers = pytest.importorskip("transformers")
+    from mlmctl.model import BertForPreTraining
+    from mlmctl.model_dir import load_model_dir
+
+    ours, cfg, info = load_model_dir(out / "final", BertForPreTraining)
+    vocab_size = json.loads((vocab_dir / "manifest.json").read_text())["extra"]["vocab_size"]
+    assert info["missing"] == [] and info["unexpected"] == [] and cfg.vocab_size == vocab_size
+    ids = torch.randint(5, vocab_size, (2, 20))
+    with torch.no_grad():
+        hf = transformers.AutoModelForMaskedLM.from_pretrained(out / "final").eval()
+        assert (ours.eval()(ids)[0] - hf(input_ids=ids).logits).abs().max() < 1e-4
+    tok = transformers.AutoTokenizer.from_pretrained(out / "final")
+    assert tok.mask_token_id == 4 and tok("the cat")["input_ids"][0] == 2
+    transformers.AutoModelForMaskedLM.from_pretrained(out / "checkpoints" / "step-000030")
+
+    # same config again: nothing to do; another config without --force: refused
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=40", "--set", "validation.every=20",
+                            "--set", "checkpoint.save_every=10", "--set", "checkpoint.keep_last=2")
+    assert code == 0 and "up to date" in err
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=41")
+    assert code == 1 and "--force" in err
+
+
+def test_interrupted_run_needs_resume_and_resume_is_exact(tmp_path, run_cli, vocab_dir):
+    args = ["--set", "train.max_steps=12", "--set", "checkpoint.save_every=4", "--set", "validation.every=6"]
+    ref = tmp_path / "ref"
+    assert pretrain(run_cli, vocab_dir, ref, *args)[0] == 0
+    # Simulate a run killed after its step-8 checkpoint: no manifest, no final, later ckpt gone.
+    out = tmp_path / "run"
+    assert pretrain(run_cli, vocab_dir, out, *args)[0] == 0
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "final")
+    shutil.rmtree(out / "checkpoints" / "step-000012")
+    # What a killed run leaves: the runner's mark of an unfinished run of this config.
+    man = json.loads((ref / "manifest.json").read_text())
+    (out / ".work").mkdir()
+    (out / ".work" / "run.json").write_text(json.dumps({"config_hash": man["config_hash"],
+                                                        "input_hash": man["input_hash"]}))
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args)
+    assert code == 1 and "--resume" in err and "step-000008" in err
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args, "--resume")
+    assert code == 0, err
+    assert "resuming from" in err and "step 8" in err
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
+    assert strip(metrics(out)) == strip(metrics(ref))
+
+
+def test_resume_refuses_a_different_model(tmp_path, run_cli, vocab_dir):
+    out = tmp_path / "run"
+    assert pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=4", "--set", "checkpoint.save_every=2")[0] == 0
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "other", "--set", "train.max_steps=8",
+                            "--set", "model.hidden_size=64", "--resume-from", out / "checkpoints" / "step-000004")
+    assert code == 1 and "different settings" in err and "hidden_size" in err
+    # the same model may continue for longer from another run's checkpoint
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "longer", "--set", "train.max_steps=6",
+                            "--resume-from", out / "checkpoints" / "step-000004")
+    assert code == 0, err
+    assert [r["step"] for r in metrics(tmp_path / "longer") if "loss" in r] == [5, 6]
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "x", "--set", "train.max_steps=6",
+                            "--resume-from", tmp_path / "nope")
+    assert code == 1 and "not a complete checkpoint" in err
+
+
+def test_gradient_accumulation_gives_the_same_steps(tmp_path, run_cli, vocab_dir):
+    nodrop = ["--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0",
+              "--set", "train.max_steps=5", "--set", "validation.every=0"]
+    assert pretrain(run_cli, vocab_dir, tmp_path / "a", *nodrop)[0] == 0
+    assert pretrain(run_cli, vocab_dir, tmp_path / "b", *nodrop, "--set", "train.micro_batch_size=3")[0] == 1
+    assert pretrain(run_cli, vocab_dir, tmp_path / "b", *nodrop, "--set", "train.micro_batch_size=2", "--force")[0] == 0
+    la = [r["loss"] for r in metrics(tmp_path / "a") if "loss" in r]
+    lb = [r["loss"] for r in metrics(tmp_path / "b") if "loss" in r]
+    assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
+
+
+def test_nsp_and_whole_word_masking(tmp_path, run_cli, vocab_dir):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "nsp"
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "data.packing=sentence-pair", "--set", "data.nsp=true",
+                            "--set", "masking.whole_word=true", "--set", "train.max_steps=6")
+    assert code == 0, err
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForPreTraining"]
+    m = transformers.BertForPreTraining.from_pretrained(out / "final")
+    assert m.cls.seq_relationship.weight.shape == (2, 32)
+
+
+def test_bad_configs_and_inputs(tmp_path, run_cli, vocab_dir):
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "a", "--set", "data.nsp=true")
+    assert code == 1 and "sentence-pair" in err and "Traceback" not in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "b", "--set", "model.vocab_size=999")
+    assert code == 1 and "vocab_size" in err and "999" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "c", "--set", "train.batch_size=100000")
+    assert code == 1 and "fewer than one batch" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "d", "--set", "data.max_seq_len=1024")
+    assert code == 1 and "max_position_embeddings" in err
+    code, _, err = pretrain(run_cli, tmp_path / "missing", tmp_path / "e")
+    assert code == 1 and "Traceback" not in err
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, run_cli, vocab_dir):
+    out = tmp_path / "nan"
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.lr=1.0e+30", "--set", "train.grad_clip=0",
+                            "--set", "train.warmup_steps=0", "--set", "train.max_steps=20",
+                            "--set", "checkpoint.save_every=1")
+    assert code == 1 and "loss became" in err and "last good checkpoint" in err
+    assert not (out / "manifest.json").exists()
+
+
+def _cli_cmd(vocab: Path, out: Path, *args) -> list[str]:
+    return [sys.executable, "-m", "mlmctl", "pretrain", "-c", str(ROOT / "configs/smoke/pretrain.yaml"),
+            "--input", str(vocab), "--output", str(out), *TINY, *args]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_identical_losses(tmp_path, vocab_dir):
+    args = ["--set", "train.max_steps=60", "--set", "checkpoint.save_every=10", "--set", "validation.every=30",
+            "--set", "model.hidden_size=128", "--set", "model.intermediate_size=512"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = tmp_path / "ref"
+    subprocess.run(_cli_cmd(vocab_dir, ref, *args), check=True, capture_output=True, env=env, timeout=300)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli_cmd(vocab_dir, out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "step-000020").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    r = subprocess.run(_cli_cmd(vocab_dir, out, *args, "--resume"), capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
+    assert strip(metrics(out)) == strip(metrics(ref))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path, vocab_dir):
+    args = ["--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0",
+            "--set", "train.max_steps=8", "--set", "validation.every=4", "--set", "checkpoint.save_every=4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = tmp_path / "one"
+    subprocess.run(_cli_cmd(vocab_dir, one, *args), check=True, capture_output=True, env=env, timeout=300)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           *_cli_cmd(vocab_dir, two, *args)[1:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = metrics(one), metrics(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "val_loss", "grad_norm"):
+            if k in ra:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4), (ra["step"], k)
+        assert ra["tokens"] == rb["tokens"]
+    # only rank 0 wrote: one set of checkpoints, one manifest, a loadable final model
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
+    assert (two / "manifest.json").exists() and (two / "final" / "model.safetensors").exists()
