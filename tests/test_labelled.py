@@ -74,3 +74,54 @@ def test_unseen_label_is_an_error(tmp_path):
         encode_labels(d, {"a": 0, "b": 1})
     ok = read_labelled(p)
     assert encode_labels(ok, {"a": 0, "z": 1}) == [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny model directory (own WordPiece tokenizer + random BERT), shared by the finetune, eval,
+# fill-mask and inspect tests (`from test_labelled import make_tiny_model_dir`).
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tiny_model_dir(root, texts, *, vocab_size=300, seed=0, hidden=32, layers=2, max_pos=64):
+    """Train a WordPiece tokenizer on `texts` and save a random tiny BertForPreTraining
+    as an mlmctl model directory at root/model; returns that path."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    from mlmctl.model import BertForPreTraining, ModelConfig
+    from mlmctl.model_dir import save_model_dir
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(  # as build-vocab writes it
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok_dir = root / "tok"
+    tok_dir.mkdir(parents=True)
+    tok.save(str(tok_dir / "tokenizer.json"))
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (tok_dir / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab))
+    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=max_pos)
+    torch.manual_seed(seed)
+    return save_model_dir(BertForPreTraining(cfg), root / "model", tokenizer_dir=tok_dir,
+                          architectures=["BertForMaskedLM"])
+
+
+def test_text_encoder_layout_and_truncation(tmp_path):
+    texts = ["alpha beta gamma delta", "one two three"]
+    model_dir = make_tiny_model_dir(tmp_path, texts * 5)
+    from mlmctl.labelled import LabelledData, TextEncoder
+
+    enc = TextEncoder(model_dir, max_seq_len=6, reader="test")
+    single = enc.encode(LabelledData("x", ["alpha beta gamma delta epsilon"], None, ["a"]), {"a": 0})
+    assert single.ids[0][0] == enc.cls_id and single.ids[0][-1] == enc.sep_id and len(single.ids[0]) == 6
+    assert single.truncated == 1 and single.labels == [0]
+    pair = enc.encode(LabelledData("x", ["alpha beta gamma delta"], ["one"], ["a"]), {"a": 0})
+    ids, types = pair.ids[0], pair.token_types[0]
+    assert len(ids) == 6 and ids.count(enc.sep_id) == 2
+    assert types == [0, 0, 0, 0, 1, 1]  # longest-first: a keeps 2 words, b keeps its 1

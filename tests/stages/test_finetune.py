@@ -1,0 +1,162 @@
+"""finetune: learns a generated task well above the majority class, reproducibly, writes an HF
+classifier directory that transformers loads with the same logits, and refuses bad label files."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from mlmctl.shards import file_sha256
+from test_labelled import make_tiny_model_dir
+
+CLASSES = {"fruit": ["apple", "pear", "plum", "grape"], "car": ["wheel", "engine", "brake", "tyre"],
+           "sea": ["wave", "tide", "shell", "coral"]}
+FILLER = [f"w{i}" for i in range(40)]
+
+
+def task_rows(n, seed, weights=(0.5, 0.3, 0.2)):
+    """Texts of filler words with one or two keywords of the label's class (unbalanced classes)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choices(list(CLASSES), weights)[0]
+        words = [rng.choice(FILLER) for _ in range(rng.randrange(6, 14))]
+        for _ in range(rng.randrange(1, 3)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(CLASSES[label]))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tsv(path, rows):
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    train, dev, test = task_rows(300, 1), task_rows(90, 2), task_rows(120, 3)
+    model = make_tiny_model_dir(root, [t for t, _ in train])
+    return {"root": root, "model": model, "train": write_tsv(root / "train.tsv", train),
+            "dev": write_tsv(root / "dev.tsv", dev), "test": write_tsv(root / "test.tsv", test),
+            "test_rows": test}
+
+
+def _args(task, out, *more):
+    return ["finetune", "--input", task["model"], "--output", out,
+            "--set", f"train_file={task['train']}", "--set", f"dev_file={task['dev']}",
+            "--set", "lr=0.003", "--set", "batch_size=16", "--set", "threads=1", "--set", "warmup_ratio=0.05", "--set", "max_seq_len=32",
+            *more]
+
+
+def test_finetune_beats_majority_and_loads_in_transformers(task, tmp_path, run_cli):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(*_args(task, out, "--set", "epochs=6", "--set", f"test_file={task['test']}",
+                                       "--set", "length_bucketing=true"))
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    labels = m["extra"]["labels"]
+    assert labels == ["car", "fruit", "sea"]
+    test_labels = [y for _, y in task["test_rows"]]
+    majority = max(test_labels.count(x) for x in labels) / len(test_labels)
+    assert m["extra"]["test"]["accuracy"] > majority + 0.25, (m["extra"]["test"], majority)
+    assert m["extra"]["dev"]["accuracy"] > 0.7
+
+    # metrics.jsonl: training lines and dev lines, the best step among the dev lines.
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    dev_lines = [x for x in lines if "dev_macro_f1" in x]
+    assert len(dev_lines) == 6  # one per epoch
+    assert m["extra"]["best_step"] in {x["step"] for x in dev_lines if x["best"]}
+    assert all("loss" in x for x in lines if "dev_macro_f1" not in x)
+
+    # The best/ directory is an HF classifier as it stands, with the same logits as ours.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from mlmctl.labelled import LabelledData, TextEncoder, pad_batch
+    from mlmctl.model import BertForSequenceClassification
+    from mlmctl.model_dir import load_model_dir
+
+    best = out / "best"
+    cfg = json.loads((best / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForSequenceClassification"]
+    assert cfg["label2id"] == {"car": 0, "fruit": 1, "sea": 2}
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(best).eval()
+    assert hf.config.id2label == {0: "car", 1: "fruit", 2: "sea"}
+    ours, _, _ = load_model_dir(best, BertForSequenceClassification, num_labels=3)
+    ours.eval()
+    enc = TextEncoder(best, 64, "test").encode(LabelledData("x", [t for t, _ in task["test_rows"][:8]], None,
+                                                           ["car"] * 8), {"car": 0})
+    ids, mask, types = pad_batch(enc, list(range(8)), 0)
+    with torch.no_grad():
+        a, _ = ours(ids, attention_mask=mask, token_type_ids=types)
+        b = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    tok = transformers.AutoTokenizer.from_pretrained(best)
+    assert tok(task["test_rows"][0][0])["input_ids"] == enc.ids[0]
+
+    # Rerun with the same config and inputs: nothing to do.
+    code, _, err = run_cli(*_args(task, out, "--set", "epochs=6", "--set", f"test_file={task['test']}",
+                                  "--set", "length_bucketing=true"))
+    assert code == 0 and "up to date" in err
+
+
+def test_seeded_runs_are_identical_and_random_init_differs(task, tmp_path, run_cli):
+    shas = []
+    for name, init in (("a", "pretrained"), ("b", "pretrained"), ("c", "random")):
+        code, _, err = run_cli(*_args(task, tmp_path / name, "--set", "max_steps=6", "--set", "eval_every=3",
+                                      "--set", f"init={init}", "--set", "class_weights=balanced",
+                                      "--set", "patience=1"))
+        assert code == 0, err
+        shas.append(file_sha256(tmp_path / name / "best" / "model.safetensors"))
+    assert shas[0] == shas[1]
+    assert shas[0] != shas[2]
+    extra = json.loads((tmp_path / "c" / "manifest.json").read_text())["extra"]
+    assert extra["init"] == "random"
+
+
+def test_pair_task_jsonl(task, tmp_path, run_cli):
+    rows = task_rows(60, 5)
+    lines = [json.dumps({"a": t, "b": t[::-1], "y": i % 2}) for i, (t, _) in enumerate(rows)]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli("finetune", "--input", task["model"], "--output", tmp_path / "run",
+                           "--set", f"train_file={tmp_path / 'pairs.jsonl'}", "--set", "dev_file=null",
+                           "--set", "text_field=a", "--set", "text_pair_field=b", "--set", "label_field=y",
+                           "--set", "max_steps=2", "--set", "threads=1", "--set", "max_seq_len=64")
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "0", "1": "1"}
+
+
+@pytest.mark.parametrize(
+    "dev_content, match",
+    [
+        ("text\tlabel\nw1 apple\tfruit\nw2 boat\tboat\n", r"dev.tsv: label\(s\) 'boat' not in the training label set"),
+        ("sentence\tlabel\nw1\tfruit\n", r"no column `text` \(columns: sentence, label\)"),
+        ("", "no examples"),
+        ("text\tlabel\nw1\tfruit\textra\n", r"dev.tsv:2: TSV row has 3 fields but the header has 2"),
+    ],
+)
+def test_bad_dev_file_is_one_clear_error_before_training(task, tmp_path, run_cli, dev_content, match):
+    import re
+
+    dev = tmp_path / "dev.tsv"
+    dev.write_text(dev_content)
+    args = _args(task, tmp_path / "run", "--set", "max_steps=1")
+    args[args.index(f"dev_file={task['dev']}")] = f"dev_file={dev}"
+    code, _, err = run_cli(*args)
+    assert code == 1
+    assert re.search(match, err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_missing_model_and_files(task, tmp_path, run_cli):
+    code, _, err = run_cli("finetune", "--input", tmp_path / "nope", "--output", tmp_path / "r")
+    assert code == 1 and "does not exist" in err
+    code, _, err = run_cli(*_args(task, tmp_path / "r", "--set", "train_file=missing.tsv"))
+    assert code == 1 and "`train_file` missing.tsv does not exist" in err
+    code, _, err = run_cli(*_args(task, tmp_path / "r", "--set", "metric=f2"))
+    assert code == 1 and "metric" in err
