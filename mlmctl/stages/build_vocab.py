@@ -110,10 +110,10 @@ def run(ctx) -> dict | None:
     import numpy as np
 
     cfg: BuildVocabConfig = ctx.cfg
-    pipeline = _read_pipeline(ctx.input_dir)
     shards = {split: [s for s in ctx.input_manifest.shards_of(split) if s.name.endswith(".txt.gz")] for split in SPLITS}
     if not shards["train"] or ctx.input_manifest.records("words", "train") == 0:
         raise InputError(f"build-vocab: {ctx.input_dir} has no words in its train split (empty corpus); rerun `mlmctl tokenize` on a non-empty corpus")
+    pipeline = _read_pipeline(ctx.input_dir)
 
     vocab_dir = ctx.work_dir / "vocab"
     tok_path = vocab_dir / "tokenizer.json"
@@ -127,8 +127,10 @@ def run(ctx) -> dict | None:
             _adopt_tokenizer(cfg.from_tokenizer, pipeline, tok_path)
         else:
             paths = [ctx.input_dir / s.name for s in shards["train"]]
+            counts = [ctx.input_dir / f.name for f in ctx.input_manifest.files
+                      if f.split == "train" and f.name.endswith(".counts.tsv.gz")]
             ctx.log(f"training a {cfg.model} vocabulary of {cfg.vocab_size:,} on {len(paths)} shards")
-            _train(cfg, pipeline, paths, tok_path)
+            _train(cfg, pipeline, paths, counts, tok_path)
         atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
     tok_sha = file_sha256(tok_path)
     vocab_size = _vocab_size(tok_path)
@@ -214,13 +216,16 @@ def _trained(vocab_dir: Path) -> bool:
         return False
 
 
-def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], tok_path: Path) -> None:
+def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: list[Path], tok_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     kind = pipeline.get("kind", "bert")
     # Byte-level must be able to spell every byte, whatever the sample held.
     alphabet = pre_tokenizers.ByteLevel.alphabet() if kind == "byte-level" else []
-    common = {"vocab_size": cfg.vocab_size, "special_tokens": SPECIAL_TOKENS, "show_progress": False,
+    seeds = []
+    if cfg.model == "wordpiece" or (cfg.model == "bpe" and kind == "bert"):
+        seeds = [f"##{c}" for c in _alphabet(counts, cfg.limit_alphabet, alphabet)]
+    common = {"vocab_size": cfg.vocab_size, "special_tokens": SPECIAL_TOKENS + seeds, "show_progress": False,
               "initial_alphabet": alphabet}
     limit = {} if cfg.limit_alphabet is None else {"limit_alphabet": cfg.limit_alphabet}
     if cfg.model == "wordpiece":
@@ -250,12 +255,62 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], tok_path: P
     if got > cfg.vocab_size:
         raise MlmctlError(
             f"build-vocab: `vocab_size` {cfg.vocab_size} is below the corpus alphabet ({got} = "
-            f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters); "
+            f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters and \"##\" continuations); "
             f"raise `vocab_size` or lower `limit_alphabet`"
         )
     _check_specials(tok, "the trained vocabulary")
     doc = json.loads(tok.to_str())
+    # The "##c" seeds stay in the model's vocabulary but are not special tokens.
+    doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in SPECIAL_IDS]
+    doc = _canonical_ids(doc)
     atomic_write_text(tok_path, json.dumps(_complete(doc, pipeline, cfg.model), ensure_ascii=False, indent=1))
+
+
+def _alphabet(counts: list[Path], limit: int | None, initial: list[str]) -> list[str]:
+    """The characters the trainer will keep: all, or the `limit` most frequent (plus `initial`).
+
+    Why: the BPE/WordPiece trainers create the "##c" continuation tokens in hash-map order, and
+    those ids break ties between equally frequent merges, so the same corpus could give another
+    vocabulary in the next process (huggingface/tokenizers#1794). Handing the trainer every "##c"
+    up front, in sorted order, takes that order out of its hands. Read from tokenize's per-shard
+    word counts, so no pass over the text is needed.
+    """
+    from collections import Counter
+
+    words: dict[str, int] = Counter()
+    for path in counts:
+        for block in _line_blocks(path):
+            for row in block:
+                if row:
+                    word, _, n = row.rpartition("\t")
+                    words[word] += int(n)
+    chars = set("".join(words))
+    if limit is not None and len(chars) > limit:
+        weighted: Counter = Counter()
+        for word, n in words.items():
+            for c in word:
+                weighted[c] += n
+        chars = {c for c, _ in sorted(weighted.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]}
+    return sorted(chars | set(initial))
+
+
+def _canonical_ids(doc: dict) -> dict:
+    """Renumber the trained vocabulary in a fixed order (specials, then by kind, length, text).
+
+    Unigram pieces come out in score order with ties in no fixed order, and BPE/WordPiece ids
+    follow the trainer's internal order; sorting makes the same token set always get the same ids.
+    """
+    model = doc["model"]
+    if model["type"] in ("WordPiece", "BPE"):
+        rest = sorted((t for t in model["vocab"] if t not in SPECIAL_IDS),
+                      key=lambda t: (t.startswith("##"), len(t), t))
+        model["vocab"] = {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
+    elif model["type"] == "Unigram":
+        head = [p for p in model["vocab"] if p[0] in SPECIAL_IDS]
+        rest = sorted((p for p in model["vocab"] if p[0] not in SPECIAL_IDS), key=lambda p: (-p[1], p[0]))
+        model["vocab"] = sorted(head, key=lambda p: SPECIAL_IDS[p[0]]) + rest
+        model["unk_id"] = SPECIAL_IDS["[UNK]"]
+    return doc
 
 
 def _training_batches(paths: list[Path], fraction: float) -> Iterator[list[str]]:
