@@ -1,0 +1,109 @@
+"""eval: classifier metrics that match the predictions, reproducible masked-LM perplexity,
+mode chosen from the model directory, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mlmctl.metrics import classification_report
+from test_finetune import task_rows, write_tsv
+from test_labelled import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny MLM model directory and a classifier fine-tuned from it (a few steps)."""
+    from mlmctl.cli import main
+
+    root = tmp_path_factory.mktemp("ev")
+    train = task_rows(200, 1)
+    mlm = make_tiny_model_dir(root, [t for t, _ in train])
+    write_tsv(root / "train.tsv", train)
+    write_tsv(root / "dev.tsv", task_rows(40, 2))
+    write_tsv(root / "test.tsv", task_rows(80, 3))
+    code = main(["finetune", "--input", str(mlm), "--output", str(root / "ft"),
+                 "--set", f"train_file={root / 'train.tsv'}", "--set", f"dev_file={root / 'dev.tsv'}",
+                 "--set", "lr=0.003", "--set", "epochs=3", "--set", "batch_size=16", "--set", "threads=1",
+                 "--set", "max_seq_len=32"])
+    assert code == 0
+    docs = "\n\n".join(t for t, _ in task_rows(60, 9))
+    (root / "heldout.txt").write_text(docs + "\n")
+    return {"root": root, "mlm": mlm, "clf": root / "ft", "test": root / "test.tsv",
+            "heldout": root / "heldout.txt"}
+
+
+def test_classifier_eval_matches_its_predictions(models, tmp_path, run_cli):
+    out = tmp_path / "ev"
+    # A finetune run directory is accepted (its best/ is used); fields and max_seq_len come from config.json.
+    code, stdout, err = run_cli("eval", "--input", models["clf"], "--output", out,
+                                "--set", f"test_file={models['test']}", "--set", "predictions=true")
+    assert code == 0, err
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["mode"] == "classifier"
+    for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_class", "confusion_matrix", "labels"):
+        assert key in ev
+    assert ev["labels"] == ["car", "fruit", "sea"] and ev["n"] == 80
+    assert sum(map(sum, ev["confusion_matrix"])) == 80
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    ids = {x: i for i, x in enumerate(ev["labels"])}
+    again = classification_report([ids[p["label"]] for p in preds], [ids[p["prediction"]] for p in preds],
+                                  ev["labels"])
+    assert again == {k: v for k, v in ev.items() if k in again}
+    assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
+    gold = [y for _, y in task_rows(80, 3)]
+    assert [p["label"] for p in preds] == gold  # file order kept although batches are length-sorted
+    assert "accuracy" in stdout and "confusion matrix" in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage"] == "eval" and m["extra"]["accuracy"] == ev["accuracy"]
+
+
+def test_classifier_eval_errors(models, tmp_path, run_cli):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("text\tlabel\nw1 apple\tfruit\nw2 boat\tboat\n")
+    code, _, err = run_cli("eval", "--input", models["clf"], "--output", tmp_path / "a", "--set", f"test_file={bad}")
+    assert code == 1 and "'boat' not in the training label set" in err
+    code, _, err = run_cli("eval", "--input", models["clf"], "--output", tmp_path / "b")
+    assert code == 1 and "needs `test_file`" in err
+    # A classifier has no MLM head; an MLM model has no classifier head.
+    code, _, err = run_cli("eval", "--input", models["clf"], "--output", tmp_path / "c", "--set", "mode=mlm",
+                           "--set", f"text_files=[{models['heldout']}]")
+    assert code == 1 and "no masked-LM head" in err
+    code, _, err = run_cli("eval", "--input", models["mlm"], "--output", tmp_path / "d", "--set", "mode=classifier",
+                           "--set", f"test_file={models['test']}")
+    assert code == 1 and "id2label" in err
+    assert not any((tmp_path / x / "manifest.json").exists() for x in "abcd")
+
+
+def _mlm(run_cli, models, out, *more):
+    code, stdout, err = run_cli("eval", "--input", models["mlm"], "--output", out, "--set", "threads=1",
+                                "--set", f"text_files=[{models['heldout']}]", "--set", "max_seq_len=32", *more)
+    assert code == 0, err
+    return json.loads((out / "eval.json").read_text())
+
+
+def test_mlm_perplexity_is_reproducible(models, tmp_path, run_cli):
+    a = _mlm(run_cli, models, tmp_path / "a", "--set", "pppl=true", "--set", "pppl_max_docs=3")
+    b = _mlm(run_cli, models, tmp_path / "b", "--set", "pppl=true", "--set", "pppl_max_docs=3")
+    c = _mlm(run_cli, models, tmp_path / "c", "--set", "seed=1")
+    assert a["mode"] == "mlm"
+    assert a["mlm_loss"] == b["mlm_loss"] and a["pppl"] == b["pppl"]
+    assert a["mlm_loss"] != c["mlm_loss"]  # other masks
+    assert a["masked_tokens"] > 50 and a["sequences"] == 60
+    # An untrained model is about as good as uniform guessing over the vocabulary; the unigram
+    # baseline of the same tokens is far better than uniform.
+    V = json.loads((models["mlm"] / "config.json").read_text())["vocab_size"]
+    assert math.isfinite(a["mlm_ppl"]) and 0.5 * V < a["mlm_ppl"] < 2 * V
+    assert 1 < a["unigram_ppl"] < 0.5 * V
+    assert 0.5 * V < a["pppl"] < 2 * V and a["pppl_tokens"] > 0
+    assert a["unigram_source"].startswith("held-out")
+
+
+def test_mlm_needs_data(models, tmp_path, run_cli):
+    code, _, err = run_cli("eval", "--input", models["mlm"], "--output", tmp_path / "x")
+    assert code == 1 and "needs held-out data" in err
+    code, _, err = run_cli("eval", "--input", models["mlm"], "--output", tmp_path / "y",
+                           "--set", "text_files=[nope.txt]")
+    assert code == 1 and "nope.txt does not exist" in err
