@@ -240,3 +240,13 @@ def test_pipeline_is_idempotent_on_its_own_output():
     once, step, _ = p.run(messy * 3)
     assert step is None
     assert p.run(once)[0] == once
+
+
+def test_letters_count_marks_so_indic_scripts_pass_the_non_letter_check():
+    from mlmctl.cleaning import count_letters
+
+    hindi = "हिन्दी भाषा में लिखा गया यह वाक्य बिल्कुल सामान्य है और इसे रखा जाना चाहिए।"
+    assert count_letters(hindi) == len(hindi.replace(" ", "")) - 1  # all but the danda
+    assert QualityFilter().filter(hindi) == (True, "")
+    assert count_letters("abc 123 déf!") == 6
+    assert count_letters("ABC xyz, 42") == 6  # the ASCII fast path
