@@ -64,11 +64,12 @@ class FileUnit:
 
 @dataclass(frozen=True)
 class BuiltinUnit:
-    """Part `index` of `count` of a built-in source."""
+    """Part `index` of `count` of a built-in source (with its modules, listed once by `discover`)."""
 
     source: str
     index: int
     count: int
+    modules: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -106,11 +107,15 @@ class RawDoc:
 # --------------------------------------------------------------------------- discovery
 
 
-def discover(inputs: list[str], include: list[str], fmt: str, builtin_units: int) -> list[Unit]:
+def discover(
+    inputs: list[str], include: list[str], fmt: str, builtin_units: int, docs: ReadOptions | None = None
+) -> list[Unit]:
     """Expand the `input` entries into work units, in a deterministic order.
 
     Order: entries as listed; inside a directory or glob, sorted paths. A file reached
     twice (say, named and inside a listed directory) is read once, at its first place.
+    With `docs`, built-in units carry their share of the python-docs module list, so the
+    workers need not walk site-packages again.
     """
     units: list[Unit] = []
     seen: set[str] = set()
@@ -125,7 +130,10 @@ def discover(inputs: list[str], include: list[str], fmt: str, builtin_units: int
             if entry in seen:
                 continue
             seen.add(entry)
-            units.extend(BuiltinUnit(name, i, builtin_units) for i in range(builtin_units))
+            mods = python_docs_modules(docs) if docs is not None else []
+            units.extend(
+                BuiltinUnit(name, i, builtin_units, tuple(mods[i::builtin_units])) for i in range(builtin_units)
+            )
             continue
         for path in _expand(entry, include):
             real = os.path.realpath(path)
@@ -246,7 +254,7 @@ def unit_size(unit: Unit) -> int:
 def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> Iterator[RawDoc]:
     """Yield one unit's documents in file order. `stats` collects reader counters."""
     if isinstance(unit, BuiltinUnit):
-        yield from read_python_docs(unit.index, unit.count, opts, on_skip)
+        yield from read_python_docs(unit.index, unit.count, opts, on_skip, unit.modules or None)
         return
     stats["files"] = stats.get("files", 0) + 1
     raw = open_binary(unit.name)
@@ -464,16 +472,21 @@ def python_docs_modules(opts: ReadOptions) -> list[tuple[str, str]]:
     return out
 
 
-def read_python_docs(index: int, count: int, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
+def read_python_docs(
+    index: int, count: int, opts: ReadOptions, on_skip: SkipFn, modules: tuple | None = None
+) -> Iterator[RawDoc]:
     """Docstrings (and pydoc topics) of every count-th module, starting at `index`.
 
     Uses `ast` on the source files: nothing is imported or executed, so no package code
     runs, nothing is printed and the result depends only on the installed files.
-    At most ceil(docs_max_documents / count) documents per unit.
+    At most ceil(docs_max_documents / count) documents per unit. `modules`: this unit's
+    slice of `python_docs_modules(opts)`, when the caller has it already.
     """
     cap = -(-opts.docs_max_documents // count)
     n = 0
-    for module, path in python_docs_modules(opts)[index::count]:
+    if modules is None:
+        modules = python_docs_modules(opts)[index::count]
+    for module, path in modules:
         for text, line in _module_docs(path, module, opts):
             if len(text) < opts.docs_min_chars:
                 continue

@@ -196,17 +196,16 @@ def input_fingerprint(cfg: CleanConfig) -> str:
     """Identity of the raw inputs: every file's path, size and mtime; the Python and its
     packages for the built-in source. Also fails early, with one line, on a bad `input`."""
     from mlmctl.manifest import digest
-    from mlmctl.sources import BuiltinUnit, python_docs_modules
+    from mlmctl.sources import BuiltinUnit
 
     parts = []
     for u in _discover(cfg):
         if isinstance(u, BuiltinUnit):
             if u.index == 0:
-                parts.append(u.key)
-                parts.append(sys.version)
-                for name, path in python_docs_modules(_read_options(cfg)):
-                    st = os.stat(path)
-                    parts.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+                parts += [u.key, sys.version]
+            for name, path in u.modules:
+                st = os.stat(path)
+                parts.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
         else:
             st = os.stat(u.name)
             parts.append(f"{u.key}\t{st.st_size}\t{st.st_mtime_ns}")
@@ -216,7 +215,7 @@ def input_fingerprint(cfg: CleanConfig) -> str:
 def _discover(cfg: CleanConfig):
     from mlmctl.sources import discover
 
-    return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units)
+    return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units, _read_options(cfg))
 
 
 def _read_options(cfg: CleanConfig):
