@@ -120,17 +120,60 @@ class Pretokenizer:
         tok = pipeline_tokenizer(pipeline)
         self.normalizer = tok.normalizer
         self.pre_tokenizer = tok.pre_tokenizer
+        pre = pipeline["pre_tokenizer"]
+        # Whether pre-tokenizing sentences joined by one space gives each sentence's own words:
+        # true when a space always separates words and a sentence start already behaves like a
+        # word after a space (BERT: whitespace split; byte-level/metaspace: with the prefix space).
+        self.joinable = pre.get("type") == "BertPreTokenizer" or (
+            pre.get("type") == "ByteLevel" and pre.get("add_prefix_space") is True
+        ) or (pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "always")
 
     def words(self, sentence: str) -> list[str]:
         text = self.normalizer.normalize_str(sentence) if self.normalizer is not None else sentence
         words = [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)]
-        if not words:
-            return words
-        # Cheap check of the line-format guarantee (see module docstring): one join + find.
-        line = " ".join(words)
-        if "" in words or line.count(" ") != len(words) - 1 or len(line.splitlines()) != 1:
-            raise MlmctlError(
-                f"tokenize: the pre-tokenizer produced a word with a space or line break in "
-                f"{sentence[:60]!r}; this pipeline cannot be stored one sentence per line"
-            )
+        _check_line(words, sentence)
         return words
+
+    def sentence_words(self, sentences: list[str]) -> list[list[str]]:
+        """`[self.words(s) for s in sentences]`, with one pre-tokenizer call per document.
+
+        Each sentence is normalized on its own (exactly as `words` does), the results are joined
+        by single spaces and pre-tokenized once, and every word goes back to the sentence its
+        offsets fall in. Per-call overhead dominates short sentences, so this is ~1.5x faster;
+        a word straddling two sentences (impossible for the joinable pipelines) falls back to
+        the sentence-by-sentence path rather than be assigned wrongly.
+        """
+        if not self.joinable or len(sentences) < 2:
+            return [self.words(s) for s in sentences]
+        norm = self.normalizer
+        texts = [norm.normalize_str(s) for s in sentences] if norm is not None else list(sentences)
+        keep = [i for i, t in enumerate(texts) if t.strip()]  # an empty one would leave two spaces
+        out: list[list[str]] = [[] for _ in sentences]
+        if not keep:
+            return out
+        ends, pos = [], -1
+        for i in keep:
+            pos += 1 + len(texts[i])
+            ends.append(pos)  # offset of the separator after sentence i (one past its end)
+        k = 0
+        for word, (start, stop) in self.pre_tokenizer.pre_tokenize_str(" ".join(texts[i] for i in keep)):
+            while start >= ends[k]:
+                k += 1
+            if stop > ends[k]:
+                return [self.words(s) for s in sentences]
+            out[keep[k]].append(word)
+        for words, sentence in zip(out, sentences):
+            _check_line(words, sentence)
+        return out
+
+
+def _check_line(words: list[str], sentence: str) -> None:
+    """The line-format guarantee (see module docstring), checked with one join and two scans."""
+    if not words:
+        return
+    line = " ".join(words)
+    if "" in words or line.count(" ") != len(words) - 1 or len(line.splitlines()) != 1:
+        raise MlmctlError(
+            f"tokenize: the pre-tokenizer produced a word with a space or line break in "
+            f"{sentence[:60]!r}; this pipeline cannot be stored one sentence per line"
+        )

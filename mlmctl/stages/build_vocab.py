@@ -37,6 +37,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,9 @@ def run(ctx) -> dict | None:
             counts = [ctx.input_dir / f.name for f in ctx.input_manifest.files
                       if f.split == "train" and f.name.endswith(".counts.tsv.gz")]
             ctx.log(f"training a {cfg.model} vocabulary of {cfg.vocab_size:,} on {len(paths)} shards")
+            started = time.perf_counter()
             _train(cfg, pipeline, paths, counts, tok_path)
+            ctx.log(f"vocabulary trained in {time.perf_counter() - started:.1f} s")
         atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
     tok_sha = file_sha256(tok_path)
     vocab_size = _vocab_size(tok_path)
@@ -471,7 +474,8 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     sents_in_doc = 0
     counts = np.zeros(vocab_size, dtype=np.int64)
     with atomic_write(part / f"{base}.ids.bin") as fids, atomic_write(part / f"{base}.wstart.bin") as fws:
-        for block in _line_blocks(unit.src):
+        # 1 MB blocks: the Encoding objects of a block cost ~50x its bytes while they live.
+        for block in _line_blocks(unit.src, 1 << 20):
             sentences = []
             for line in block:
                 if line:

@@ -192,8 +192,7 @@ def _doc_text(line: str, src: str, lineno: int) -> str:
 def _doc_lines(text, pre, split_sentences, newline_is_boundary, counts, stats) -> list[str]:
     """The document's output lines (one per sentence with words), updating the counters."""
     lines = []
-    for sentence in split_sentences(text, newline_is_boundary):
-        words = pre.words(sentence)
+    for words in pre.sentence_words(split_sentences(text, newline_is_boundary)):
         if not words:
             stats["empty_sentences"] += 1
             continue

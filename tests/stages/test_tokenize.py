@@ -253,3 +253,19 @@ def test_config_changes_need_force(tmp_path, run_cli):
     assert code == 1 and "--force" in err and "pretokenizer.lowercase" in err
     run_tokenize(run_cli, clean, out, "--set", "pretokenizer.lowercase=false", "--force")
     assert read_manifest(out, "tokenize").config["pretokenizer"]["lowercase"] is False
+
+
+@pytest.mark.parametrize("kind, prefix", [("bert", True), ("byte-level", True), ("metaspace", True), ("metaspace", False)])
+@settings(max_examples=150, deadline=None)
+@given(text=ODD)
+def test_batched_sentence_words_equal_one_by_one(kind, prefix, text):
+    """tokenize's per-document fast path gives exactly the per-sentence pre-tokens."""
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+    from mlmctl.sentences import split_sentences
+
+    key = (kind, prefix)
+    if key not in _pre_cache:
+        _pre_cache[key] = Pretokenizer(pipeline_json(PretokenizerConfig(kind=kind, add_prefix_space=prefix)))
+    pre = _pre_cache[key]
+    sentences = split_sentences(text + " Next one. 再来。Last")
+    assert pre.sentence_words(sentences) == [pre.words(s) for s in sentences]
