@@ -461,7 +461,8 @@ class QualityFilter(Filter):
         if not words:
             return True, ""
         word_chars = sum(map(len, words))  # = non-space characters
-        if c.max_word_chars is not None and max(map(len, words)) > c.max_word_chars:
+        # Only a document longer than the limit can hold such a word; most are shorter.
+        if c.max_word_chars is not None and word_chars > c.max_word_chars and max(map(len, words)) > c.max_word_chars:
             return False, "word_too_long"
         mean = word_chars / len(words)
         if c.min_mean_word_chars is not None and mean < c.min_mean_word_chars:

@@ -308,7 +308,9 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     docs_in = chars_in = 0
     read_stats: dict = {}
     blake = hashlib.blake2b
-    dumps = json.dumps
+    # What json.dumps(..., ensure_ascii=False) does for a str, minus its per-call set-up.
+    encode = json.encoder.encode_basestring
+    source, source_json = None, ""
     buf: list[bytes] = []
     buffered = 0
     with atomic_write(part / _DOCS) as out:
@@ -324,7 +326,9 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             data = text.encode("utf-8")
             h = int.from_bytes(blake(data, digest_size=8).digest(), "big")
             # The id is the text hash; the write phase appends "-N" to repeats when dedup is off.
-            line = ('{"id": "%016x", ' % h + dumps({"text": text, "source": doc.source}, ensure_ascii=False)[1:] + "\n").encode("utf-8")
+            if doc.source is not source:
+                source, source_json = doc.source, encode(doc.source)
+            line = ('{"id": "%016x", "text": %s, "source": %s}\n' % (h, encode(text), source_json)).encode("utf-8")
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
