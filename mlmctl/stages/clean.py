@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -305,7 +306,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             skipped.append([file, line, "read", reason])
 
     hashes, sizes, chars = array("Q"), array("Q"), array("Q")
-    docs_in = chars_in = 0
+    kept = docs_in = chars_in = 0
     read_stats: dict = {}
     blake = hashlib.blake2b
     # What json.dumps(..., ensure_ascii=False) does for a str, minus its per-call set-up.
@@ -313,7 +314,19 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     source, source_json = None, ""
     buf: list[bytes] = []
     buffered = 0
-    with atomic_write(part / _DOCS) as out:
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic_write(part / _DOCS))
+        arrays = [(arr, stack.enter_context(atomic_write(part / name)))
+                  for arr, name in ((hashes, _HASHES), (sizes, _SIZES), (chars, _CHARS))]
+
+        def flush() -> None:
+            # Written in batches, so memory does not grow with the size of the input file.
+            out.write(b"".join(buf))
+            buf.clear()
+            for arr, f in arrays:
+                arr.tofile(f)
+                del arr[:]
+
         for doc in _guarded(read_unit(u.unit, u.read, on_skip, read_stats), u.unit):
             docs_in += 1
             chars_in += len(doc.text)
@@ -332,22 +345,19 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
+            kept += 1
             buf.append(line)
             buffered += len(line)
-            if buffered >= 1 << 20:
-                out.write(b"".join(buf))
-                buf.clear()
+            if buffered >= 1 << 20 or len(hashes) >= 1 << 16:
+                flush()
                 buffered = 0
-        out.write(b"".join(buf))
-    for name, arr in ((_HASHES, hashes), (_SIZES, sizes), (_CHARS, chars)):
-        with atomic_write(part / name) as f:
-            arr.tofile(f)
+        flush()
     dropped = {"read": read_skips} if read_skips else {}
     dropped.update(pipeline.dropped)
     return {
         "documents_in": docs_in + sum(v[0] for v in read_skips.values()),
         "characters_in": chars_in,
-        "kept": len(hashes),
+        "kept": kept,
         "changed": pipeline.changed,
         "dropped": dropped,
         "skipped": skipped,
@@ -478,15 +488,11 @@ def _split_of(h, seed: int, threshold):
 
 def _write_unit(u: _WriteUnit, part: Path) -> dict:
     """Compress this unit's kept lines into one gzip member per (split, shard) piece."""
-    from array import array
-
     from mlmctl.shards import file_sha256
 
     if file_sha256(u.plan) != u.plan_sha256:
         raise MlmctlError(f"clean: plan file {u.plan} changed during the run; rerun `mlmctl clean`")
-    dest = array("q")
-    with open(u.plan, "rb") as f:
-        dest.frombytes(f.read())
+    dest = _plan_entries(u.plan)
     pieces: dict[str, dict] = {}
     # One open piece per split: documents of both splits interleave, and within a split
     # shard numbers only grow, so a split's piece is finished when its shard number changes.
@@ -511,6 +517,17 @@ def _write_unit(u: _WriteUnit, part: Path) -> dict:
     for piece in open_pieces.values():
         piece.close()
     return {"pieces": pieces}
+
+
+def _plan_entries(path: str):
+    """A unit's plan entries, read in batches (memory does not grow with the unit)."""
+    from array import array
+
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 16):
+            batch = array("q")
+            batch.frombytes(chunk)
+            yield from batch
 
 
 class _Piece:
