@@ -108,17 +108,20 @@ class RawDoc:
 
 
 def discover(
-    inputs: list[str], include: list[str], fmt: str, builtin_units: int, docs: ReadOptions | None = None
+    inputs: list[str], include: list[str], fmt: str, builtin_units: int, docs: ReadOptions | None = None,
+    skip_dir: str | None = None,
 ) -> list[Unit]:
     """Expand the `input` entries into work units, in a deterministic order.
 
     Order: entries as listed; inside a directory or glob, sorted paths. A file reached
     twice (say, named and inside a listed directory) is read once, at its first place.
     With `docs`, built-in units carry their share of the python-docs module list, so the
-    workers need not walk site-packages again.
+    workers need not walk site-packages again. Files under `skip_dir` (the stage's own output
+    directory, when it lies inside an input directory) are never read.
     """
     units: list[Unit] = []
     seen: set[str] = set()
+    skip = os.path.realpath(skip_dir) + os.sep if skip_dir else None
     for entry in inputs:
         if entry.startswith(BUILTIN_PREFIX):
             name = entry[len(BUILTIN_PREFIX):]
@@ -137,7 +140,7 @@ def discover(
             continue
         for path in _expand(entry, include):
             real = os.path.realpath(path)
-            if real in seen:
+            if real in seen or (skip and real.startswith(skip)):
                 continue
             seen.add(real)
             _check_readable(path)

@@ -196,7 +196,6 @@ class _WriteUnit:
 def input_fingerprint(cfg: CleanConfig) -> str:
     """Identity of the raw inputs: every file's path, size and mtime; the Python and its
     packages for the built-in source. Also fails early, with one line, on a bad `input`."""
-    from mlmctl.manifest import digest
     from mlmctl.sources import BuiltinUnit
 
     parts = []
@@ -210,13 +209,18 @@ def input_fingerprint(cfg: CleanConfig) -> str:
         else:
             st = os.stat(u.name)
             parts.append(f"{u.key}\t{st.st_size}\t{st.st_mtime_ns}")
-    return digest(*parts)
+    h = hashlib.sha256()
+    for part in parts:
+        # surrogateescape: file names need not be UTF-8 (mlmctl.manifest.digest would fail)
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
 
 
 def _discover(cfg: CleanConfig):
     from mlmctl.sources import discover
 
-    return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units, _read_options(cfg))
+    return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units, _read_options(cfg),
+                    skip_dir=cfg.output)
 
 
 def _read_options(cfg: CleanConfig):
@@ -303,7 +307,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
         slot[0] += 1
         skip_total += 1
         if len(skipped) < u.max_listed:
-            skipped.append([file, line, "read", reason])
+            skipped.append([_valid(file), line, "read", reason])
 
     hashes, sizes, chars = array("Q"), array("Q"), array("Q")
     kept = docs_in = chars_in = 0
@@ -334,13 +338,13 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             if step is not None:
                 skip_total += 1
                 if len(skipped) < u.max_listed:
-                    skipped.append([doc.file, doc.line, step, reason])
+                    skipped.append([_valid(doc.file), doc.line, step, reason])
                 continue
             data = text.encode("utf-8")
             h = int.from_bytes(blake(data, digest_size=8).digest(), "big")
             # The id is the text hash; the write phase appends "-N" to repeats when dedup is off.
             if doc.source is not source:
-                source, source_json = doc.source, encode(doc.source)
+                source, source_json = doc.source, encode(_valid(doc.source))
             line = ('{"id": "%016x", "text": %s, "source": %s}\n' % (h, encode(text), source_json)).encode("utf-8")
             hashes.append(h)
             sizes.append(len(line))
@@ -364,6 +368,16 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
         "skipped_total": skip_total,
         "read": read_stats,
     }
+
+
+def _valid(name: str) -> str:
+    """A file name or JSON value as valid Unicode: undecodable bytes in file names (kept by
+    os.listdir as surrogates) and lone surrogates from JSON escapes become U+FFFD."""
+    if name.isascii():
+        return name
+    from mlmctl.cleaning import _SURROGATE
+
+    return _SURROGATE.sub("\ufffd", name)
 
 
 def _guarded(docs, unit):

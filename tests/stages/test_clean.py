@@ -381,3 +381,20 @@ def test_kill_then_rerun_is_byte_identical(clean, tmp_path, phase):
     assert (out / "manifest.json").read_bytes() == (tmp_path / "ref" / "manifest.json").read_bytes()
     for shard in json.loads((out / "manifest.json").read_text())["shards"]:
         assert (out / shard["name"]).read_bytes() == (tmp_path / "ref" / shard["name"]).read_bytes()
+
+
+def test_output_inside_input_is_not_read_and_odd_names_are_valid_utf8(clean, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text(f"{P1}\n")
+    odd = os.fsdecode(b"caf\xe9.txt")  # a file name that is not UTF-8
+    (raw / odd).write_text(f"{P2}\n")
+    (raw / "b.jsonl").write_text(json.dumps({"text": P3, "src": "odd \ud800 source"}) + "\n")
+    out = raw / "clean"
+    for force in (False, True):  # the second run would see the first one's shards
+        code, _, err = clean([raw], out, "validation_fraction=0", "source_field=src", force=force)
+        assert code == 0, err
+        recs = records(out)["train"]
+        assert sorted(r["text"] for r in recs) == sorted([P1, P2, P3])
+    sources = {r["text"]: r["source"] for r in recs}
+    assert sources[P2] == str(raw / "caf\ufffd.txt") and sources[P3] == "odd \ufffd source"
