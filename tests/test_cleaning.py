@@ -250,3 +250,16 @@ def test_letters_count_marks_so_indic_scripts_pass_the_non_letter_check():
     assert QualityFilter().filter(hindi) == (True, "")
     assert count_letters("abc 123 déf!") == 6
     assert count_letters("ABC xyz, 42") == 6  # the ASCII fast path
+
+
+@given(st.binary(max_size=400) | st.text(max_size=300))
+@settings(max_examples=150, deadline=None)
+def test_every_step_together_never_crashes_and_keeps_valid_text(data):
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    p = Pipeline([STEPS[n]() for n in ["decode", "remove_bom", "normalize", "remove_chars", "strip_markup",
+                                       "urls", "whitespace", "length_filter", "quality_filter"]])
+    out, step, reason = p.run(text)
+    if step is None:
+        out.encode("utf-8")
+        assert out == out.strip() and out
+        assert "\r" not in out and "\x00" not in out and "\ufeff" not in out
