@@ -255,6 +255,14 @@ def run(ctx) -> dict | None:
     write_units = [
         _WriteUnit(str(r.dir), str(p), sha, cfg.compresslevel) for r, (p, sha) in zip(read, plan["files"])
     ]
+    if plan["shards"][0] == 0:
+        # Nothing to write: leave the counts for diagnosis, but no manifest.
+        stats = _stats(cfg, units, read, plan, [])
+        atomic_write_json(ctx.output_dir / STATS_FILE, stats)
+        raise MlmctlError(
+            f"clean: no document survived cleaning ({stats['documents_in']:,} read; see "
+            f"{ctx.output_dir / STATS_FILE} for what dropped them); check `input` and the filters"
+        )
     written = ctx.run_units(_write_unit, write_units, phase="write", unit_name="inputs")
     assert written is not None, "the write phase runs only in the final (non --task) run"
 
@@ -263,11 +271,9 @@ def run(ctx) -> dict | None:
     atomic_write_json(ctx.output_dir / STATS_FILE, stats)
     files = [ctx.describe(STATS_FILE)]
     out = stats["documents_out"]
-    if out["train"] == 0:
-        raise MlmctlError(
-            f"clean: no document survived cleaning ({stats['documents_in']:,} read; see "
-            f"{ctx.output_dir / STATS_FILE} for what dropped them); check `input` and the filters"
-        )
+    if "read" in stats["dropped"]:
+        what = ", ".join(f"{r} {v['documents']:,}" for r, v in stats["dropped"]["read"].items())
+        ctx.log(f"warning: records skipped while reading ({what}); files and lines are in {STATS_FILE}")
     if cfg.validation_fraction > 0 and out["validation"] == 0:
         ctx.log(f"warning: the validation split is empty ({out['total']:,} documents); raise validation_fraction")
     ctx.finish(shards, files, extra={"documents": out, "characters": stats["characters_out"]})
