@@ -293,7 +293,7 @@ def test_nothing_surviving_is_an_error_not_an_empty_dataset(clean, tmp_path):
     (tmp_path / "a.txt").write_text("tiny\n\nsmall\n")
     code, _, err = clean([tmp_path / "a.txt"], tmp_path / "out")
     assert code == 1 and "no document survived cleaning" in err
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "train").exists()
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["documents_in"] == 2
 
 
