@@ -69,7 +69,12 @@ def _run(stage: str, config, set_, input, output, print_config, force, workers, 
 
     module = importlib.import_module(f"mlmctl.stages.{stage}")
     opts = RunOptions(workers=workers, task=parse_task(task), force=force, debug=debug, **extra)
-    code = run_stage(module, config, set_, inputs=input, output=output, opts=opts, print_config=print_config)
+    try:
+        code = run_stage(module, config, set_, inputs=input, output=output, opts=opts, print_config=print_config)
+    except KeyboardInterrupt:
+        # Whatever was finished is kept (atomic writes); a rerun resumes from it.
+        print(f"mlmctl: {stage} interrupted; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
     if code:
         raise typer.Exit(code)
 
@@ -167,31 +172,35 @@ def inspect(
     impl.run(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (tests call it directly)."""
-    import click
+@app.command("report")
+def report(
+    data: Annotated[Path, typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = Path("data/demo"),
+    runs: Annotated[Path, typer.Option("--runs", metavar="DIR", help="The chain's runs directory (pretrain, finetune-*, eval-*).")] = Path("runs/demo"),
+) -> None:
+    """Sum up a whole chain: corpus, vocabulary, pretraining, and downstream scores against baselines."""
+    from mlmctl import report as impl
 
+    impl.run(data, runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (tests call it directly).
+
+    Typer/click handle usage errors themselves (exit 2, usage printed); mlmctl's own errors and
+    the OS errors a user can fix become one line on stderr and exit 1.
+    """
     global _DEBUG
     _DEBUG = os.environ.get("MLMCTL_DEBUG", "") not in ("", "0")
     try:
-        rv = app(args=argv, prog_name="mlmctl", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("mlmctl: interrupted", file=sys.stderr)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
+        app(args=argv, prog_name="mlmctl", standalone_mode=True)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except MlmctlError as e:
         if _DEBUG:
             raise
         print(f"mlmctl: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("mlmctl: interrupted", file=sys.stderr)
-        return 130
     except (OSError, MemoryError) as e:
         # Disk full, permission denied, out of memory: the user's to fix, so one line, no traceback.
         if _DEBUG:
