@@ -366,3 +366,27 @@ def test_empty_or_unfinished_input_is_refused(tmp_path, run_cli):
                                  shards=[shard]))
     code, _, err = run_cli("build-vocab", "--input", tok, "--output", tmp_path / "v2")
     assert code == 1 and "pretokenizer.json is missing or damaged" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, model, size", [("bert", "wordpiece", 200), ("byte-level", "bpe", 640),
+                                               ("metaspace", "wordpiece", 440)])
+def test_training_is_reproducible_across_processes(tmp_path, kind, model, size):
+    """Two fresh processes (different hash seeds) train byte-identical tokenizers (tokenizers#1794)."""
+    import subprocess
+    import sys
+
+    clean = make_clean_dir(tmp_path / "clean", sample_docs(400, seed=31), shards=2)
+
+    def mlmctl(*args):
+        proc = subprocess.run([sys.executable, "-m", "mlmctl", *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    mlmctl("tokenize", "--input", clean, "--output", tmp_path / "tok", "--set", f"pretokenizer.kind={kind}")
+    for run in ("a", "b"):
+        # A vocabulary smaller than the corpus supports, so merges with tied counts do get cut.
+        mlmctl("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / run, "--set", f"model={model}",
+               "--set", f"vocab_size={size}", "--set", "min_frequency=1")
+    assert json.loads((tmp_path / "a/stats.json").read_text())["vocab_size"] == size  # the cut happened
+    assert (tmp_path / "a/tokenizer.json").read_bytes() == (tmp_path / "b/tokenizer.json").read_bytes()
+    assert manifest_hash(tmp_path / "a") == manifest_hash(tmp_path / "b")
