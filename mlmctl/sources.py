@@ -246,11 +246,6 @@ def _format_of(path: str, fmt: str) -> str:
     return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
 
 
-def unit_size(unit: Unit) -> int:
-    """Bytes on disk (0 for built-in units); used for progress and the benchmark."""
-    return os.path.getsize(unit.name) if isinstance(unit, FileUnit) else 0
-
-
 # --------------------------------------------------------------------------- reading
 
 
