@@ -70,8 +70,10 @@ class BuildVocabConfig:
     """Target vocabulary size, the 5 special tokens included (BERT-base uses 30522)."""
     min_frequency: int = 2
     """`wordpiece`/`bpe`: a merge must occur at least this often to enter the vocabulary."""
-    limit_alphabet: int | None = 1000
-    """`wordpiece`/`bpe`: keep at most this many distinct characters (the most frequent); null keeps all."""
+    character_coverage: float = 0.9999
+    """`wordpiece`/`bpe`: keep the most frequent characters covering this share of all character occurrences; rarer ones become [UNK]."""
+    limit_alphabet: int | None = None
+    """`wordpiece`/`bpe`: at most this many characters after `character_coverage`; null: no cap."""
     sample_fraction: float = 1.0
     """Share of train documents the trainer sees (a fixed, evenly spread subset); indexing always covers all."""
     from_tokenizer: str | None = None
@@ -85,6 +87,8 @@ class BuildVocabConfig:
         check(self.vocab_size > len(SPECIAL_TOKENS), "vocab_size",
               f"must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}")
         check(self.min_frequency >= 0, "min_frequency", f"must be >= 0, got {self.min_frequency}")
+        check(0 < self.character_coverage <= 1, "character_coverage",
+              f"must be in (0, 1], got {self.character_coverage}")
         check(self.limit_alphabet is None or self.limit_alphabet >= 1, "limit_alphabet",
               f"must be >= 1 or null, got {self.limit_alphabet}")
         check(0 < self.sample_fraction <= 1, "sample_fraction", f"must be in (0, 1], got {self.sample_fraction}")
@@ -224,13 +228,27 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
 
     kind = pipeline.get("kind", "bert")
     # Byte-level must be able to spell every byte, whatever the sample held.
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if kind == "byte-level" else []
-    seeds = []
-    if cfg.model == "wordpiece" or (cfg.model == "bpe" and kind == "bert"):
-        seeds = [f"##{c}" for c in _alphabet(counts, cfg.limit_alphabet, alphabet)]
+    forced = pre_tokenizers.ByteLevel.alphabet() if kind == "byte-level" else []
+    limit = {}
+    seeds: list[str] = []
+    if cfg.model == "unigram":
+        alphabet = forced  # the Unigram trainer keeps every character it sees
+    else:
+        alphabet, continued = _alphabet(counts, cfg.character_coverage, cfg.limit_alphabet, forced)
+        # Handing the trainer the alphabet as `initial_alphabet` with a limit of exactly its size
+        # makes the trainer keep precisely these characters.
+        limit = {"limit_alphabet": len(alphabet)}
+        if cfg.model == "wordpiece" or kind == "bert":
+            seeds = [f"##{c}" for c in continued]
+        need = len(SPECIAL_TOKENS) + len(alphabet) + len(seeds)
+        if need > cfg.vocab_size:
+            raise MlmctlError(
+                f"build-vocab: `vocab_size` {cfg.vocab_size} is below the corpus alphabet ({need} = "
+                f"{len(SPECIAL_TOKENS)} special tokens + {len(alphabet)} characters + {len(seeds)} \"##\" forms); "
+                f"raise `vocab_size` or lower `character_coverage`/`limit_alphabet`"
+            )
     common = {"vocab_size": cfg.vocab_size, "special_tokens": SPECIAL_TOKENS + seeds, "show_progress": False,
               "initial_alphabet": alphabet}
-    limit = {} if cfg.limit_alphabet is None else {"limit_alphabet": cfg.limit_alphabet}
     if cfg.model == "wordpiece":
         model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##",
                                  max_input_chars_per_word=cfg.max_input_chars_per_word)
@@ -258,8 +276,8 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
     if got > cfg.vocab_size:
         raise MlmctlError(
             f"build-vocab: `vocab_size` {cfg.vocab_size} is below the corpus alphabet ({got} = "
-            f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters and \"##\" continuations); "
-            f"raise `vocab_size` or lower `limit_alphabet`"
+            f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters and pieces); "
+            f"raise `vocab_size`"
         )
     _check_specials(tok, "the trained vocabulary")
     doc = json.loads(tok.to_str())
@@ -269,16 +287,19 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
     atomic_write_text(tok_path, json.dumps(_complete(doc, pipeline, cfg.model), ensure_ascii=False, indent=1))
 
 
-def _alphabet(counts: list[Path], limit: int | None, initial: list[str]) -> list[str]:
-    """The characters the trainer will keep: all, or the `limit` most frequent (plus `initial`).
+def _alphabet(counts: list[Path], coverage: float, limit: int | None, forced: list[str]) -> tuple[list[str], list[str]]:
+    """(alphabet, the alphabet characters that occur inside words), both sorted.
 
-    Why: the BPE/WordPiece trainers create the "##c" continuation tokens in hash-map order, and
-    those ids break ties between equally frequent merges, so the same corpus could give another
-    vocabulary in the next process (huggingface/tokenizers#1794). Handing the trainer every "##c"
-    up front, in sorted order, takes that order out of its hands. Read from tokenize's per-shard
-    word counts, so no pass over the text is needed.
+    The alphabet is the smallest set of most frequent characters covering `coverage` of all
+    character occurrences (SentencePiece's character_coverage), at most `limit`, plus `forced`.
+    The second list gives the "##c" continuations handed to the trainer up front: the
+    BPE/WordPiece trainers otherwise create them in hash-map order, and those ids break ties
+    between equally frequent merges, so the same corpus could give another vocabulary in the
+    next process (huggingface/tokenizers#1794). Characters seen only as whole words (CJK under
+    the BERT pre-tokenizer) get no "##" form, as the trainer would do. Read from tokenize's
+    per-shard word counts: no pass over the text.
     """
-    from collections import Counter
+    from collections import Counter, defaultdict
 
     words: dict[str, int] = Counter()
     for path in counts:
@@ -287,14 +308,27 @@ def _alphabet(counts: list[Path], limit: int | None, initial: list[str]) -> list
                 if row:
                     word, _, n = row.rpartition("\t")
                     words[word] += int(n)
-    chars = set("".join(words))
-    if limit is not None and len(chars) > limit:
-        weighted: Counter = Counter()
-        for word, n in words.items():
-            for c in word:
-                weighted[c] += n
-        chars = {c for c, _ in sorted(weighted.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]}
-    return sorted(chars | set(initial))
+    # Character counts weighted by word counts, one C-level Counter per distinct count.
+    by_count: dict[int, list[str]] = defaultdict(list)
+    for word, n in words.items():
+        by_count[n].append(word)
+    weighted: Counter = Counter()
+    for n, group in by_count.items():
+        for c, k in Counter("".join(group)).items():
+            weighted[c] += k * n
+    ranked = sorted(weighted.items(), key=lambda kv: (-kv[1], kv[0]))
+    total = sum(weighted.values())
+    keep, covered = 0, 0
+    for _, k in ranked:
+        if covered >= coverage * total:
+            break
+        covered += k
+        keep += 1
+    if limit is not None:
+        keep = min(keep, limit)
+    chars = {c for c, _ in ranked[:keep]}
+    inside = set("".join(w[1:] for w in words))
+    return sorted(chars | set(forced)), sorted(chars & inside | set(forced) & inside)
 
 
 def _canonical_ids(doc: dict) -> dict:

@@ -160,36 +160,37 @@ _pre_cache: dict = {}
 
 
 def cjk_docs(n: int, seed: int) -> list[str]:
+    """Chinese-like text: 3000 distinct ideographs with a Zipf(1) distribution, as real text has."""
     rng = random.Random(seed)
-    chars = [chr(0x4E00 + i) for i in range(400)]
-    weights = [1 / (i + 1) ** 0.6 for i in range(len(chars))]  # Zipf-like, every char frequent enough
+    chars = [chr(0x4E00 + 7 * i) for i in range(3000)]
+    weights = [1 / (i + 1) for i in range(len(chars))]
     docs = []
     for _ in range(n):
-        sents = ["".join(rng.choices(chars, weights, k=rng.randint(5, 30))) + rng.choice("。！？；")
+        sents = ["".join(rng.choices(chars, weights, k=rng.randint(5, 40))) + rng.choice("。！？；")
                  for _ in range(rng.randint(1, 5))]
         docs.append("".join(sents))
     return docs
 
 
 def test_chinese_chars_are_single_tokens_and_rarely_unknown(tmp_path, run_cli):
-    docs = cjk_docs(500, seed=1)
-    clean = make_clean_dir(tmp_path / "clean", docs, validation=cjk_docs(50, seed=2))
+    docs = cjk_docs(2500, seed=1)
+    clean = make_clean_dir(tmp_path / "clean", docs, validation=cjk_docs(100, seed=2))
     assert run_cli("tokenize", "--input", clean, "--output", tmp_path / "tok")[0] == 0
     code, _, err = run_cli("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "vocab")
     assert code == 0, err  # the default config
     stats = json.loads((tmp_path / "vocab/stats.json").read_text())
-    assert stats["train"]["unk_rate"] < 0.01 and stats["validation"]["unk_rate"] < 0.01
-    vd = open_vocab_dir(tmp_path / "vocab")
-    va = vd.split("validation")
-    tok = vd.tokenizer()
-    text = cjk_docs(50, seed=2)[0]
-    sentences = split_sentences(text)
-    assert len(va.document(0)) == len(sentences)
-    for sentence, ids in zip(sentences, va.document(0)):
-        assert len(ids) == len(sentence)  # one token per character (terminator included)
-        assert [tok.id_to_token(int(i)) for i in ids] == list(sentence)
-    assert va.word_starts(0, va.n_tokens).all()
+    assert stats["train"]["unk_rate"] < 0.01 and stats["validation"]["unk_rate"] < 0.01, stats
     assert stats["train"]["subwords_per_word"] == 1.0
+    vd = open_vocab_dir(tmp_path / "vocab")
+    tok = vd.tokenizer()
+    assert not any(t.startswith("##") and "\u4e00" <= t[2:3] <= "\u9fff" for t in tok.get_vocab())  # no "##中"
+    va = vd.split("validation")
+    for d, text in enumerate(cjk_docs(100, seed=2)[:20]):
+        for sentence, ids in zip(split_sentences(text), va.document(d), strict=True):
+            tokens = [tok.id_to_token(int(i)) for i in ids]
+            assert len(tokens) == len(sentence)  # one token per character (terminator included)
+            assert all(t in (c, "[UNK]") for t, c in zip(tokens, sentence))
+    assert va.word_starts(0, va.n_tokens).all()
 
 
 def test_workers_tasks_and_resume_give_identical_bytes(tmp_path, run_cli, monkeypatch):
