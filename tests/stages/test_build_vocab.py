@@ -391,3 +391,54 @@ def test_training_is_reproducible_across_processes(tmp_path, kind, model, size):
     assert json.loads((tmp_path / "a/stats.json").read_text())["vocab_size"] == size  # the cut happened
     assert (tmp_path / "a/tokenizer.json").read_bytes() == (tmp_path / "b/tokenizer.json").read_bytes()
     assert manifest_hash(tmp_path / "a") == manifest_hash(tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_resumes_both_stages(tmp_path):
+    """A real kill -9 in the middle of tokenize and of build-vocab; the reruns finish the same output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clean = make_clean_dir(tmp_path / "clean", sample_docs(3000, seed=41), shards=30)
+
+    def start(*args):
+        return subprocess.Popen([sys.executable, "-m", "mlmctl", *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def kill_after_first_unit(proc, work):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(work.glob("unit-*/done.json")):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.005)
+        return False
+
+    def finish(*args):
+        proc = subprocess.run([sys.executable, "-m", "mlmctl", *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    tok_args = ("tokenize", "--input", clean, "--output", tmp_path / "tok")
+    if not kill_after_first_unit(start(*tok_args), tmp_path / "tok/.work/tokenize"):
+        pytest.skip("tokenize finished before it could be killed (machine too fast for this corpus)")
+    assert not (tmp_path / "tok/manifest.json").exists()
+    assert "reusing" in finish(*tok_args)
+    finish("tokenize", "--input", clean, "--output", tmp_path / "tok-ref")
+    assert manifest_hash(tmp_path / "tok") == manifest_hash(tmp_path / "tok-ref")
+
+    bv_args = ("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "vocab", "--set", "vocab_size=500")
+    if not kill_after_first_unit(start(*bv_args), tmp_path / "vocab/.work/index"):
+        pytest.skip("build-vocab finished before it could be killed")
+    assert not (tmp_path / "vocab/manifest.json").exists()
+    assert not (tmp_path / "vocab/tokenizer.json").exists()
+    err = finish(*bv_args)
+    assert "reusing" in err and "training" not in err
+    finish("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "vocab-ref", "--set", "vocab_size=500")
+    assert manifest_hash(tmp_path / "vocab") == manifest_hash(tmp_path / "vocab-ref")
+    vd = open_vocab_dir(tmp_path / "vocab")
+    assert vd.split("train").n_docs == 3000
