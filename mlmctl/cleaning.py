@@ -23,6 +23,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from mlmctl.config import check
+
 # --------------------------------------------------------------------------- base
 
 
@@ -304,10 +306,7 @@ class WhitespaceConfig:
     """Most consecutive empty lines kept (0 joins paragraphs into one block of lines)."""
 
     def __post_init__(self) -> None:
-        if self.max_blank_lines < 0:
-            from mlmctl.errors import ConfigError
-
-            raise ConfigError("clean: `whitespace.max_blank_lines` must be >= 0")
+        check(self.max_blank_lines >= 0, "max_blank_lines", f"must be >= 0, got {self.max_blank_lines}")
 
 
 class Whitespace(Step):
@@ -331,11 +330,14 @@ class Whitespace(Step):
         # The substring tests skip the regex for text that has no runs or trailing spaces.
         if c.collapse_spaces and ("  " in text or "\t" in text):
             text = (_RUN_INNER if c.keep_indentation else _RUN_ANY).sub(" ", text)
-        if c.strip_trailing and (" \n" in text or "\t\n" in text):
-            text = _TRAILING.sub("", text)
+        if c.strip_trailing:
+            if " \n" in text or "\t\n" in text:
+                text = _TRAILING.sub("", text)
+        elif "\n " in text or "\n\t" in text:
+            # Lines holding only spaces are blank lines even without strip_trailing.
+            text = _SPACE_ONLY_LINE.sub("\n", text)
         if "\n\n" in text:
-            # Lines holding only spaces count as blank here even without strip_trailing.
-            text = self._blank_runs.sub(self._blank_repl, _SPACE_ONLY_LINE.sub("\n", text))
+            text = self._blank_runs.sub(self._blank_repl, text)
         return text.strip(), None
 
 
@@ -432,17 +434,11 @@ class QualityFilterConfig:
     """Drop documents where more than this fraction of the non-empty lines repeat an earlier line (Gopher: 0.3)."""
 
     def __post_init__(self) -> None:
-        from mlmctl.errors import ConfigError
-
         for key in ("max_non_letter_fraction", "max_repeated_line_fraction"):
             v = getattr(self, key)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise ConfigError(f"clean: `quality_filter.{key}` must be between 0 and 1, got {v}")
+            check(v is None or 0.0 <= v <= 1.0, key, f"must be between 0 and 1, got {v}")
         lo, hi = self.min_mean_word_chars, self.max_mean_word_chars
-        if lo is not None and hi is not None and lo > hi:
-            raise ConfigError(
-                "clean: `quality_filter.min_mean_word_chars` is larger than `quality_filter.max_mean_word_chars`"
-            )
+        check(lo is None or hi is None or lo <= hi, "min_mean_word_chars", "is larger than `max_mean_word_chars`")
 
 
 class QualityFilter(Filter):

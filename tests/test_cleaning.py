@@ -174,6 +174,8 @@ def test_whitespace_options():
     assert apply(Whitespace(WhitespaceConfig(max_blank_lines=2)), text) == "a\n\n\nb c\n    d"
     assert apply(Whitespace(WhitespaceConfig(keep_indentation=False)), text) == "a\n\nb c\n d"
     assert apply(Whitespace(WhitespaceConfig(collapse_spaces=False)), text) == "a\n\nb    c\n    d"
+    keep = Whitespace(WhitespaceConfig(strip_trailing=False, collapse_spaces=False))
+    assert apply(keep, "a  \n  \n \t\n  \nb") == "a  \n\nb"
     with pytest.raises(ConfigError, match="max_blank_lines"):
         WhitespaceConfig(max_blank_lines=-1)
 
