@@ -370,7 +370,7 @@ def test_empty_or_unfinished_input_is_refused(tmp_path, run_cli):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, model, size", [("bert", "wordpiece", 200), ("byte-level", "bpe", 640),
+@pytest.mark.parametrize("kind, model, size", [("bert", "wordpiece", 160), ("byte-level", "bpe", 640),
                                                ("metaspace", "wordpiece", 440)])
 def test_training_is_reproducible_across_processes(tmp_path, kind, model, size):
     """Two fresh processes (different hash seeds) train byte-identical tokenizers (tokenizers#1794)."""
