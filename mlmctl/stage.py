@@ -120,17 +120,18 @@ class StageContext:
         if self.opts.task is not None:
             i, n = self.opts.task
             mine = range(i, len(units), n)
-        todo, done = [], 0
+        todo, records = [], {}
         for j in mine:
             part = phase_dir / f"unit-{j:05d}"
-            if _unit_done(part, keys[j]) is not None:
-                done += 1
+            record = _unit_done(part, keys[j])
+            if record is not None:
+                records[j] = record
             else:
                 if part.exists():
                     shutil.rmtree(part)
                 todo.append(j)
-        if done:
-            self.log(f"{phase}: reusing {done} completed {unit_name} from an earlier run")
+        if records:
+            self.log(f"{phase}: reusing {len(records)} completed {unit_name} from an earlier run")
         workers = max(1, min(self.opts.workers, len(todo)))
         with progress(len(todo), f"{self.stage}", unit_name, enabled=self.is_main and not self.opts.quiet) as bar:
             if workers == 1:
@@ -140,6 +141,7 @@ class StageContext:
             else:
                 import multiprocessing
                 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+                from concurrent.futures.process import BrokenProcessPool
 
                 # spawn, not fork: a forked child inherits the parent's tokenizers/torch threads.
                 ctx = multiprocessing.get_context("spawn")
@@ -152,7 +154,13 @@ class StageContext:
                     while pending:
                         finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
                         for fut in finished:
-                            fut.result()  # re-raises a worker's error here
+                            try:
+                                fut.result()  # re-raises a worker's error here
+                            except BrokenProcessPool:
+                                raise MlmctlError(
+                                    f"{self.stage}: a worker process died (out of memory?); rerun to "
+                                    f"resume, with fewer --workers if memory is short"
+                                ) from None
                             bar.update(1)
         if self.opts.task is not None:
             i, n = self.opts.task
@@ -164,7 +172,8 @@ class StageContext:
         results = []
         for j in range(len(units)):
             part = phase_dir / f"unit-{j:05d}"
-            record = _unit_done(part, keys[j])
+            # Units verified before the run keep that verification; the ones just run are read back.
+            record = records.get(j) or _unit_done(part, keys[j])
             if record is None:
                 raise MlmctlError(
                     f"{self.stage}: unit {j} of phase '{phase}' is missing; "
