@@ -30,11 +30,11 @@ def _rows(cls: type, prefix: str = "") -> list[str]:
     rows = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        value = _default(f)
         if dataclasses.is_dataclass(tp):
             rows.append(f"| `{prefix}{f.name}` | group | | {docs.get(f.name, '')} |")
             rows.extend(_rows(tp, f"{prefix}{f.name}."))
             continue
+        value = _default(f)
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         elif isinstance(value, list):
