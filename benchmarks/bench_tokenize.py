@@ -7,7 +7,7 @@ words, sentences with abbreviations and numbers, 10% Chinese), then measures in 
   raw pre-tok+gzip  the same normalizer + pre-tokenizer applied to every document, plus gzip of
                     the same output bytes at the same level: the floor tokenize is compared to
   train             build-vocab's trainer (WordPiece by default)
-  index             build-vocab with `from_tokenizer` (no training): ids, offsets, word starts
+  index             build-vocab with `from` (no training): ids, offsets, word starts
   raw encode_batch  the trained tokenizer.json's `encode_batch` over the same sentences
 
 Targets: tokenize <= 2x raw pre-tok+gzip; index <= 1.5x raw encode_batch (both single-process,
@@ -154,7 +154,7 @@ def bench(size_mb: float, work: Path, workers: int, model: str, vocab_size: int,
     r["vocab_s"], r["vocab_rss"], log = run_child(["build-vocab", "--input", str(tok), "--output", str(vocab), *sets, *w])
     r["train_s"] = float(re.search(r"trained in ([0-9.]+) s", log).group(1))
     r["index_s"], r["index_rss"], _ = run_child(["build-vocab", "--input", str(tok), "--output", str(index), *sets,
-                                                 "--set", f"from_tokenizer={vocab / 'tokenizer.json'}", *w])
+                                                 "--set", f"from={vocab / 'tokenizer.json'}", *w])
     stats = json.loads((vocab / "stats.json").read_text())
     r["tokens"] = stats["train"]["tokens"] + stats["validation"]["tokens"]
     r["words"] = stats["train"]["words"] + stats["validation"]["words"]

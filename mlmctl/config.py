@@ -43,6 +43,12 @@ class FieldError(ConfigError):
         self.message = message
 
 
+def yaml_key(f: dataclasses.Field) -> str:
+    """The key users write for a field: its name, or `metadata={"key": ...}` for a Python keyword
+    (`from_tokenizer: str | None = field(default=None, metadata={"key": "from"})`)."""
+    return f.metadata.get("key", f.name)
+
+
 def check(condition: bool, key: str, message: str) -> None:
     """`__post_init__` helper: raise FieldError(key, message) unless condition holds."""
     if not condition:
@@ -160,13 +166,14 @@ class _Loader:
         if not isinstance(data, dict):
             raise self._fail(where or "(top level)", f"expected a mapping of keys, got {_describe(data)}")
         hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        fields = {yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
         kwargs = {}
         for key, value in data.items():
             path = f"{where}.{key}" if where else str(key)
             if key not in fields:
                 raise self._fail(path, "unknown key" + self._suggest(str(key), fields, where))
-            kwargs[key] = self._value(hints[key], value, path)
+            name = fields[key].name
+            kwargs[name] = self._value(hints[name], value, path)
         try:
             return cls(**kwargs)
         except FieldError as e:
@@ -275,7 +282,7 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        path = f"{prefix}{f.name}"
+        path = f"{prefix}{yaml_key(f)}"
         out.append(path)
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
@@ -309,8 +316,14 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def config_to_dict(cfg: Any) -> dict:
-    """Plain, JSON-ready dict of a config dataclass (nested ones included)."""
-    return dataclasses.asdict(cfg)
+    """Plain, JSON-ready dict of a config dataclass (nested ones included), keyed as users write it."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {yaml_key(f): config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg
 
 
 def config_hash(cfg: Any) -> str:
@@ -345,16 +358,15 @@ def _format(cfg: Any, indent: int) -> list[str]:
     lines = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        key = yaml_key(f)
         if f.name in docs:
             lines.append(f"{pad}# {docs[f.name]}\n")
         if dataclasses.is_dataclass(value):
-            lines.append(f"{pad}{f.name}:\n")
+            lines.append(f"{pad}{key}:\n")
             lines.extend(_format(value, indent + 1))
             continue
-        plain = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        if isinstance(plain, list) and plain and dataclasses.is_dataclass(plain[0]):
-            plain = [dataclasses.asdict(v) for v in plain]
+        plain = config_to_dict(value)
         text = yaml.safe_dump(plain, default_flow_style=True, sort_keys=False, width=float("inf"))
         text = text.strip().removesuffix("...").strip()
-        lines.append(f"{pad}{f.name}: {text}\n")
+        lines.append(f"{pad}{key}: {text}\n")
     return lines

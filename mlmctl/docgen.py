@@ -11,7 +11,7 @@ import importlib
 import json
 import typing
 
-from mlmctl.config import _type_name, field_docs
+from mlmctl.config import _type_name, field_docs, yaml_key
 
 STAGES = ["clean", "tokenize", "build_vocab", "pretrain", "finetune", "eval", "demo_task"]
 
@@ -31,8 +31,8 @@ def _rows(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            rows.append(f"| `{prefix}{f.name}` | group | | {docs.get(f.name, '')} |")
-            rows.extend(_rows(tp, f"{prefix}{f.name}."))
+            rows.append(f"| `{prefix}{yaml_key(f)}` | group | | {docs.get(f.name, '')} |")
+            rows.extend(_rows(tp, f"{prefix}{yaml_key(f)}."))
             continue
         value = _default(f)
         if dataclasses.is_dataclass(value):
@@ -43,7 +43,7 @@ def _rows(cls: type, prefix: str = "") -> list[str]:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         doc = docs.get(f.name, "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{f.name}` | {_type_name(tp)} | `{shown}` | {doc} |")
+        rows.append(f"| `{prefix}{yaml_key(f)}` | {_type_name(tp)} | `{shown}` | {doc} |")
     return rows
 
 

@@ -359,6 +359,8 @@ def _output_state(stage: str, out: Path, cfg: Any, chash: str, ihash: str | None
             why.append("a different input")
         raise MlmctlError(f"{stage}: {out} was built from {' and '.join(why)}; rerun with --force to rebuild it")
     run_file = out / WORK / RUN_FILE
+    if run_file.exists() and not _holds_work(out):
+        return "rebuild"  # an earlier run stopped (a config error, say) before writing anything
     if run_file.exists():
         try:
             run = json.loads(run_file.read_text())
@@ -376,6 +378,12 @@ def _output_state(stage: str, out: Path, cfg: Any, chash: str, ihash: str | None
         f"{stage}: output {out} is not empty and is not an mlmctl stage directory; "
         f"choose another --output or remove it"
     )
+
+
+def _holds_work(out: Path) -> bool:
+    """Whether an unfinished output directory holds any file besides the run marker."""
+    marker = out / WORK / RUN_FILE
+    return any(p.is_file() and p != marker for p in out.rglob("*"))
 
 
 def _prepare_output(out: Path, state: str, chash: str, ihash: str | None) -> None:

@@ -170,3 +170,12 @@ def test_manifest_is_plain_json_with_contract_fields(toy_input, tmp_path):
         assert key in data
     shard = data["shards"][0]
     assert set(shard) >= {"name", "records", "bytes", "sha256"}
+
+
+def test_run_that_wrote_nothing_does_not_block_a_new_config(toy_input, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("TOY_CRASH_AT", "f0.txt")  # fails on the first unit: nothing written
+    with pytest.raises(RuntimeError):
+        _run(toy_input, out)
+    monkeypatch.delenv("TOY_CRASH_AT")
+    assert _run(toy_input, out, ["suffix=+"]) == 0

@@ -23,7 +23,7 @@ final tokenizer.json gets tokenize's normalizer and pre-tokenizer spliced in as 
 applies the trained model alone to those same pre-tokens (`is_pretokenized`), which is what the
 full tokenizer.json does to the cleaned text sentence by sentence.
 
-With `from_tokenizer: path/to/tokenizer.json` no training happens: the file is checked (special
+With `from: path/to/tokenizer.json` no training happens: the file is checked (special
 ids, same normalizer + pre-tokenizer as tokenize used) and the corpus is indexed with it.
 Indexing is one unit per tokenized shard (`--workers`, `--task I/N`). In a `--task` run, task 0
 trains the vocabulary (when there is one to train); start the other tasks once it has.
@@ -39,7 +39,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -76,7 +76,7 @@ class BuildVocabConfig:
     """`wordpiece`/`bpe`: at most this many characters after `character_coverage`; null: no cap."""
     sample_fraction: float = 1.0
     """Share of train documents the trainer sees (a fixed, evenly spread subset); indexing always covers all."""
-    from_tokenizer: str | None = None
+    from_tokenizer: str | None = field(default=None, metadata={"key": "from"})
     """A tokenizer.json to reuse instead of training (same normalizer + pre-tokenizer as tokenize used)."""
     dtype: Literal["auto", "uint16", "uint32"] = "auto"
     """Id storage type: `auto` picks uint16 when every id fits (vocabulary <= 65536), else uint32."""
@@ -408,23 +408,23 @@ def _check_specials(tok, what: str) -> None:
 
 
 def _adopt_tokenizer(path_text: str, pipeline: dict, tok_path: Path) -> None:
-    """Check a `from_tokenizer` file and copy it, byte for byte, as the vocabulary."""
+    """Check a `from` tokenizer file and copy it, byte for byte, as the vocabulary."""
     from tokenizers import Tokenizer
 
     path = Path(path_text)
     if not path.is_file():
-        raise MlmctlError(f"build-vocab: `from_tokenizer` {path} does not exist or is not a file")
+        raise MlmctlError(f"build-vocab: `from` {path} does not exist or is not a file")
     try:
         raw = path.read_bytes()
         tok = Tokenizer.from_str(raw.decode("utf-8"))
         doc = json.loads(raw)
     except Exception:
-        raise MlmctlError(f"build-vocab: `from_tokenizer` {path} is not a tokenizers tokenizer.json") from None
-    _check_specials(tok, f"`from_tokenizer` {path}")
+        raise MlmctlError(f"build-vocab: `from` {path} is not a tokenizers tokenizer.json") from None
+    _check_specials(tok, f"`from` {path}")
     for key in ("normalizer", "pre_tokenizer"):
         if doc.get(key) != pipeline[key]:
             raise MlmctlError(
-                f"build-vocab: `from_tokenizer` {path} has a different {key} than the one `tokenize` "
+                f"build-vocab: `from` {path} has a different {key} than the one `tokenize` "
                 f"used ({key.replace('_', '-')} settings differ); rerun tokenize with the settings of that tokenizer"
             )
     tok_path.parent.mkdir(parents=True, exist_ok=True)

@@ -286,7 +286,7 @@ def test_from_tokenizer_reuses_a_vocabulary_and_refuses_bad_files(tmp_path, run_
 
     def bv(src, out="vocab", *args):
         return run_cli("build-vocab", "--input", tmp_path / "b/tok", "--output", tmp_path / "b" / out,
-                       "--set", f"from_tokenizer={src}", *args)
+                       "--set", f"from={src}", *args)
 
     code, _, err = bv(first / "tokenizer.json")
     assert code == 0 and "training" not in err, err
@@ -300,7 +300,7 @@ def test_from_tokenizer_reuses_a_vocabulary_and_refuses_bad_files(tmp_path, run_
     (tmp_path / "text.txt").write_text("not json at all")
     for bad in (tmp_path / "junk.json", tmp_path / "text.txt", tmp_path / "missing.json", tmp_path):
         code, _, err = bv(bad, "bad")
-        assert code == 1 and "from_tokenizer" in err and "Traceback" not in err, err
+        assert code == 1 and "`from`" in err and "Traceback" not in err, err
     # A tokenizer built with other pre-tokenization settings would not match the stored pre-tokens.
     other = build(run_cli, tmp_path / "c", docs, kind="metaspace")
     code, _, err = bv(other / "tokenizer.json", "bad2")
@@ -334,10 +334,10 @@ def test_ids_beyond_uint16(tmp_path, run_cli):
     big = tmp_path / "big.json"
     _wordlevel_tokenizer(big, pipeline, words, filler=70_000)
     code, _, err = run_cli("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "v16",
-                           "--set", f"from_tokenizer={big}", "--set", "dtype=uint16")
+                           "--set", f"from={big}", "--set", "dtype=uint16")
     assert code == 1 and "uint16" in err and "uint32" in err and "Traceback" not in err
     code, _, err = run_cli("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "v32",
-                           "--set", f"from_tokenizer={big}")
+                           "--set", f"from={big}")
     assert code == 0, err
     vd = open_vocab_dir(tmp_path / "v32")
     assert vd.dtype_name == "uint32" and vd.vocab_size > 70_000
