@@ -141,3 +141,20 @@ def test_field_docs_and_print_config_roundtrip(tmp_path):
     assert "# Peak learning rate.\n  lr: 0.001" in text
     again = load_config(Cfg, _yaml(tmp_path, text))
     assert again == load_config(Cfg, None, ["tags=[x]"])
+
+
+@dataclass
+class Aliased:
+    from_file: str | None = field(default=None, metadata={"key": "from"})
+    """A file to start from (YAML key `from`, a Python keyword)."""
+
+
+def test_key_alias_for_python_keywords():
+    from mlmctl.config import config_to_dict
+
+    cfg = load_config(Aliased, None, ["from=x.json"])
+    assert cfg.from_file == "x.json"
+    assert config_to_dict(cfg) == {"from": "x.json"}
+    assert "from: x.json" in format_config(cfg)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(Aliased, None, ["from_file=x.json"])
