@@ -188,6 +188,11 @@ class ValidationSection:
     batch_size: int = 32
     """Sequences per validation forward pass per rank."""
 
+    def __post_init__(self) -> None:
+        check(self.every >= 0, "every", "must be >= 0")
+        check(self.max_sequences >= 0, "max_sequences", "must be >= 0")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
 
 @dataclass
 class CheckpointSection:
@@ -224,7 +229,7 @@ class PretrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     """Checkpoints."""
     log_every: int = 10
-    """Write a metrics line (and a plain progress line off a terminal) every this many steps."""
+    """Write a metrics.jsonl line every this many steps (progress lines off a terminal follow MLMCTL_LOG_EVERY seconds)."""
 
     def __post_init__(self) -> None:
         check(not self.data.nsp or self.data.packing == "sentence-pair", "data.nsp",
