@@ -57,26 +57,35 @@ def make_batches(n_batches: int, batch_size: int, seq_len: int, vocab: int, seed
     return out
 
 
-def train(step_fn, model, batches, warmup):
+def train(step_fn, model, batches, warmup, device="cpu", bf16=False):
+    import contextlib
+
     import torch
 
     from mlmctl.optim import make_adamw
 
-    opt = make_adamw(model, 1e-4, 0.01, (0.9, 0.98), 1e-6, "cpu")
+    model.to(device)
+    opt = make_adamw(model, 1e-4, 0.01, (0.9, 0.98), 1e-6, torch.device(device).type)
     model.train()
     losses, t0, tokens = [], None, 0
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for i, (ids, labels) in enumerate(batches):
+        ids, labels = ids.to(device), labels.to(device)
         if i == warmup:
+            sync()
             t0 = time.perf_counter()
-        loss = step_fn(model, ids, labels)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with amp:
+            loss = step_fn(model, ids, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.detach())
         if i >= warmup:
             tokens += ids.numel()
-    return tokens / (time.perf_counter() - t0), losses
+    sync()
+    return tokens / (time.perf_counter() - t0), [float(x) for x in losses]
 
 
 def main() -> None:
@@ -88,6 +97,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=30522)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--quick", action="store_true", help="tiny and mini, 4 steps")
     args = ap.parse_args()
     if args.quick:
@@ -101,7 +112,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch_size} x {args.seq_len}, vocab {args.vocab}, {args.steps} timed steps")
+          f"batch {args.batch_size} x {args.seq_len}, vocab {args.vocab}, {args.steps} timed steps, "
+          f"{args.device}{' bf16' if args.bf16 else ''}")
     batches = make_batches(args.warmup + args.steps, args.batch_size, args.seq_len, args.vocab)
 
     def ours_step(model, ids, labels):
@@ -120,9 +132,9 @@ def main() -> None:
         hf.load_state_dict(to_hf_state_dict(ours), strict=False)
         hf.tie_weights()
         torch.manual_seed(1)
-        tps_ours, loss_ours = train(ours_step, ours, batches, args.warmup)
+        tps_ours, loss_ours = train(ours_step, ours, batches, args.warmup, args.device, args.bf16)
         torch.manual_seed(1)
-        tps_hf, loss_hf = train(hf_step, hf, batches, args.warmup)
+        tps_hf, loss_hf = train(hf_step, hf, batches, args.warmup, args.device, args.bf16)
         rows.append((preset, tps_ours, tps_hf, loss_ours[-1], loss_hf[-1], loss_ours[0], loss_hf[0]))
         print(f"{preset:7s} mlmctl {tps_ours:9.0f} tok/s   HF {tps_hf:9.0f} tok/s   x{tps_ours / tps_hf:4.2f}   "
               f"loss first {loss_ours[0]:.4f}/{loss_hf[0]:.4f}  last {loss_ours[-1]:.4f}/{loss_hf[-1]:.4f}",
