@@ -386,21 +386,37 @@ def run(ctx) -> dict:
 
     # -- helpers over the data -----------------------------------------------------------------
     def make_batch(ds, indices, epoch, stream):
+        """(numpy arrays of one masked micro-batch, masked-token count, token count)."""
         exs = [ds.get(int(i)) for i in indices]
         inputs, labels = mask_batch([e.ids for e in exs], [int(i) for i in indices], epoch, cfg.data.seed, spec,
                                     [e.word_starts for e in exs] if spec.whole_word else None, stream=stream)
         tt = [e.token_types for e in exs] if cfg.data.packing == "sentence-pair" else None
         ids, lab, am, tts = collate(inputs, labels, tt)
         nsl = np.array([e.next_sentence_label for e in exs]) if cfg.data.nsp else None
-        to = lambda a: None if a is None else torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
         n_tokens = sum(len(e.ids) for e in exs)
-        return dict(input_ids=to(ids), labels=to(lab), attention_mask=to(am), token_type_ids=to(tts),
-                    next_sentence_label=to(nsl)), int((lab != -100).sum()), n_tokens
+        return dict(input_ids=ids, labels=lab, attention_mask=am, token_type_ids=tts,
+                    next_sentence_label=nsl), int((lab != -100).sum()), n_tokens
+
+    def to_device(arrays):
+        return {k: None if a is None else torch.from_numpy(a).to(device, non_blocking=True)
+                for k, a in arrays.items()}
+
+    order_cache = {}
+
+    def step_batches(at_step):
+        """This rank's micro-batches of optimizer step `at_step`: a pure function of the step."""
+        epoch, epoch_step = divmod(at_step, steps_per_epoch)
+        if epoch not in order_cache:
+            order_cache.clear()
+            order_cache[epoch] = epoch_order(len(train_ds), cfg.data.seed, epoch)
+        mine = rank_slice(order_cache[epoch][epoch_step * B:(epoch_step + 1) * B], rank, world)
+        return [make_batch(train_ds, mine[j:j + micro], epoch, STREAM_TRAIN_MASK) for j in range(0, len(mine), micro)]
 
     def all_sum(values):
+        if world == 1:
+            return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=device)
-        if world > 1:
-            dist.all_reduce(t)
+        dist.all_reduce(t)
         return t.tolist()
 
     def validate():
@@ -412,7 +428,8 @@ def run(ctx) -> dict:
         raw_model.eval()
         with torch.no_grad():
             for j in range(0, len(mine), cfg.validation.batch_size):
-                batch, n_masked, _ = make_batch(val_ds, mine[j:j + cfg.validation.batch_size], 0, STREAM_VAL_MASK)
+                arrays, n_masked, _ = make_batch(val_ds, mine[j:j + cfg.validation.batch_size], 0, STREAM_VAL_MASK)
+                batch = to_device(arrays)
                 batch.pop("next_sentence_label")
                 with autocast:
                     _, loss = raw_model(**batch, loss_denominator=1)  # sum over masked tokens
@@ -462,38 +479,43 @@ def run(ctx) -> dict:
     losses = []
     # tokens/s over training time only (validation and checkpoint writes excluded)
     window_tokens, window_time = 0, 0.0
-    order_epoch, order = -1, None
-    with progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet) as bar:
+    # The next step's batches are built (read, packed, masked) in a thread while this step
+    # computes; they depend only on the step number, so this changes nothing but the speed.
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="mlmctl-batches")
+    pending = prefetch.submit(step_batches, step) if step < total_steps else None
+    with prefetch, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet) as bar:
         bar.update(step)
         while step < total_steps:
             t0 = time.perf_counter()
-            epoch, epoch_step = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = epoch_order(len(train_ds), cfg.data.seed, epoch), epoch
-            mine = rank_slice(order[epoch_step * B:(epoch_step + 1) * B], rank, world)
-            micro_batches = [make_batch(train_ds, mine[j:j + micro], epoch, STREAM_TRAIN_MASK)
-                             for j in range(0, len(mine), micro)]
+            micro_batches = pending.result()
+            if step + 1 < total_steps:
+                pending = prefetch.submit(step_batches, step + 1)
             # Normalise by the masked tokens of the whole global batch, so that the gradient is the
             # same however the batch is split over ranks and accumulation steps.
             n_masked, n_tokens = all_sum([sum(m[1] for m in micro_batches), sum(m[2] for m in micro_batches)])
             lr = lr_at(step, lr=tc.lr, warmup_steps=tc.warmup_steps, total_steps=total_steps, decay=tc.decay,
                        min_lr_ratio=tc.min_lr_ratio)
             set_lr(optimizer, lr)
-            step_loss = 0.0
-            for k, (batch, _, _) in enumerate(micro_batches):
+            step_loss = torch.zeros((), device=device)
+            for k, (arrays, _, _) in enumerate(micro_batches):
                 sync = k == len(micro_batches) - 1
                 with (_nullcontext() if sync or world == 1 else model.no_sync()), autocast:
                     # DDP averages gradients over ranks, hence the factor `world` in the denominators.
-                    _, loss = model(**batch, loss_denominator=max(n_masked, 1) / world,
+                    _, loss = model(**to_device(arrays), loss_denominator=max(n_masked, 1) / world,
                                     nsp_denominator=B / world)
                 loss.backward()
-                step_loss += float(loss.detach())
+                step_loss += loss.detach().float()  # stays on the device: no sync per micro-batch
             norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            (step_loss,) = all_sum([step_loss / world])
-            if not (math.isfinite(step_loss) and math.isfinite(float(norm))):
+            if world > 1:
+                dist.all_reduce(step_loss)
+            # One host sync per step, for the log and the non-finite check.
+            step_loss, norm = torch.stack([step_loss / world, norm.float()]).tolist()
+            if not (math.isfinite(step_loss) and math.isfinite(norm)):
                 last = ckpts.latest_valid(out)
                 raise MlmctlError(
-                    f"pretrain: the loss became {step_loss} (grad norm {float(norm)}) at step {step + 1}; stopped. "
+                    f"pretrain: the loss became {step_loss} (grad norm {norm}) at step {step + 1}; stopped. "
                     f"The last good checkpoint is {last or 'none'}; lower train.lr or raise train.warmup_steps, "
                     f"then continue with --resume-from"
                 )
@@ -508,7 +530,7 @@ def run(ctx) -> dict:
             row = None
             if step % cfg.log_every == 0 or step == total_steps:
                 row = {"step": step, "tokens": tokens_seen, "loss": step_loss, "lr": lr,
-                       "grad_norm": float(norm), "tokens_per_s": window_tokens / max(window_time, 1e-9)}
+                       "grad_norm": norm, "tokens_per_s": window_tokens / max(window_time, 1e-9)}
                 window_tokens, window_time = 0, 0.0
             if (cfg.validation.every and step % cfg.validation.every == 0) or step == total_steps:
                 last_val = validate()
