@@ -19,7 +19,6 @@ Notable features:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 

@@ -255,7 +255,7 @@ def run(ctx) -> dict:
 
     from mlmctl import checkpoint as ckpts
     from mlmctl.masking import STREAM_TRAIN_MASK, STREAM_VAL_MASK, MaskSpec, mask_batch
-    from mlmctl.model import BertForPreTraining, ModelConfig, num_parameters
+    from mlmctl.model import BertForPreTraining, num_parameters
     from mlmctl.optim import lr_at, make_adamw, set_lr
     from mlmctl.packing import FullSentences, SentencePairs, collate, epoch_order, rank_slice
     from mlmctl.progress import progress
@@ -507,7 +507,8 @@ def run(ctx) -> dict:
                                     nsp_denominator=B / world)
                 loss.backward()
                 step_loss += loss.detach().float()  # stays on the device: no sync per micro-batch
-            norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")  # inf: measure, do not clip
+            norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
             if world > 1:
                 dist.all_reduce(step_loss)
             # One host sync per step, for the log and the non-finite check.
