@@ -479,6 +479,7 @@ def run(ctx) -> dict:
     losses = []
     # tokens/s over training time only (validation and checkpoint writes excluded)
     window_tokens, window_time = 0, 0.0
+    run_tokens, run_time = 0, 0.0
     # The next step's batches are built (read, packed, masked) in a thread while this step
     # computes; they depend only on the step number, so this changes nothing but the speed.
     from concurrent.futures import ThreadPoolExecutor
@@ -526,6 +527,8 @@ def run(ctx) -> dict:
             tokens_seen += int(n_tokens)
             window_tokens += int(n_tokens)
             window_time += time.perf_counter() - t0
+            run_tokens += int(n_tokens)
+            run_time += time.perf_counter() - t0
             losses.append(step_loss)
             bar.update(1, loss=step_loss, tok_s=round(window_tokens / max(window_time, 1e-9)))
             row = None
@@ -555,6 +558,7 @@ def run(ctx) -> dict:
     summary = {"steps": step, "tokens": tokens_seen, "parameters": f"{num_parameters(raw_model) / 1e6:.2f}M"}
     if losses:
         summary["final loss"] = f"{losses[-1]:.4f}"
+        summary["tokens/s"] = f"{run_tokens / max(run_time, 1e-9):,.0f}"
     if first_val:
         summary["val ppl (start)"] = f"{first_val['val_ppl']:.1f}"
     if last_val:

@@ -165,6 +165,20 @@ def test_resume_refuses_a_different_model(tmp_path, run_cli, vocab_dir):
     assert code == 1 and "not a complete checkpoint" in err
 
 
+@pytest.mark.parametrize("limit, steps", [("train.max_tokens=2000", 8), ("train.epochs=1", None)])
+def test_token_and_epoch_limits(tmp_path, run_cli, vocab_dir, limit, steps):
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "r", "--set", "train.max_steps=null", "--set", limit,
+                            "--set", "validation.every=0", "--set", "checkpoint.save_every=1000")
+    assert code == 0, err
+    if steps is None:  # one epoch: every full batch of the training sequences once
+        from mlmctl.packing import FullSentences
+        from mlmctl.stages.pretrain import _open_corpus
+
+        steps = len(FullSentences(_open_corpus(vocab_dir, None)["train"], 32)) // 8
+    assert [r["step"] for r in metrics(tmp_path / "r") if "loss" in r][-1] == steps
+    assert (tmp_path / "r" / "checkpoints" / f"step-{steps:06d}").is_dir()  # the last step is always saved
+
+
 def test_gradient_accumulation_gives_the_same_steps(tmp_path, run_cli, vocab_dir):
     nodrop = ["--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0",
               "--set", "train.max_steps=5", "--set", "validation.every=0"]
