@@ -443,8 +443,8 @@ def run(ctx) -> dict:
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
 
     metrics_path = out / METRICS
-    if ctx.is_main:
-        _trim_metrics(metrics_path, step)
+    if ctx.is_main:  # keep the lines up to the resumed step; a fresh start keeps none
+        _trim_metrics(metrics_path, step if resume_ckpt is not None else -1)
 
     def write_metrics(row):
         if ctx.is_main:

@@ -142,10 +142,17 @@ def test_interrupted_run_needs_resume_and_resume_is_exact(tmp_path, run_cli, voc
                                                         "input_hash": man["input_hash"]}))
     code, _, err = pretrain(run_cli, vocab_dir, out, *args)
     assert code == 1 and "--resume" in err and "step-000008" in err
+    # A run killed before its first checkpoint simply starts again, without stale metric lines.
+    early = tmp_path / "early"
+    shutil.copytree(out / ".work", early / ".work")
+    shutil.copy(out / "metrics.jsonl", early / "metrics.jsonl")
+    code, _, err = pretrain(run_cli, vocab_dir, early, *args)
+    assert code == 0, err
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
+    assert strip(metrics(early)) == strip(metrics(ref))
     code, _, err = pretrain(run_cli, vocab_dir, out, *args, "--resume")
     assert code == 0, err
     assert "resuming from" in err and "step 8" in err
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
     assert strip(metrics(out)) == strip(metrics(ref))
 
 
