@@ -289,7 +289,19 @@ def run_stage(
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
 
-    state = _output_state(stage, out, cfg, chash, input_hash, opts)
+    if rank == 0:
+        state = _output_state(stage, out, cfg, chash, input_hash, opts)
+    else:
+        # Rank 0 alone inspects and prepares the output (it may be creating or clearing it right
+        # now); the other ranks only need to know whether there is nothing to do.
+        state = "follower"
+        if not opts.force and (out / MANIFEST).exists():
+            try:
+                old = read_manifest(out, reader=stage, verify=False)
+                if old.stage == stage and old.config_hash == chash and old.input_hash == input_hash:
+                    state = "up-to-date"
+            except MlmctlError:
+                pass
     if state == "up-to-date":
         if rank == 0:
             log(stage, f"{out} is up to date (same config and input); nothing to do. Use --force to rebuild.")
