@@ -160,3 +160,24 @@ def test_missing_model_and_files(task, tmp_path, run_cli):
     assert code == 1 and "`train_file` missing.tsv does not exist" in err
     code, _, err = run_cli(*_args(task, tmp_path / "r", "--set", "metric=f2"))
     assert code == 1 and "metric" in err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(task, tmp_path):
+    """Under torchrun (gloo, 2 CPU processes) finetune trains, and only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = _args(task, out, "--set", "epochs=2", "--set", "device=cpu")[1:]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "mlmctl", "finetune", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    # 300 examples, global batch 16: 19 batches, the last (12 examples) split 6/6; 2 epochs.
+    assert m["extra"]["steps"] == 38
+    assert (out / "best" / "model.safetensors").exists() and not (out / ".work").exists()
+    assert proc.stdout.count("mlmctl finetune") == 1  # one summary: rank 0 only
