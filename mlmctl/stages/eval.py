@@ -193,7 +193,10 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     encoder = TextEncoder(model_dir, max_len, STAGE)
     label2id = {x: i for i, x in enumerate(labels)}
     enc = encoder.encode(data, label2id)
-    model, _, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=len(labels))
+    model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=len(labels))
+    if max_len > mcfg.max_position_embeddings:
+        raise MlmctlError(f"eval: `max_seq_len` {max_len} exceeds the model's max_position_embeddings "
+                          f"{mcfg.max_position_embeddings}")
     if any(k.startswith("classifier.") for k in info["missing"]):
         raise InputError(f"eval: {model_dir} has no trained classifier head (classifier.* weights); "
                          "is it a fine-tuned model? use `mode: mlm` for a pretrained one")
