@@ -181,3 +181,25 @@ def test_torchrun_two_processes_on_cpu(task, tmp_path):
     assert m["extra"]["steps"] == 38
     assert (out / "best" / "model.safetensors").exists() and not (out / ".work").exists()
     assert proc.stdout.count("mlmctl finetune") == 1  # one summary: rank 0 only
+
+
+def test_starts_from_a_transformers_saved_bert(task, tmp_path, run_cli):
+    """A local HF BERT directory (BertForMaskedLM.save_pretrained + tokenizer.json) is a valid input."""
+    import shutil
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    cfg = transformers.BertConfig(vocab_size=json.loads((task["model"] / "config.json").read_text())["vocab_size"],
+                                  hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf_dir = tmp_path / "hf-bert"
+    transformers.BertForMaskedLM(cfg).save_pretrained(hf_dir)
+    shutil.copy(task["model"] / "tokenizer.json", hf_dir / "tokenizer.json")
+    args = [hf_dir if a == task["model"] else a for a in _args(task, tmp_path / "run2", "--set", "max_steps=4")]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "freshly initialised: bert.pooler, classifier" in err or "freshly initialised: classifier" in err
+    best = json.loads((tmp_path / "run2" / "best" / "config.json").read_text())
+    assert best["num_hidden_layers"] == 1 and best["architectures"] == ["BertForSequenceClassification"]
