@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,50 @@ def test_mlm_needs_data(models, tmp_path, run_cli):
     code, _, err = run_cli("eval", "--input", models["mlm"], "--output", tmp_path / "y",
                            "--set", "text_files=[nope.txt]")
     assert code == 1 and "nope.txt does not exist" in err
+
+
+def test_mlm_on_a_build_vocab_directory(models, tmp_path, run_cli):
+    """The real chain on a toy corpus: clean -> tokenize -> build-vocab, a model saved with that
+    vocabulary, then eval on the validation split with the train split's unigram counts."""
+    import random
+
+    import torch
+
+    from mlmctl.model import BertForPreTraining, ModelConfig
+    from mlmctl.model_dir import save_model_dir
+
+    rng = random.Random(0)
+    words = [f"word{i}" for i in range(60)] + ["the", "a", "of", "array", "value"]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in range(4):
+        docs = [" ".join(rng.choice(words) for _ in range(rng.randrange(12, 40))) + "." for _ in range(40)]
+        (raw / f"f{f}.txt").write_text("\n\n".join(docs) + "\n")
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke"
+    for stage, inp, out in (("clean", raw, "clean"), ("tokenize", tmp_path / "clean", "tokens"),
+                            ("build-vocab", tmp_path / "tokens", "vocab")):
+        code, _, err = run_cli(stage, "-c", smoke / f"{stage}.yaml", "--input", inp, "--output", tmp_path / out,
+                               "--set", "min_frequency=1" if stage == "build-vocab" else "compresslevel=1")
+        assert code == 0, err
+    vocab = tmp_path / "vocab"
+    V = json.loads((vocab / "manifest.json").read_text())["extra"]["vocab_size"]
+    torch.manual_seed(0)
+    model_dir = save_model_dir(BertForPreTraining(ModelConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1,
+                                                              num_attention_heads=2, intermediate_size=64,
+                                                              max_position_embeddings=64)),
+                               tmp_path / "model", tokenizer_dir=vocab, architectures=["BertForMaskedLM"])
+    args = ("--set", f"data={vocab}", "--set", "max_seq_len=32", "--set", "threads=1")
+    a = _run_json(run_cli, "eval", "--input", model_dir, "--output", tmp_path / "a", *args)
+    b = _run_json(run_cli, "eval", "--input", model_dir, "--output", tmp_path / "b", *args)
+    assert a["mlm_loss"] == b["mlm_loss"] and a["unigram_source"] == "train split counts"
+    assert a["data"].endswith(":validation") and a["masked_tokens"] > 0
+    assert 1 < a["unigram_ppl"] < V < 3 * a["mlm_ppl"]
+    # A model with another tokenizer cannot be scored on these ids.
+    code, _, err = run_cli("eval", "--input", models["mlm"], "--output", tmp_path / "c", *args)
+    assert code == 1 and "different tokenizer" in err
+
+
+def _run_json(run_cli, *args):
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    return json.loads((Path(args[args.index("--output") + 1]) / "eval.json").read_text())
