@@ -76,3 +76,25 @@ def test_mismatched_lengths_and_bad_ids():
         confusion_matrix([0], [0, 1], 2)
     with pytest.raises(ValueError):
         confusion_matrix([0], [2], 2)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 6).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=60))))
+def test_identities_hold_for_any_predictions(case):
+    k, pairs = case
+    y_true, y_pred = [t for t, _ in pairs], [p for _, p in pairs]
+    r = classification_report(y_true, y_pred, [f"l{i}" for i in range(k)])
+    assert sum(map(sum, r["confusion_matrix"])) == len(pairs)
+    assert sum(pc["support"] for pc in r["per_class"].values()) == len(pairs)
+    # Single-label: micro-F1 and support-weighted recall are both exactly the accuracy.
+    assert r["micro_f1"] == pytest.approx(r["accuracy"])
+    assert r["weighted_recall"] == pytest.approx(r["accuracy"])
+    present = [pc["f1"] for pc in r["per_class"].values() if pc["present"]]
+    assert min(present) - 1e-12 <= r["macro_f1"] <= max(present) + 1e-12
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
+        assert 0.0 <= r[key] <= 1.0
