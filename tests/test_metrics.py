@@ -3,6 +3,8 @@
 from fractions import Fraction as F
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlmctl.metrics import classification_report, confusion_matrix, majority_baseline
 
@@ -76,10 +78,6 @@ def test_mismatched_lengths_and_bad_ids():
         confusion_matrix([0], [0, 1], 2)
     with pytest.raises(ValueError):
         confusion_matrix([0], [2], 2)
-
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
