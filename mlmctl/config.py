@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import re
 import textwrap
 import types
 import typing
@@ -32,6 +33,22 @@ T = TypeVar("T")
 # hash, so moving a directory (or spelling its path differently) does not force a rebuild. The
 # input's identity is its manifest hash instead.
 LOCATION_KEYS = ("input", "output")
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `3e-4` as a float (YAML 1.2); YAML 1.1 insists on `3.0e-4`."""
+
+
+YamlLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)
 
 
 class FieldError(ConfigError):
@@ -101,7 +118,7 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -125,7 +142,7 @@ def _parse_set(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # not YAML: keep the text as a string; the type check decides
     return key, value

@@ -65,6 +65,8 @@ def test_file_and_sets(tmp_path):
     p = _yaml(tmp_path, "seed: 3\ntrain:\n  lr: 2\n")
     cfg = load_config(Cfg, p, ["train.warmup_steps=5", "tags=[a, b]", "limit=7", "train.schedule=cosine"])
     assert cfg.seed == 3 and cfg.train.lr == 2.0 and isinstance(cfg.train.lr, float)
+    assert load_config(Cfg, None, ["train.lr=3e-4"]).train.lr == 3e-4  # YAML 1.1 would read a string
+    assert load_config(Cfg, _yaml(tmp_path, "train:\n  lr: 1E-3\n")).train.lr == 1e-3
     assert cfg.train.warmup_steps == 5 and cfg.tags == ["a", "b"] and cfg.limit == 7
     assert cfg.train.schedule == "cosine"
 
