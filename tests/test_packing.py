@@ -57,7 +57,6 @@ def test_sentence_pairs_follow_bert():
     sp = SentencePairs([part], T, short_seq_prob=0.1, seed=1)
     assert len(sp) > 50
     so = part.sent_offsets
-    sent_starts = set(so.tolist())
     doc_of_token = np.repeat(np.arange(len(part.doc_sent_offsets) - 1),
                              np.diff(so[part.doc_sent_offsets]))
     n_random = 0

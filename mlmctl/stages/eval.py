@@ -123,13 +123,14 @@ def input_fingerprint(cfg: EvalConfig) -> str:
 def run(ctx) -> dict:
     import torch
 
+    from mlmctl.devices import pick_device
     from mlmctl.labelled import resolve_model_dir
     from mlmctl.shards import atomic_write_json
 
     cfg: EvalConfig = ctx.cfg
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _pick_device(cfg.device)
+    device = pick_device(cfg.device, "eval")
     model_dir = resolve_model_dir(cfg.input, STAGE)
     raw_cfg = _read_config(model_dir)
     mode = cfg.mode
@@ -427,12 +428,3 @@ def _read_config(model_dir: Path) -> dict:
     except (OSError, ValueError) as e:
         raise InputError(f"eval: cannot read {model_dir / 'config.json'} ({e})") from None
 
-
-def _pick_device(choice: str):
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise MlmctlError("eval: `device: cuda` but no CUDA device is available; use auto or cpu")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)

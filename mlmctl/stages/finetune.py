@@ -172,6 +172,7 @@ def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str,
 def run(ctx) -> dict:
     import torch
 
+    from mlmctl.devices import pick_device
     from mlmctl.labelled import TextEncoder, label_list, read_labelled, resolve_model_dir
     from mlmctl.model import BertForSequenceClassification, ModelConfig, num_parameters
     from mlmctl.model_dir import load_model_dir, save_model_dir
@@ -183,7 +184,7 @@ def run(ctx) -> dict:
     started = time.monotonic()
 
     # -- processes and device ------------------------------------------------------------------
-    device = _pick_device(cfg.device)
+    device = pick_device(cfg.device, "finetune")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if world > 1:
@@ -421,12 +422,3 @@ def _epoch_batches(enc, cfg: FinetuneConfig, epoch: int) -> list[list[int]]:
     perm = rng.permutation(len(batches))
     return [batches[i] for i in perm]
 
-
-def _pick_device(choice: str):
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise MlmctlError("finetune: `device: cuda` but no CUDA device is available; use auto or cpu")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)

@@ -254,6 +254,7 @@ def run(ctx) -> dict:
     import torch.distributed as dist
 
     from mlmctl import checkpoint as ckpts
+    from mlmctl.devices import pick_device
     from mlmctl.masking import STREAM_TRAIN_MASK, STREAM_VAL_MASK, MaskSpec, mask_batch
     from mlmctl.model import BertForPreTraining, num_parameters
     from mlmctl.optim import lr_at, make_adamw, set_lr
@@ -266,7 +267,7 @@ def run(ctx) -> dict:
 
     # -- processes and device ------------------------------------------------------------------
     rank, world = ctx.rank, ctx.world_size
-    device = _pick_device(tc.device)
+    device = pick_device(tc.device, "pretrain", "train.device")
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if world > 1:
@@ -586,15 +587,6 @@ class _nullcontext:
     def __exit__(self, *exc):
         return False
 
-
-def _pick_device(choice: str):
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise MlmctlError("pretrain: `train.device: cuda` but no CUDA device is available; use auto or cpu")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
 
 
 def _model_config(m: ModelSection, vocab_size: int):
