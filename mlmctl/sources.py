@@ -456,8 +456,8 @@ def python_docs_modules(opts: ReadOptions) -> tuple[tuple[str, str], ...]:
                 if not fn.endswith(".py"):
                     continue
                 stem = fn[:-3]
-                if not stem.isidentifier() or stem in exclude:
-                    continue
+                if not stem.isidentifier() or stem in exclude or stem.startswith("__editable__"):
+                    continue  # (pip's editable-install finders are generated code, not docs)
                 name_parts = parts + ([] if stem == "__init__" else [stem])
                 if not name_parts:
                     continue
