@@ -203,6 +203,15 @@ class _Loader:
 
     def _suggest(self, key: str, fields: dict, where: str) -> str:
         close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+        if not close:
+            # `lr_warmup` for `warmup_steps`: a key sharing a word of the typo, most words first.
+            words = set(key.split("_"))
+            scored = [
+                (len(words & set(f.split("_"))), difflib.SequenceMatcher(None, key, f).ratio(), f)
+                for f in fields
+            ]
+            best = max(scored, default=(0, 0.0, ""))
+            close = [best[2]] if best[0] else []
         if close:
             full = f"{where}.{close[0]}" if where else close[0]
             return f" (did you mean `{full}`?)"

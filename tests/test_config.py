@@ -77,6 +77,11 @@ def test_unknown_key_suggests_closest(tmp_path):
         load_config(Cfg, p)
 
 
+def test_typo_sharing_a_word_suggests_that_key():
+    with pytest.raises(ConfigError, match=r"`train\.lr_warmup`: unknown key \(did you mean `train\.warmup_steps`\?\)"):
+        load_config(Cfg, None, ["train.lr_warmup=3"])
+
+
 def test_key_at_wrong_level_suggests_full_path(tmp_path):
     p = _yaml(tmp_path, "lr: 0.1\n")
     with pytest.raises(ConfigError, match=r"did you mean `train\.lr`"):
