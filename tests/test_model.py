@@ -94,7 +94,7 @@ def test_init_is_truncated_normal_and_decoder_tied():
     assert w.abs().max() <= 0.04 + 1e-6
     assert 0.015 < float(w.detach().std()) < 0.02
     assert not m.bert.layers[0].attn.qkv.bias.any()
-    assert float(m.bert.layers[0].attn_norm.weight.min()) == 1.0
+    assert float(m.bert.layers[0].attn_norm.weight.detach().min()) == 1.0
     # The decoder is the embedding matrix: a gradient through the MLM head reaches it.
     ids, am, tt, labels = batch()
     ids = ids.clamp(max=999)
