@@ -79,7 +79,7 @@ def check(condition: bool, key: str, message: str) -> None:
 def load_config(cls: type[T], path: str | Path | None, sets: list[str] | None = None) -> T:
     """Read a YAML file (or start from defaults when path is None), apply `--set`s, validate."""
     data: dict = {}
-    source = "defaults"
+    source = "built-in defaults"
     if path is not None:
         path = Path(path)
         source = str(path)
@@ -191,6 +191,10 @@ class _Loader:
                 raise self._fail(path, "unknown key" + self._suggest(str(key), fields, where))
             name = fields[key].name
             kwargs[name] = self._value(hints[name], value, path)
+        # Build absent nested groups here too, so that their own checks report the full key path.
+        for key, f in fields.items():
+            if f.name not in kwargs and dataclasses.is_dataclass(hints[f.name]):
+                kwargs[f.name] = self._dataclass(hints[f.name], {}, f"{where}.{key}" if where else key)
         try:
             return cls(**kwargs)
         except FieldError as e:

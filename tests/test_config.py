@@ -126,6 +126,27 @@ def test_missing_file_and_non_mapping(tmp_path):
         load_config(Cfg, _yaml(tmp_path, "- a\n- b\n"))
 
 
+@dataclass
+class NeedsLimit:
+    max_steps: int | None = None
+    """A limit that must be set."""
+
+    def __post_init__(self):
+        check(self.max_steps is not None, "max_steps", "set it")
+
+
+@dataclass
+class Outer:
+    train: NeedsLimit = field(default_factory=NeedsLimit)
+    """A group left out of the file."""
+
+
+def test_absent_group_reports_its_full_path():
+    with pytest.raises(ConfigError, match=r"built-in defaults: `train\.max_steps`: set it"):
+        load_config(Outer, None)
+    assert load_config(Outer, None, ["train.max_steps=3"]).train.max_steps == 3
+
+
 def test_from_dict_with_path_prefix():
     with pytest.raises(ConfigError, match=r"`steps\[2\]\.lr`: must be positive"):
         from_dict(Train, {"lr": -1.0}, "steps[2]")
