@@ -58,8 +58,11 @@ def summary_rows(data: Path, runs: Path) -> tuple[list[tuple[str, str]], list[tu
         ))
     else:
         rows.append(("corpus", "missing (clean did not finish)"))
-    vocab = _load(data / "vocab" / "stats.json")
-    if vocab:
+    # stats.json is written just before the manifest: read it only from a finished stage.
+    vocab = _load(data / "vocab" / "stats.json") if _extra(data / "vocab") else None
+    if not vocab:
+        rows.append(("vocabulary", "missing (build-vocab did not finish)"))
+    else:
         tr, va = vocab.get("train", {}), vocab.get("validation", {})
         rows.append((
             "vocabulary",

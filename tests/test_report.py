@@ -17,6 +17,7 @@ def test_missing_parts_are_reported_missing(tmp_path):
     rows, table = summary_rows(tmp_path / "data", tmp_path / "runs")
     assert dict(rows)["corpus"].startswith("missing")
     assert dict(rows)["pretraining"].startswith("missing")
+    assert dict(rows)["vocabulary"].startswith("missing")
     assert ("pretrained + finetune", "missing", "missing") in table
 
 
