@@ -25,7 +25,6 @@ Under torchrun only rank 0 touches the output directory (env `RANK`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -80,7 +79,6 @@ class StageContext:
     input_hash: str | None
     config_hash: str
     opts: RunOptions
-    resumed: bool = False
     rank: int = 0
     world_size: int = 1
     started: float = field(default_factory=time.monotonic)
@@ -312,8 +310,7 @@ def run_stage(
             log(stage, f"resuming the unfinished run in {out}")
     ctx = StageContext(
         stage=stage, cfg=cfg, input_dir=input_dir, output_dir=out, input_manifest=input_manifest,
-        input_hash=input_hash, config_hash=chash, opts=opts, resumed=state == "resume",
-        rank=rank, world_size=world,
+        input_hash=input_hash, config_hash=chash, opts=opts, rank=rank, world_size=world,
     )
     summary = module.run(ctx)
     if summary is not None and rank == 0 and not opts.quiet:
@@ -416,7 +413,3 @@ def _prepare_output(out: Path, state: str, chash: str, ihash: str | None) -> Non
             else:
                 child.unlink()
 
-
-def dataclass_defaults(cls: type) -> dict:
-    """Field -> default of a config dataclass (docs and tests use it)."""
-    return config_to_dict(cls()) if dataclasses.is_dataclass(cls) else {}
