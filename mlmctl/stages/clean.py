@@ -97,8 +97,8 @@ class CleanConfig:
     """Files, directories (walked recursively), globs, or `builtin:python-docs`; read in this order."""
     output: str = "data/clean"
     """Directory to write the shards, stats.json and manifest.json to."""
-    format: Literal["auto", "text", "jsonl"] = "auto"
-    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines and everything else as text."""
+    format: Literal["auto", "text", "jsonl", "html"] = "auto"
+    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed) and everything else as text."""
     text_field: str = "text"
     """JSON lines: the field holding the document text."""
     source_field: str | None = None
@@ -216,11 +216,11 @@ def input_fingerprint(cfg: CleanConfig) -> str:
     return h.hexdigest()
 
 
-def _discover(cfg: CleanConfig):
+def _discover(cfg: CleanConfig, on_skip=None):
     from mlmctl.sources import discover
 
     return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units, _read_options(cfg),
-                    skip_dir=cfg.output)
+                    skip_dir=cfg.output, on_skip=on_skip)
 
 
 def _read_options(cfg: CleanConfig):
@@ -240,7 +240,8 @@ def _read_options(cfg: CleanConfig):
 
 def run(ctx) -> dict | None:
     cfg: CleanConfig = ctx.cfg
-    units = _discover(cfg)
+    walk_skips: list[tuple[str, str]] = []  # (reason, path) of entries a directory walk left out
+    units = _discover(cfg, on_skip=lambda reason, path: walk_skips.append((reason, path)))
     read_opts = _read_options(cfg)
     step_cfgs = tuple(getattr(cfg, name) for name in cfg.steps)
     read_units = [_ReadUnit(u, read_opts, tuple(cfg.steps), step_cfgs, cfg.max_listed_skips) for u in units]
@@ -257,7 +258,7 @@ def run(ctx) -> dict | None:
     ]
     if plan["shards"][0] == 0:
         # Nothing to write: leave the counts for diagnosis, but no manifest.
-        stats = _stats(cfg, units, read, plan, [])
+        stats = _stats(cfg, units, read, plan, [], walk_skips)
         atomic_write_json(ctx.output_dir / STATS_FILE, stats)
         raise MlmctlError(
             f"clean: no document survived cleaning ({stats['documents_in']:,} read; see "
@@ -267,7 +268,7 @@ def run(ctx) -> dict | None:
     assert written is not None, "the write phase runs only in the final (non --task) run"
 
     shards = _assemble(ctx, written)
-    stats = _stats(cfg, units, read, plan, shards)
+    stats = _stats(cfg, units, read, plan, shards, walk_skips)
     atomic_write_json(ctx.output_dir / STATS_FILE, stats)
     files = [ctx.describe(STATS_FILE)]
     out = stats["documents_out"]
@@ -609,7 +610,7 @@ def _assemble(ctx, written) -> list[ShardInfo]:
 # --------------------------------------------------------------------------- stats
 
 
-def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -> dict:
+def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo], walk_skips=()) -> dict:
     docs_in = chars_in = 0
     changed: dict[str, int] = {name: 0 for name in cfg.steps}
     dropped: dict[str, dict[str, dict[str, int]]] = {}
@@ -638,6 +639,8 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -
     # Order the drop table as the pipeline runs: read, the steps, empty, dedup.
     order = ["read", *cfg.steps, "empty", "dedup"]
     dropped = {k: dict(sorted(dropped[k].items())) for k in order if k in dropped}
+    skipped_files = _walk_skips(cfg, walk_skips, skipped)
+    skipped_total += sum(n for r, n in skipped_files.items() if r not in ("hidden", "not_included"))
     docs_out = {s: sum(sh.records["documents"] for sh in shards if sh.split == s) for s in SPLITS}
     kept_chars = _chars_out(read, plan)
     return {
@@ -647,11 +650,24 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -
         "characters_out": {**kept_chars, "total": sum(kept_chars.values())},
         "changed": changed,
         "dropped": dropped,
-        "read": {"input_units": len(units), **dict(sorted(read_stats.items()))},
+        "read": {"input_units": len(units), **dict(sorted(read_stats.items())), "skipped_files": skipped_files},
         "skipped_total": skipped_total,
         "skipped_listed": len(skipped),
         "skipped": skipped,
     }
+
+
+def _walk_skips(cfg: CleanConfig, walk_skips, skipped: list[dict]) -> dict[str, int]:
+    """Count the entries directory walks left out, by reason; list the unexpected ones (broken
+    links, loops, unreadable entries) in `skipped` with step "discover" (line 0: a whole file)."""
+    from mlmctl.sources import SKIP_REASONS
+
+    counts: dict[str, int] = {}
+    for reason, path in walk_skips:
+        counts[reason] = counts.get(reason, 0) + 1
+        if reason not in ("hidden", "not_included") and len(skipped) < cfg.max_listed_skips:
+            skipped.append({"file": _valid(path), "line": 0, "step": "discover", "reason": reason})
+    return {r: counts[r] for r in SKIP_REASONS if r in counts}
 
 
 def _chars_out(read, plan: dict) -> dict[str, int]:
