@@ -87,6 +87,7 @@ class PythonDocsConfig:
         check(self.units >= 1, "units", f"must be >= 1, got {self.units}")
         check(self.max_documents >= 1, "max_documents", f"must be >= 1, got {self.max_documents}")
         check(self.max_file_kb >= 1, "max_file_kb", f"must be >= 1, got {self.max_file_kb}")
+        check(self.min_chars >= 0, "min_chars", f"must be >= 0, got {self.min_chars}")
 
 
 @dataclass
@@ -164,6 +165,7 @@ class CleanConfig:
         check(self.max_document_chars >= 1, "max_document_chars", f"must be >= 1, got {self.max_document_chars}")
         check(self.max_listed_skips >= 0, "max_listed_skips", f"must be >= 0, got {self.max_listed_skips}")
         check(bool(self.text_field), "text_field", "must not be empty")
+        check(self.split_seed >= 0, "split_seed", f"must be >= 0, got {self.split_seed}")
 
 
 CONFIG = CleanConfig
