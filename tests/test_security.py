@@ -119,3 +119,207 @@ def test_hostile_yaml_is_one_line(run_cli, tmp_path, text):
     cfg.write_text(text, encoding="utf-8", errors="surrogateescape")
     code, _, err = run_cli("tokenize", "-c", cfg, "--output", tmp_path / "out")
     assert str(cfg) in one_error_line(code, err)
+
+
+# --------------------------------------------------------------------------- model directories
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from test_labelled import make_tiny_model_dir
+
+    root = tmp_path_factory.mktemp("md")
+    return make_tiny_model_dir(root, ["the cat sat on the mat", "a dog ran in the park"] * 10, hidden=16, layers=1)
+
+
+def _copy(model_dir, tmp_path) -> Path:
+    import shutil
+
+    dst = tmp_path / "m"
+    shutil.copytree(model_dir, dst)
+    return dst
+
+
+def _fill(run_cli, d) -> str:
+    return one_error_line(*run_cli("fill-mask", d, "the [MASK] sat")[::2])
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"num_attention_heads": 0}, "num_attention_heads"), ({"vocab_size": -5}, "vocab_size"),
+    ({"num_hidden_layers": -1}, "num_hidden_layers"), ({"num_attention_heads": 3}, "num_attention_heads"),
+    ({"hidden_size": "16"}, "hidden_size"), ({"hidden_dropout_prob": 7}, "hidden_dropout_prob"),
+    ({"vocab_size": 10**12, "hidden_size": 4096, "num_attention_heads": 64}, "parameters"),
+    ({"num_hidden_layers": 10**6, "intermediate_size": 10**6}, "parameters"),
+])
+def test_impossible_config_json_is_one_line_naming_file_and_key(run_cli, model_dir, tmp_path, change, key):
+    d = _copy(model_dir, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **change}))
+    line = _fill(run_cli, d)
+    assert "config.json" in line and key in line
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{" * 50_000, '{"vocab_size": ' + "9" * 5000 + "}", "\xff\xfe"])
+def test_config_json_not_an_object_is_one_line(run_cli, model_dir, tmp_path, text):
+    d = _copy(model_dir, tmp_path)
+    (d / "config.json").write_bytes(text.encode("latin-1"))
+    assert "config.json" in _fill(run_cli, d)
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused(run_cli, model_dir, tmp_path):
+    d = _copy(model_dir, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "vocab_size": 10}))
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(d / "model.safetensors"))
+    for k in list(sd):
+        if "word_embeddings" in k or k.endswith("predictions.bias"):
+            sd[k] = sd[k][:10].clone()
+    save_file(sd, str(d / "model.safetensors"))
+    line = _fill(run_cli, d)
+    assert "tokenizer.json" in line and "vocab_size is 10" in line
+
+
+def test_broken_tokenizer_json_is_one_line(run_cli, model_dir, tmp_path):
+    d = _copy(model_dir, tmp_path)
+    (d / "tokenizer.json").write_text("not json {")
+    assert "tokenizer.json" in _fill(run_cli, d)
+
+
+def test_pickled_weights_are_refused_without_torch_advice(run_cli, model_dir, tmp_path):
+    import torch
+
+    d = _copy(model_dir, tmp_path)
+    (d / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"x": Payload()}, d / "pytorch_model.bin")
+    line = _fill(run_cli, d)
+    assert "never loads pickles" in line and "safetensors" in line and "weights_only" not in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["../outside.safetensors", "/abs/outside.safetensors", "link"])
+def test_safetensors_index_pointing_outside_is_refused(run_cli, model_dir, tmp_path, where):
+    d = _copy(model_dir, tmp_path)
+    outside = tmp_path / "outside.safetensors"
+    (d / "model.safetensors").rename(outside)
+    if where == "link":
+        (d / "shard.safetensors").symlink_to(outside)
+        where = "shard.safetensors"
+    elif where.startswith("/abs"):
+        where = str(outside)
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": where}}))
+    line = _fill(run_cli, d)
+    assert "outside" in line and "refused" in line
+
+
+# --------------------------------------------------------------------------- build-vocab directories
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "stages"))
+    from test_tokenize import make_clean_dir, sample_docs
+
+    from mlmctl.cli import main
+
+    tmp = tmp_path_factory.mktemp("vd")
+    clean = make_clean_dir(tmp / "clean", sample_docs(30, seed=3), shards=1)
+    assert main(["tokenize", "--input", str(clean), "--output", str(tmp / "tok")]) == 0
+    assert main(["build-vocab", "--input", str(tmp / "tok"), "--output", str(tmp / "vocab"),
+                 "--set", "vocab_size=200", "--set", "min_frequency=1"]) == 0
+    return tmp / "vocab"
+
+
+def _rewrite(vdir: Path, tmp_path: Path, damage) -> Path:
+    """Copy, damage, and rewrite manifest.json so sizes and hashes match the damage."""
+    import shutil
+
+    from mlmctl.shards import file_sha256
+
+    d = tmp_path / "v"
+    shutil.copytree(vdir, d)
+    man = json.loads((d / "manifest.json").read_text())
+    damage(d, man)
+    for info in man["shards"] + man["files"]:
+        p = d / info["name"]
+        info["bytes"], info["sha256"] = p.stat().st_size, file_sha256(p)
+    (d / "manifest.json").write_text(json.dumps(man))
+    return d
+
+
+def _truncate(d, man):
+    s = next(s for s in man["shards"] if s["name"].endswith(".ids.bin"))
+    p = d / s["name"]
+    p.write_bytes(p.read_bytes()[:-20])
+
+
+def _big_ids(d, man):
+    s = next(s for s in man["shards"] if s["name"].endswith(".ids.bin"))
+    p = d / s["name"]
+    p.write_bytes(p.read_bytes()[:-2] + (60000).to_bytes(2, "little"))
+    s["records"]["max_id"] = 60000
+
+
+def _offsets(d, man):
+    import numpy as np
+
+    p = d / "train" / "sent_offsets.bin"
+    a = np.fromfile(p, dtype="<i8")
+    a[-1] += 1000
+    a.tofile(p)
+
+
+def _tokenizer(d, man):
+    (d / "tokenizer.json").write_text("{not json")
+
+
+@pytest.mark.parametrize("damage, words", [(_truncate, "tokens recorded"), (_big_ids, "beyond the vocabulary"),
+                                           (_offsets, "offsets"), (_tokenizer, "tokenizer")])
+def test_damaged_vocab_dir_with_matching_manifest_is_refused(vocab_dir, tmp_path, damage, words):
+    from mlmctl.errors import InputError
+    from mlmctl.token_ids import open_vocab_dir
+
+    d = _rewrite(vocab_dir, tmp_path, damage)
+    with pytest.raises(InputError, match=words):
+        open_vocab_dir(d).split("train")  # the offsets are checked when a split is opened
+
+
+def test_vocab_manifest_records_max_id(vocab_dir):
+    import numpy as np
+
+    man = json.loads((vocab_dir / "manifest.json").read_text())
+    for s in man["shards"]:
+        if s["name"].endswith(".ids.bin"):
+            assert s["records"]["max_id"] == int(np.fromfile(vocab_dir / s["name"], dtype="<u2").max())
+
+
+# --------------------------------------------------------------------------- labelled and text files
+
+
+def test_labelled_hostile_records_name_the_line(tmp_path):
+    from mlmctl.errors import InputError
+    from mlmctl.labelled import read_labelled, read_text_docs
+
+    cases = {
+        "deep.jsonl": ('{"text": "a", "label": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n", r"deep.jsonl:2: nested"),
+        "huge.jsonl": ('{"text": "a", "label": ' + "1" * 5000 + "}\n", r"huge.jsonl:1: a number too large"),
+        "big.tsv": ("text\tlabel\nok\t1\n" + "x" * 200_000 + "\t1\n", r"big.tsv:3: a field is longer than max_field_chars"),
+        "plain.tsv.gz": ("text\tlabel\nok\t1\n", r"named .gz but not gzip"),
+    }
+    for name, (content, match) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(InputError, match=match):
+            read_labelled(tmp_path / name, max_field_chars=100_000)
+    assert len(read_labelled(tmp_path / "big.tsv", max_field_chars=300_000)) == 2  # within the limit
+    (tmp_path / "bad.txt").write_bytes(b"fine text\n\nmore \xff text\n")
+    with pytest.raises(InputError, match=r"eval: .*bad.txt:3: invalid UTF-8"):
+        read_text_docs(tmp_path / "bad.txt", "eval")
