@@ -87,25 +87,19 @@ class Segmenter:
         if not _HAN_CHAR.search(sentence):
             return line
         flags = self.continuations(sentence)
-        han = [i for i, w in enumerate(words) if len(w) == 1 and _HAN_CHAR.match(w)]
-        if len(han) != len(flags):
+        # With one pre-token per Han character, the Han characters of the line are those pre-tokens.
+        pos = [m.start() for m in _HAN_CHAR.finditer(line)]
+        if len(pos) != len(flags):
             self.unaligned += 1
             return line
-        if not any(flags):
-            return line
-        joined = [False] * len(words)
-        for i, cont in zip(han, flags):
-            # A continuation is joined only to a Han pre-token right before it.
-            joined[i] = cont and i > 0 and joined_ok(words[i - 1])
-        out = [words[0]]
-        for i in range(1, len(words)):
-            out.append(WORD_JOINER if joined[i] else " ")
-            out.append(words[i])
-        return "".join(out)
-
-
-def joined_ok(prev: str) -> bool:
-    return len(prev) == 1 and _HAN_CHAR.match(prev) is not None
+        chars = None
+        for k in range(1, len(pos)):
+            # A continuation is joined only to the Han pre-token right before it (one space between).
+            if flags[k] and pos[k] - pos[k - 1] == 2:
+                if chars is None:
+                    chars = list(line)
+                chars[pos[k] - 1] = WORD_JOINER
+        return line if chars is None else "".join(chars)
 
 
 def _rjieba():
