@@ -1,5 +1,6 @@
 # mlmctl — set up, run the demo chain, test, benchmark.
 #   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
+#   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
 #   make test    set up (first time) and run the whole test suite (what CI runs)
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), WORKERS.
 
@@ -11,7 +12,7 @@ PY      := $(VENV)/bin/python
 MLMCTL  := $(VENV)/bin/mlmctl
 PYTEST_ARGS ?=
 
-.PHONY: install demo smoke test test-quick bench lint clean-demo
+.PHONY: install demo demo-zh smoke test test-quick bench lint clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
 	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,zh]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,4 +47,10 @@ lint: install
 	$(VENV)/bin/ruff check mlmctl tests benchmarks
 
 clean-demo:
-	rm -rf data/demo runs/demo data/smoke runs/smoke
+	rm -rf data/demo runs/demo data/smoke runs/smoke data/zh runs/zh
+
+# The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
+# clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
+demo-zh: install
+	$(PY) -c "from mlmctl.zh_corpus import write_jsonl; write_jsonl('data/zh/corpus.jsonl', 6000)"
+	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/zh bash scripts/chain.sh

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from mlmctl.config import check
+from mlmctl.errors import MlmctlError
+from mlmctl.scripts import script_stats, units, unspaced_chars
 
 # --------------------------------------------------------------------------- base
 
@@ -346,16 +348,23 @@ class Whitespace(Step):
 
 @dataclass
 class LengthFilterConfig:
-    """Settings of the `length_filter` step (words are runs of non-space characters)."""
+    """Settings of the `length_filter` step (words are runs of non-space characters).
+
+    A document mostly in Han characters (`mlmctl.scripts`: at least 30% of its letters) is
+    measured in characters: `min_chars_unspaced` replaces `min_chars` and `min_words`, and
+    `max_words` counts each Han character as a word (as BERT-Chinese's vocabulary does).
+    """
 
     min_chars: int | None = 20
     """Drop documents shorter than this many characters (null: no minimum)."""
     max_chars: int | None = 10_000_000
     """Drop documents longer than this many characters (null: no maximum)."""
     min_words: int | None = 5
-    """Drop documents with fewer words (null: no minimum; set null for Chinese/Japanese, which have no spaces)."""
+    """Drop documents with fewer words (null: no minimum); not applied to Chinese documents (see `min_chars_unspaced`)."""
     max_words: int | None = None
-    """Drop documents with more words (null: no maximum)."""
+    """Drop documents with more words (null: no maximum); in Chinese documents each Han character counts as a word."""
+    min_chars_unspaced: int | None = 2
+    """Chinese documents (mostly Han characters): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
 
     def __post_init__(self) -> None:
         for key in ("min_chars", "max_chars", "min_words", "max_words"):
@@ -364,7 +373,7 @@ class LengthFilterConfig:
 
 
 class LengthFilter(Filter):
-    """Minimum and maximum length in characters and words."""
+    """Minimum and maximum length in characters and words (Chinese: in characters)."""
 
     name = "length_filter"
     Config = LengthFilterConfig
@@ -372,16 +381,26 @@ class LengthFilter(Filter):
     def filter(self, text: str) -> tuple[bool, str]:
         c = self.cfg
         n = len(text)
-        if c.min_chars is not None and n < c.min_chars:
-            return False, "too_few_chars"
         if c.max_chars is not None and n > c.max_chars:
             return False, "too_many_chars"
+        if not text.isascii() and script_stats(text).is_unspaced:
+            return self._unspaced(text)
+        if c.min_chars is not None and n < c.min_chars:
+            return False, "too_few_chars"
         if c.min_words is not None or c.max_words is not None:
             words = len(split_words(text))
             if c.min_words is not None and words < c.min_words:
                 return False, "too_few_words"
             if c.max_words is not None and words > c.max_words:
                 return False, "too_many_words"
+        return True, ""
+
+    def _unspaced(self, text: str) -> tuple[bool, str]:
+        c = self.cfg
+        if c.min_chars_unspaced is not None and sum(map(len, split_words(text))) < c.min_chars_unspaced:
+            return False, "too_few_chars"
+        if c.max_words is not None and len(units(text)) > c.max_words:
+            return False, "too_many_words"
         return True, ""
 
 
@@ -421,9 +440,38 @@ def split_words(text: str) -> list[str]:
     return _last_split[1]
 
 
+# UTF-8 read as Latin-1/cp1252 ("ä½ å¥½" for 你好, "Ã©" for é): a lead byte (U+00C2-U+00EF)
+# followed by a continuation byte (0x80-0xBF, or the character cp1252 puts there).
+_CP1252_HIGH = "\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u017d" \
+               "\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178"
+_MOJIBAKE_PAIR = re.compile(f"[\u00c2-\u00ef][\u0080-\u00bf{_CP1252_HIGH}]")
+_LATIN1_HIGH = re.compile("[\u0080-\u00ff]")
+
+
+def mojibake_fraction(text: str, non_space: int) -> float:
+    """Share of the non-space characters that look like mis-decoded text.
+
+    Counts U+FFFD and UTF-8-as-cp1252 pairs; a text that is mostly U+0080-U+00FF (GBK or Big5
+    read as Latin-1: "ÄãºÃÊÀ½ç") counts whole. Real French, German or Portuguese stays far
+    below 0.1: accented letters are rarely followed by a character in U+0080-U+00BF.
+    """
+    if text.isascii() or not non_space:
+        return 0.0
+    high = len(_LATIN1_HIGH.findall(text))
+    if high >= 0.5 * non_space:
+        return high / non_space
+    return (text.count("\ufffd") + 2 * len(_MOJIBAKE_PAIR.findall(text))) / non_space
+
+
 @dataclass
 class QualityFilterConfig:
-    """Settings of the `quality_filter` step: C4 / Gopher heuristics; null turns a check off."""
+    """Settings of the `quality_filter` step: C4 / Gopher heuristics; null turns a check off.
+
+    A document mostly in Han characters (see `length_filter`) skips the mean-word-length checks
+    (it has no spaces to count words by), measures `max_word_chars` on its non-Han runs, and
+    counts each Han character as two letters in `max_non_letter_fraction` (a Han character is a
+    word or syllable; UI strings such as 保存(&S)... stay).
+    """
 
     max_non_letter_fraction: float | None = 0.5
     """Drop documents where more than this fraction of the non-space characters are not letters (tables of numbers, code dumps, symbol spam)."""
@@ -432,14 +480,18 @@ class QualityFilterConfig:
     max_word_chars: int | None = 1000
     """Drop documents with a word longer than this many characters (base64, hashes glued together)."""
     min_mean_word_chars: float | None = 3.0
-    """Drop documents whose mean word length is below this (Gopher: 3)."""
+    """Drop documents whose mean word length is below this (Gopher: 3); not applied to Chinese documents."""
     max_mean_word_chars: float | None = 12.0
-    """Drop documents whose mean word length is above this (Gopher uses 10; 12 leaves room for identifiers and German)."""
+    """Drop documents whose mean word length is above this (Gopher uses 10; 12 leaves room for identifiers and German); not applied to Chinese documents."""
     max_repeated_line_fraction: float | None = 0.3
     """Drop documents where more than this fraction of the non-empty lines repeat an earlier line (Gopher: 0.3)."""
+    max_char_run: int | None = 16
+    """Drop documents with a letter repeated this many times in a row (啊啊啊..., aaaa...; null: no check)."""
+    max_mojibake_fraction: float | None = 0.1
+    """Drop documents where more than this share of the non-space characters look mis-decoded (U+FFFD, UTF-8 read as Latin-1: 'ä½ å¥½')."""
 
     def __post_init__(self) -> None:
-        for key in ("max_non_letter_fraction", "max_repeated_line_fraction"):
+        for key in ("max_non_letter_fraction", "max_repeated_line_fraction", "max_mojibake_fraction"):
             v = getattr(self, key)
             check(v is None or 0.0 <= v <= 1.0, key, f"must be between 0 and 1, got {v}")
         for key in ("max_line_chars", "max_word_chars", "min_mean_word_chars", "max_mean_word_chars"):
@@ -447,13 +499,20 @@ class QualityFilterConfig:
             check(v is None or v >= 0, key, f"must be >= 0 or null, got {v}")
         lo, hi = self.min_mean_word_chars, self.max_mean_word_chars
         check(lo is None or hi is None or lo <= hi, "min_mean_word_chars", "is larger than `max_mean_word_chars`")
+        check(self.max_char_run is None or self.max_char_run >= 2, "max_char_run",
+              f"must be >= 2 or null, got {self.max_char_run}")
 
 
 class QualityFilter(Filter):
-    """Gopher/C4-style quality heuristics over characters, words and lines."""
+    """Gopher/C4-style quality heuristics over characters, words and lines (script-aware)."""
 
     name = "quality_filter"
     Config = QualityFilterConfig
+
+    def __init__(self, cfg=None) -> None:
+        super().__init__(cfg)
+        n = self.cfg.max_char_run
+        self._run = re.compile(r"([^\W\d_])\1{%d,}" % (n - 1)) if n is not None else None
 
     def filter(self, text: str) -> tuple[bool, str]:
         c = self.cfg
@@ -465,6 +524,26 @@ class QualityFilter(Filter):
         if not words:
             return True, ""
         word_chars = sum(map(len, words))  # = non-space characters
+        unspaced = not text.isascii() and script_stats(text).is_unspaced
+        ok, reason = (self._unspaced_words if unspaced else self._words)(text, words, word_chars)
+        if not ok:
+            return ok, reason
+        if c.max_non_letter_fraction is not None:
+            letters = count_letters(text) + (unspaced_chars(text) if unspaced else 0)
+            if 1.0 - min(letters, word_chars) / word_chars > c.max_non_letter_fraction:
+                return False, "non_letter_fraction"
+        if self._run is not None and self._run.search(text) is not None:
+            return False, "long_char_run"
+        if c.max_mojibake_fraction is not None and mojibake_fraction(text, word_chars) > c.max_mojibake_fraction:
+            return False, "mojibake"
+        if c.max_repeated_line_fraction is not None and "\n" in text:
+            lines = [ln for ln in text.split("\n") if ln.strip()]
+            if lines and 1.0 - len(set(lines)) / len(lines) > c.max_repeated_line_fraction:
+                return False, "repeated_lines"
+        return True, ""
+
+    def _words(self, text: str, words: list[str], word_chars: int) -> tuple[bool, str]:
+        c = self.cfg
         # Only a document longer than the limit can hold such a word; most are shorter.
         if c.max_word_chars is not None and word_chars > c.max_word_chars and max(map(len, words)) > c.max_word_chars:
             return False, "word_too_long"
@@ -473,27 +552,76 @@ class QualityFilter(Filter):
             return False, "mean_word_too_short"
         if c.max_mean_word_chars is not None and mean > c.max_mean_word_chars:
             return False, "mean_word_too_long"
-        if c.max_non_letter_fraction is not None:
-            letters = count_letters(text)
-            if 1.0 - letters / word_chars > c.max_non_letter_fraction:
-                return False, "non_letter_fraction"
-        if c.max_repeated_line_fraction is not None and "\n" in text:
-            lines = [ln for ln in text.split("\n") if ln.strip()]
-            if lines and 1.0 - len(set(lines)) / len(lines) > c.max_repeated_line_fraction:
-                return False, "repeated_lines"
         return True, ""
+
+    def _unspaced_words(self, text: str, words: list[str], word_chars: int) -> tuple[bool, str]:
+        # Han characters are words of their own here: a paragraph without spaces is not one long word.
+        c = self.cfg
+        if c.max_word_chars is not None and word_chars > c.max_word_chars:
+            if max(map(len, units(text))) > c.max_word_chars:
+                return False, "word_too_long"
+        return True, ""
+
+
+# --------------------------------------------------------------------------- Chinese script
+
+
+@dataclass
+class ZhConvertConfig:
+    """Settings of the `zh_convert` step (needs the `zh` extra: pip install 'mlmctl[zh]')."""
+
+    conversion: Literal["t2s", "s2t", "tw2s", "hk2s", "s2tw", "s2hk"] = "t2s"
+    """OpenCC conversion: `t2s` traditional -> simplified (default), `s2t` the reverse, `tw2s`/`hk2s` from Taiwan/Hong Kong usage, `s2tw`/`s2hk` to it."""
+
+
+class ZhConvert(Step):
+    """Convert between traditional and simplified Chinese with OpenCC (phrase-level, not char by char)."""
+
+    name = "zh_convert"
+    Config = ZhConvertConfig
+
+    def __init__(self, cfg=None) -> None:
+        super().__init__(cfg)
+        self._cc = opencc_converter(self.cfg.conversion)
+
+    def process(self, text: str) -> tuple[str, str | None]:
+        # Only text with Han characters can change; skip the converter for the rest.
+        if text.isascii() or not unspaced_chars(text):
+            return text, None
+        return self._cc.convert(text), None
+
+
+def opencc_converter(conversion: str):
+    """An OpenCC converter, or a one-line error naming what to install."""
+    try:
+        import opencc
+    except ImportError:
+        raise MlmctlError("clean: step `zh_convert` needs OpenCC; install it with "
+                          "`pip install 'mlmctl[zh]'` (or `pip install opencc`)") from None
+    return opencc.OpenCC(f"{conversion}.json")
+
+
+def drop_warning(documents_in: int, documents_out: int, dropped: dict) -> str | None:
+    """A warning line when a run dropped more than half of its documents, with the top reasons."""
+    if documents_in == 0 or documents_out * 2 >= documents_in:
+        return None
+    reasons = [(v["documents"], f"{step}.{reason}") for step, rs in dropped.items() for reason, v in rs.items()]
+    top = ", ".join(f"{name} {n:,}" for n, name in sorted(reasons, key=lambda r: (-r[0], r[1]))[:3])
+    return (f"warning: kept only {documents_out:,} of {documents_in:,} documents; top drop reasons: {top} "
+            f"(docs/clean.md lists the settings of each filter)")
 
 
 # --------------------------------------------------------------------------- registry
 
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
-    for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, LengthFilter, QualityFilter)
+    for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, ZhConvert, LengthFilter,
+                QualityFilter)
 }
 """Step name (as written in `steps:`) -> step class. The clean config has one section per name."""
 
 DEFAULT_STEPS = ["decode", "remove_bom", "normalize", "remove_chars", "urls", "whitespace", "length_filter", "quality_filter"]
-"""The default order: strip_markup is opt-in (plain text with `<` in it must survive)."""
+"""The default order: strip_markup is opt-in (plain text with `<` in it must survive), zh_convert too."""
 
 EMPTY = "empty"
 """Pseudo-step that drops documents left empty after all steps (always on)."""

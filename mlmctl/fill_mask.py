@@ -3,7 +3,8 @@
 MODEL_DIR is a model directory with a masked-LM head (pretrain's `final/` or a checkpoint, or a
 local HF BERT directory with tokenizer.json), or a pretrain run directory (its final/ is used).
 The text is tokenised with the model's own tokenizer; `[MASK]` is recognised as a special
-token wherever it appears. Output: one block per mask with the top-k tokens and probabilities,
+token wherever it appears, also inside Chinese text with no spaces around it ("北京是中国的[MASK]都").
+Output: one block per mask with the top-k tokens and probabilities,
 then the text with every mask replaced by its most likely token. Special tokens ([PAD]
 [CLS] [SEP] [MASK]) are never candidates; the probabilities shown are the model's own.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.scripts import join_unspaced
 
 
 def run(model_dir: Path, text: str, top_k: int = 5) -> None:
@@ -70,6 +72,7 @@ def fill_mask(model_dir: Path, text: str, top_k: int = 5) -> dict:
         lines.append(f"[MASK] {m + 1} of {len(positions)} (token {pos}):")
         width = max(len(t) for t, _ in cands)
         lines += [f"  {t:<{width}}  {p:.4f}" for t, p in cands]
-    filled_text = enc.tok.decode(filled[1:-1], skip_special_tokens=False)
+    # The WordPiece decoder puts a space between every two tokens; Chinese reads without them.
+    filled_text = join_unspaced(enc.tok.decode(filled[1:-1], skip_special_tokens=False))
     lines.append(f"top-1: {filled_text}")
     return {"masks": masks, "filled": filled_text, "lines": lines}

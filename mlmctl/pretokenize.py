@@ -15,6 +15,11 @@ U+001C..U+001E) into one space and strips
 the ends. `Pretokenizer.words` checks the guarantee on every sentence anyway and
 raises rather than write a line that would read back differently.
 
+With Chinese word segmentation on (`mlmctl.segment`), the pre-tokens of one Chinese word are
+joined by `WORD_JOINER` (U+2060) instead of a space; the BERT normaliser removes every
+format character, so U+2060 never occurs inside a pre-token and `line.replace(WORD_JOINER, " ")`
+gives the plain line back.
+
 (Do not rename this module `tokenizers.py`: it would shadow the library.)
 """
 
@@ -29,7 +34,10 @@ from mlmctl.errors import MlmctlError
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["PretokenizerConfig", "pipeline_json", "Pretokenizer", "pipeline_tokenizer"]
+__all__ = ["PretokenizerConfig", "pipeline_json", "Pretokenizer", "pipeline_tokenizer", "WORD_JOINER"]
+
+WORD_JOINER = "\u2060"
+"""Joins the pre-tokens of one segmented Chinese word in the line format (instead of a space)."""
 
 
 @dataclass

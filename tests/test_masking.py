@@ -99,3 +99,26 @@ def test_whole_word_masking_masks_whole_words(index):
     for w in np.unique(word_id):
         member = chosen[1:T - 1][word_id == w]
         assert member.all() or not member.any()
+
+
+def test_whole_word_masks_whole_chinese_words_at_the_configured_rate():
+    # A segmented Chinese sequence: words of 1-4 characters, each character its own token.
+    rng = np.random.default_rng(0)
+    sizes = rng.choice([1, 2, 2, 2, 3, 4], size=400)
+    n = int(sizes.sum())
+    ids = rng.integers(NUM_SPECIAL, 3000, size=n)
+    starts = np.zeros(n, dtype=bool)
+    starts[np.cumsum(sizes) - sizes] = True
+    word_of = np.cumsum(starts) - 1
+    spec = MaskSpec(vocab_size=3000, mask_prob=0.15, whole_word=True)
+    total = 0
+    for index in range(20):
+        inp, lab = mask_tokens(ids, spec, sequence_rng(7, 0, index), starts)
+        masked = np.flatnonzero(lab != IGNORE_INDEX)
+        for w in np.unique(word_of[masked]):  # every masked character's whole word is masked
+            assert np.all(lab[word_of == w] != IGNORE_INDEX)
+        assert len(masked) == round(n * 0.15)  # the configured share, exactly
+        again, _ = mask_tokens(ids, spec, sequence_rng(7, 0, index), starts)
+        assert np.array_equal(inp, again)  # a pure function of (seed, epoch, index)
+        total += len(masked)
+    assert total == 20 * round(n * 0.15)

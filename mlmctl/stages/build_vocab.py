@@ -9,7 +9,8 @@ writes:
     tokenizer_config.json, special_tokens_map.json
                                     so `transformers.AutoTokenizer.from_pretrained(DIR)` loads it
     {train,validation}/shard-NNNNN.ids.bin     token ids, uint16 or uint32, little-endian, raw
-    {train,validation}/shard-NNNNN.wstart.bin  uint8 per token: 1 where a word (pre-token) starts
+    {train,validation}/shard-NNNNN.wstart.bin  uint8 per token: 1 where a word starts (a pre-token;
+                                               a whole segmented word for Chinese)
     {train,validation}/sent_offsets.bin        int64 LE, n_sentences+1: sentence k is the tokens
                                                [s[k], s[k+1]) of the split's concatenated shards
     {train,validation}/doc_offsets.bin         int64 LE, n_docs+1: document d is the sentences
@@ -45,6 +46,7 @@ from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.pretokenize import WORD_JOINER
 from mlmctl.shards import SPLITS, atomic_write, atomic_write_json, atomic_write_text, file_sha256
 
 STAGE = "build-vocab"
@@ -225,7 +227,7 @@ def _trained(vocab_dir: Path) -> bool:
 
 
 def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: list[Path], tok_path: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
     kind = pipeline.get("kind", "bert")
     # Byte-level must be able to spell every byte, whatever the sample held.
@@ -265,8 +267,9 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
         model = models.Unigram()
         trainer = trainers.UnigramTrainer(unk_token="[UNK]", **common)
     tok = Tokenizer(model)
-    # The lines hold the pre-tokens already: split on the format's single spaces and nothing else.
-    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    # The lines hold the pre-tokens already: split on the format's single spaces and nothing else
+    # (and on the word joiners of segmented Chinese: a segmented word is still one token per character).
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(f"[ {WORD_JOINER}]"), behavior="removed")
     try:
         tok.train_from_iterator(_training_batches(paths, cfg.sample_fraction), trainer=trainer)
     except Exception as e:  # the Rust trainers raise plain exceptions (e.g. vocab too small for unigram)
@@ -511,10 +514,15 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     with atomic_write(part / f"{base}.ids.bin") as fids, atomic_write(part / f"{base}.wstart.bin") as fws:
         # 1 MB blocks: the Encoding objects of a block cost ~50x its bytes while they live.
         for block in _line_blocks(unit.src, 1 << 20):
-            sentences = []
+            sentences, joined = [], []
             for line in block:
                 if line:
-                    sentences.append(line.split(" "))
+                    if WORD_JOINER in line:
+                        pieces, cont = _split_joined(line)
+                        sentences.append(pieces)
+                        joined.append((len(sentences) - 1, cont))
+                    else:
+                        sentences.append(line.split(" "))
                     sents_in_doc += 1
                 elif sents_in_doc:
                     doc_ends.append(n_sents + len(sentences))
@@ -531,6 +539,11 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
                 starts[0] = True
                 starts[1:] = words[1:] != words[:-1]
                 starts[(np.cumsum(lens) - lens)[lens > 0]] = True  # a sentence starts a word
+                if joined:  # segmented Chinese: a pre-token inside a word starts no word
+                    first = np.cumsum(lens) - lens
+                    for k, cont in joined:
+                        seg = slice(first[k], first[k] + lens[k])
+                        starts[seg] &= ~cont[words[seg]]
                 if int(ids.max()) > np.iinfo(dtype).max:
                     raise MlmctlError(f"build-vocab: id {int(ids.max())} does not fit {unit.dtype}; set `dtype: uint32`")
             fids.write(ids.astype(dtype).tobytes())
@@ -555,6 +568,18 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     used = np.flatnonzero(counts)
     return {"docs": len(doc_ends), "sentences": n_sents, "tokens": n_tokens, "words": n_words,
             "unk": n_unk, "single_token_words": n_single, "max_id": int(used[-1]) if len(used) else -1}
+
+
+def _split_joined(line: str):
+    """Pre-tokens of a line with word joiners, and per pre-token whether it continues a word."""
+    import numpy as np
+
+    words, cont = [], []
+    for group in line.split(" "):
+        parts = group.split(WORD_JOINER)
+        words += parts
+        cont += [False] + [True] * (len(parts) - 1)
+    return words, np.asarray(cont, dtype=bool)
 
 
 def atomic_write_bytes_np(path: Path, array) -> None:

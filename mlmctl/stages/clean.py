@@ -43,6 +43,7 @@ from typing import Literal
 
 from mlmctl.cleaning import (
     DEFAULT_STEPS,
+    Pipeline,
     STEPS,
     DecodeConfig,
     LengthFilterConfig,
@@ -53,6 +54,8 @@ from mlmctl.cleaning import (
     StripMarkupConfig,
     UrlsConfig,
     WhitespaceConfig,
+    ZhConvertConfig,
+    drop_warning,
 )
 from mlmctl.config import check
 from mlmctl.errors import MlmctlError
@@ -128,6 +131,8 @@ class CleanConfig:
     """Step `urls`."""
     whitespace: WhitespaceConfig = field(default_factory=WhitespaceConfig)
     """Step `whitespace`."""
+    zh_convert: ZhConvertConfig = field(default_factory=ZhConvertConfig)
+    """Step `zh_convert` (not in the default steps; needs the `zh` extra)."""
     length_filter: LengthFilterConfig = field(default_factory=LengthFilterConfig)
     """Step `length_filter`."""
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
@@ -246,6 +251,7 @@ def run(ctx) -> dict | None:
     units = _discover(cfg, on_skip=lambda reason, path: walk_skips.append((reason, path)))
     read_opts = _read_options(cfg)
     step_cfgs = tuple(getattr(cfg, name) for name in cfg.steps)
+    Pipeline([STEPS[name](c) for name, c in zip(cfg.steps, step_cfgs)])  # a missing optional library fails here, once
     read_units = [_ReadUnit(u, read_opts, tuple(cfg.steps), step_cfgs, cfg.max_listed_skips) for u in units]
     ctx.log(f"{len(units)} input units; steps: {', '.join(cfg.steps)}")
 
@@ -277,6 +283,8 @@ def run(ctx) -> dict | None:
     if "read" in stats["dropped"]:
         what = ", ".join(f"{r} {v['documents']:,}" for r, v in stats["dropped"]["read"].items())
         ctx.log(f"warning: records skipped while reading ({what}); files and lines are in {STATS_FILE}")
+    if (warning := drop_warning(stats["documents_in"], out["total"], stats["dropped"])) is not None:
+        ctx.log(warning)
     if cfg.validation_fraction > 0 and out["validation"] == 0:
         ctx.log(f"warning: the validation split is empty ({out['total']:,} documents); raise validation_fraction")
     ctx.finish(shards, files, extra={"documents": out, "characters": stats["characters_out"]})
@@ -302,7 +310,6 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     """Read, clean and hash one unit; keep its documents as JSON lines for the write phase."""
     from array import array
 
-    from mlmctl.cleaning import Pipeline
     from mlmctl.sources import read_unit
 
     pipeline = Pipeline([STEPS[name](c) for name, c in zip(u.steps, u.step_configs)])

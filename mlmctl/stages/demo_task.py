@@ -1,6 +1,7 @@
 """demo-task: build a labelled classification task from a clean directory.
 
 The task: given the opening words of a docstring, which library family does it come from?
+(For Chinese text, e.g. configs/zh's generated corpus, words are Han characters: `scripts.units`.)
 The family is the top-level package of the record's `source` (`python-docs:numpy.linalg`
 -> `numpy`; a source without `:` is used whole). Only the clean TRAIN split is read, so
 the task never contains text of the pretraining validation split.
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mlmctl.config import check
 from mlmctl.errors import InputError
+from mlmctl.scripts import join_unspaced, script_stats, units
 from mlmctl.shards import atomic_write_text, open_shard_lines
 
 
@@ -112,6 +114,13 @@ def family_of(source: str) -> str:
 _WS = re.compile(r"\s+")
 
 
+def _words(text: str) -> list[str]:
+    """Words to count and truncate by; Chinese text counts each Han character as one (`scripts.units`)."""
+    if not text.isascii() and script_stats(text).is_unspaced:
+        return units(text)
+    return _WS.sub(" ", text).strip().split(" ")
+
+
 def build_task(records, cfg: DemoTaskConfig) -> tuple[dict[str, list[tuple[str, str]]], dict]:
     """Pure: clean records -> {split: [(text, label)]} and the statistics for the manifest."""
     by_family: dict[str, list[tuple[str, str]]] = {}
@@ -119,7 +128,7 @@ def build_task(records, cfg: DemoTaskConfig) -> tuple[dict[str, list[tuple[str, 
     seen_text: set[str] = set()
     candidates = []
     for rec in records:
-        words = _WS.sub(" ", str(rec.get("text", ""))).strip().split(" ")
+        words = _words(str(rec.get("text", "")))
         if len(words) < cfg.min_words:
             dropped["too_short"] += 1
             continue
@@ -127,7 +136,7 @@ def build_task(records, cfg: DemoTaskConfig) -> tuple[dict[str, list[tuple[str, 
         if not fam or fam in cfg.exclude_families or (cfg.families and fam not in cfg.families):
             dropped["family_not_used"] += 1
             continue
-        text = " ".join(words[: cfg.max_words])
+        text = join_unspaced(" ".join(words[: cfg.max_words]))
         rank = hashlib.sha256(f"{cfg.seed}\0{rec.get('id')}\0{text}".encode()).hexdigest()
         candidates.append((rank, fam, text))
     # Sort by rank first so which copy of a duplicate survives does not depend on shard order.

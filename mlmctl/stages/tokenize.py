@@ -10,6 +10,11 @@ line) and writes, per input shard, one output shard with the same number:
     stats.json                                    documents, sentences, words per split
     manifest.json                                 written last
 
+With `segment.kind: jieba`, Chinese sentences are segmented into words (`mlmctl.segment`, rjieba)
+and the characters of one word are joined by U+2060 instead of a space, so build-vocab's
+word-start flags mark whole Chinese words for whole-word masking; the pre-tokens (one per Han
+character) and the word counts do not change.
+
 Sentences come from `mlmctl.sentences` (rule-based, English and CJK), pre-tokens from the
 `tokenizers` library's own normalizer and pre-tokenizer (`mlmctl.pretokenize`). Documents and
 sentences that yield no pre-token are dropped and counted. Work is one unit per input shard
@@ -30,7 +35,8 @@ from pathlib import Path
 
 from mlmctl.config import check
 from mlmctl.errors import InputError
-from mlmctl.pretokenize import PretokenizerConfig
+from mlmctl.pretokenize import WORD_JOINER, PretokenizerConfig
+from mlmctl.segment import SegmentConfig
 from mlmctl.shards import SPLITS, atomic_write, atomic_write_json
 
 STAGE = "tokenize"
@@ -51,6 +57,8 @@ class TokenizeConfig:
     """Directory to write the tokenized shards to."""
     pretokenizer: PretokenizerConfig = field(default_factory=PretokenizerConfig)
     """Normalizer + pre-tokenizer, built from the `tokenizers` library and saved for build-vocab."""
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    """Chinese word segmentation (分词) for whole-word masking; the vocabulary stays one token per Han character."""
     newline_is_boundary: bool = False
     """Treat every line break as a sentence end (one sentence per line input); a blank line always is one."""
     compresslevel: int = 3
@@ -58,6 +66,9 @@ class TokenizeConfig:
 
     def __post_init__(self) -> None:
         check(1 <= self.compresslevel <= 9, "compresslevel", f"must be 1..9, got {self.compresslevel}")
+        if self.segment.kind != "none":
+            check(self.pretokenizer.kind == "bert" and self.pretokenizer.split_cjk, "segment.kind",
+                  "needs `pretokenizer.kind: bert` with `split_cjk: true` (one pre-token per Han character)")
 
 
 CONFIG = TokenizeConfig
@@ -74,13 +85,19 @@ class _Unit:
     pipeline: str  # pretokenizer.json text
     newline_is_boundary: bool
     compresslevel: int
+    segment: str  # JSON of segment.segmenter_spec(), "null" when off
 
 
 def run(ctx) -> dict | None:
     from mlmctl.pretokenize import pipeline_json
+    from mlmctl.segment import segmenter_spec
 
     cfg: TokenizeConfig = ctx.cfg
     pipeline = pipeline_json(cfg.pretokenizer)
+    spec = segmenter_spec(cfg.segment)  # fails here, before any work, if rjieba or the dictionary is missing
+    if spec is not None:
+        # build-vocab reads this to know the lines carry word joiners; the digest covers the user dictionary.
+        pipeline["segment"] = {k: v for k, v in spec.items() if k != "user_words"}
     pipeline_text = json.dumps(pipeline, sort_keys=True, ensure_ascii=False)
     units = []
     for split in SPLITS:
@@ -88,7 +105,7 @@ def run(ctx) -> dict | None:
         for k, info in enumerate(shards):
             units.append(
                 _Unit(split, str(ctx.input_dir / info.name), info.sha256, k, pipeline_text,
-                      cfg.newline_is_boundary, cfg.compresslevel)
+                      cfg.newline_is_boundary, cfg.compresslevel, json.dumps(spec, ensure_ascii=False))
             )
     if not any(u.split == "train" for u in units):
         raise InputError(f"tokenize: {ctx.input_dir} has no train shards (empty corpus); check the `clean` stage's input")
@@ -131,10 +148,13 @@ def run(ctx) -> dict | None:
 def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts."""
     from mlmctl.pretokenize import Pretokenizer
+    from mlmctl.segment import Segmenter
     from mlmctl.sentences import split_sentences
     from mlmctl.shards import open_shard_lines
 
     pre = Pretokenizer(json.loads(unit.pipeline))
+    spec = json.loads(unit.segment)
+    seg = Segmenter(spec) if spec is not None else None
     counts: Counter = Counter()
     stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
                     repaired_docs=0)
@@ -149,13 +169,13 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
                 text = _doc_text(line, unit.src, lineno)
                 stats["docs_in"] += 1
                 try:
-                    lines = _doc_lines(text, pre, split_sentences, unit.newline_is_boundary, counts, stats)
+                    lines = _doc_lines(text, pre, seg, split_sentences, unit.newline_is_boundary, counts, stats)
                 except UnicodeError:
                     # Lone surrogates (from a JSON "\ud800" escape) cannot reach the Rust library;
                     # replace them and count the document rather than drop it.
                     stats["repaired_docs"] += 1
                     text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-                    lines = _doc_lines(text, pre, split_sentences, unit.newline_is_boundary, counts, stats)
+                    lines = _doc_lines(text, pre, seg, split_sentences, unit.newline_is_boundary, counts, stats)
                 if not lines:
                     stats["empty_docs"] += 1
                     continue
@@ -175,6 +195,8 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
         with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
             gz.write("".join(f"{w}\t{c}\n" for w, c in ordered).encode("utf-8"))
     stats["unique_words"] = len(counts)
+    if seg is not None:
+        stats["unsegmented_sentences"] = seg.unaligned
     return dict(stats)
 
 
@@ -189,22 +211,25 @@ def _doc_text(line: str, src: str, lineno: int) -> str:
     return text
 
 
-def _doc_lines(text, pre, split_sentences, newline_is_boundary, counts, stats) -> list[str]:
+def _doc_lines(text, pre, seg, split_sentences, newline_is_boundary, counts, stats) -> list[str]:
     """The document's output lines (one per sentence with words), updating the counters."""
     lines = []
-    for words in pre.sentence_words(split_sentences(text, newline_is_boundary)):
+    sentences = split_sentences(text, newline_is_boundary)
+    for sentence, words in zip(sentences, pre.sentence_words(sentences)):
         if not words:
             stats["empty_sentences"] += 1
             continue
         counts.update(words)
         stats["words"] += len(words)
-        lines.append(" ".join(words))
+        lines.append(" ".join(words) if seg is None else seg.mark(sentence, words))
     stats["sentences"] += len(lines)
     return lines
 
 
 def read_documents(path: str | Path):
     """Yield the documents of a tokenized shard as lists of sentences (lists of pre-tokens).
+
+    Word joiners (Chinese segmentation) read as spaces: the pre-tokens are the same either way.
 
     For tests and tools; build-vocab reads the shards in blocks instead.
     """
@@ -216,7 +241,7 @@ def read_documents(path: str | Path):
         raise InputError(f"{path} is damaged ({e}); rerun `mlmctl tokenize --force`") from None
     for line in data.split("\n"):
         if line:
-            doc.append(line.split(" "))
+            doc.append(line.replace(WORD_JOINER, " ").split(" "))
         elif doc:
             yield doc
             doc = []

@@ -1,0 +1,96 @@
+"""Chinese segmentation throughput, one core: the segmenter alone vs inside `tokenize`, same text.
+
+    python benchmarks/bench_zh_segment.py [--quick] [--mb 4]
+
+On one generated Chinese corpus (mlmctl.zh_corpus) it measures, in one process:
+- rjieba alone (`Jieba.cut` per sentence) and, when installed, Python jieba alone (`lcut`);
+- tokenize's segmentation step (`Segmenter.mark`: rjieba + aligning words to pre-tokens);
+- one whole tokenize shard (`_tokenize_shard`) with `segment.kind: jieba` and with `none`:
+  the difference is what segmentation costs inside tokenize.
+Figures are MB of UTF-8 text per second per core; docs/benchmarks.md records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def _rate(mb: float, fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return mb / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="0.5 MB instead of --mb")
+    ap.add_argument("--mb", type=float, default=4.0)
+    args = ap.parse_args()
+    target = 0.5 if args.quick else args.mb
+
+    from mlmctl import zh_corpus
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+    from mlmctl.segment import SegmentConfig, Segmenter, segmenter_spec
+    from mlmctl.sentences import split_sentences
+    from mlmctl.shards import ShardWriter
+    from mlmctl.stages.tokenize import _tokenize_shard, _Unit
+
+    docs, size = [], 0
+    for d in zh_corpus.documents(10**7, seed=11):
+        docs.append(d["text"])
+        size += len(d["text"].encode())
+        if size >= target * 1e6:
+            break
+    mb = size / 1e6
+    sentences = [s for t in docs for s in split_sentences(t)]
+    pipeline = pipeline_json(PretokenizerConfig())
+    pre = Pretokenizer(pipeline)
+    words = pre.sentence_words(sentences)
+    spec = segmenter_spec(SegmentConfig(kind="jieba"))
+    seg = Segmenter(spec)
+    seg.mark(sentences[0], words[0])  # loads the dictionary outside the timing
+
+    import rjieba
+
+    jb = rjieba.Jieba()
+    jb.cut("你好")
+    rows = {"rjieba alone": _rate(mb, lambda: [jb.cut(s, True) for s in sentences])}
+    try:
+        import jieba
+
+        jieba.setLogLevel(60)
+        jieba.initialize()
+        rows["jieba alone (Python)"] = _rate(mb, lambda: [jieba.lcut(s, HMM=True) for s in sentences])
+        agree = sum(jb.cut(s, True) == jieba.lcut(s, HMM=True) for s in sentences) / len(sentences)
+    except ImportError:
+        agree = None
+    rows["tokenize segmentation step (rjieba + alignment)"] = _rate(
+        mb, lambda: [seg.mark(s, w) for s, w in zip(sentences, words)])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        w = ShardWriter(tmp / "clean", "train", ".jsonl.gz")
+        for i, t in enumerate(docs):
+            w.write(json.dumps({"id": str(i), "text": t}, ensure_ascii=False) + "\n", docs=1)
+        info = w.close()[0]
+        src = str(tmp / "clean" / info.name)
+        text = json.dumps(pipeline, sort_keys=True, ensure_ascii=False)
+        for name, s in (("tokenize shard, segment: jieba", spec), ("tokenize shard, segment: none", None)):
+            unit = _Unit("train", src, info.sha256, 0, text, False, 3, json.dumps(s, ensure_ascii=False))
+            out = tmp / name.split()[-1]
+            out.mkdir()
+            rows[name] = _rate(mb, lambda u=unit, o=out: _tokenize_shard(u, o))
+
+    print(f"{mb:.2f} MB of generated Chinese text, {len(sentences):,} sentences, one core")
+    for name, rate in rows.items():
+        print(f"  {name:<50} {rate:6.2f} MB/s")
+    if agree is not None:
+        print(f"  rjieba and jieba agree on {100 * agree:.2f}% of sentences")
+
+
+if __name__ == "__main__":
+    main()
