@@ -40,11 +40,16 @@ TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")
 
 
 class DirLock:
-    """`with DirLock(out, stage):` holds `out/.mlmctl.lock` exclusively (creating `out`)."""
+    """`with DirLock(out, stage):` holds `out/.mlmctl.lock` exclusively (creating `out`).
 
-    def __init__(self, directory: Path, stage: str):
+    `shared=True` is for `--task I/N` runs: they fan out over one directory by design and each
+    writes only its own units, so they share the lock with each other and exclude the rest.
+    """
+
+    def __init__(self, directory: Path, stage: str, *, shared: bool = False):
         self.directory = Path(directory)
         self.stage = stage
+        self.shared = shared
         self.fd: int | None = None
         self.created: list[Path] = []
 
@@ -59,7 +64,7 @@ class DirLock:
             self.created.insert(0, path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
@@ -70,8 +75,8 @@ class DirLock:
                 ) from None
             raise
         # The PID is only for the message above; the lock itself is the flock.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        pid = f"{os.getpid()}\n".encode().ljust(12)
+        os.pwrite(fd, pid, 0)
         self.fd = fd
         return self
 

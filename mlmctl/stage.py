@@ -349,8 +349,10 @@ def run_stage(
     try:
         recover_rebuild(job.out)
         with contextlib.ExitStack() as held:
-            held.enter_context(DirLock(job.out, stage))
-            remove_temporaries(job.out)
+            fanout = opts.task is not None  # other tasks may be writing next to us: share, keep theirs
+            held.enter_context(DirLock(job.out, stage, shared=fanout))
+            if not fanout:
+                remove_temporaries(job.out)
             state = _output_state(job, job.out)
             job.tidy_siblings(state)
             if state == "up-to-date":
@@ -361,8 +363,9 @@ def run_stage(
             target = job.out
             if state == "replace":
                 target = rebuild_dir(job.out)
-                held.enter_context(DirLock(target, stage))
-                remove_temporaries(target)
+                held.enter_context(DirLock(target, stage, shared=fanout))
+                if not fanout:
+                    remove_temporaries(target)
                 state = _output_state(job, target)
                 state = "rebuild" if state == "replace" else state  # a damaged replacement: start it over
             if state != "up-to-date":  # up to date here: a finished replacement whose swap was cut short
@@ -418,7 +421,7 @@ class _Job:
         try:
             summary = self.module.run(ctx)
         except Exception as e:
-            if rank == 0:  # we hold the lock: every temporary in the directory is a dead one
+            if rank == 0 and self.opts.task is None:  # an exclusive lock: every temporary is a dead one
                 remove_temporaries(target)
             if not isinstance(e, MlmctlError) and (err := disk_error(e, target)) is not None:
                 raise DiskFullError(f"{self.stage}: {err}") from None
@@ -487,12 +490,10 @@ def _output_state(job: _Job, out: Path) -> str:
     if marker is None:
         survey(out, stage, job.writes).refuse(stage, out)  # names what is there
         return "fresh"  # only temporaries of ours were there: nothing to keep
-    if not _holds_work(out):
-        return "rebuild"  # an earlier run stopped (a config error, say) before writing anything
     if job.matches(marker):
         return "rebuild" if opts.force else "resume"
-    if opts.force or opts.rebuild:
-        return "rebuild"
+    if opts.force or opts.rebuild or not _holds_work(out):
+        return "rebuild"  # (without work: an earlier run stopped, a config error say, before writing)
     raise MlmctlError(
         f"{stage}: {out} holds an unfinished run of a different config or input; "
         f"rerun with --rebuild (or --force) to discard it"

@@ -349,3 +349,14 @@ def test_rebuild_of_an_expensive_stage_moves_the_old_run_aside(toy_input, tmp_pa
 def test_force_and_rebuild_exclude_each_other(toy_input, tmp_path):
     with pytest.raises(MlmctlError, match="exclude each other"):
         _run(toy_input, tmp_path / "out", force=True, rebuild=True)
+
+
+def test_task_runs_share_the_lock_and_exclude_a_full_run(toy_input, tmp_path):
+    out = tmp_path / "out"
+    with DirLock(out, "toy", shared=True):  # another --task run in flight
+        assert _run(toy_input, out, task=(0, 2)) == 0
+        with pytest.raises(MlmctlError, match="another mlmctl run"):
+            _run(toy_input, out)
+    assert _run(toy_input, out, task=(1, 2)) == 0
+    assert _run(toy_input, out) == 0
+    read_manifest(out, "toy")
