@@ -2,6 +2,7 @@
 
 - `DirLock`: an exclusive `flock` on `OUT/.mlmctl.lock`, held for the whole run and released by the
   OS however the process ends (SIGKILL included); a second run gets one line naming the holder.
+  A run that ends normally removes the file; one that was killed leaves it, unlocked and harmless.
 - `survey(out, stage, writes)`: what in `out` mlmctl can prove it wrote ("ours") and what else is
   there ("foreign"). A path is ours when the directory carries proof, a parseable mlmctl manifest
   of this stage or a run marker `.work/run.json`, and the path is named by that manifest, lies
@@ -51,50 +52,60 @@ class DirLock:
         self.stage = stage
         self.shared = shared
         self.fd: int | None = None
-        self.created: list[Path] = []
+        self.created = False
 
     def acquire(self) -> DirLock:
         import fcntl
 
         if not self.directory.exists():
             self.directory.mkdir(parents=True)
-            self.created.append(self.directory)
+            self.created = True
         path = self.directory / LOCK_FILE
-        if not path.exists():
-            self.created.insert(0, path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise MlmctlError(
+                        f"{self.stage}: another mlmctl run (PID {holder}) is writing to {self.directory}; "
+                        f"wait for it to finish or stop it, then rerun"
+                    ) from None
+                raise
+            # The holder we waited on may have unlinked the file as it finished: lock the live one.
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise MlmctlError(
-                    f"{self.stage}: another mlmctl run (PID {holder}) is writing to {self.directory}; "
-                    f"wait for it to finish or stop it, then rerun"
-                ) from None
-            raise
         # The PID is only for the message above; the lock itself is the flock.
-        pid = f"{os.getpid()}\n".encode().ljust(12)
-        os.pwrite(fd, pid, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode().ljust(12), 0)
         self.fd = fd
         return self
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+        if self.fd is None:
+            return
+        if not self.shared:
+            # Unlink before unlocking, so a finished directory holds only its output; a run that
+            # opened the old file meanwhile sees it gone (acquire's inode check) and retries.
+            with contextlib.suppress(OSError):
+                (self.directory / LOCK_FILE).unlink()
+        os.close(self.fd)  # closing the descriptor drops the flock
+        self.fd = None
 
     def __enter__(self) -> DirLock:
         return self.acquire()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # A run refused (or failed) before it wrote anything leaves the directory as it found it.
-        if exc_type is not None and read_marker(self.directory) is None:
-            for path in self.created:
-                with contextlib.suppress(OSError):
-                    path.rmdir() if path == self.directory else path.unlink()
         self.release()
+        # A run refused (or failed) before it wrote anything leaves no empty folder behind.
+        if exc_type is not None and self.created:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
 
 # ----------------------------------------------------------------------------------------------

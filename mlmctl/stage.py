@@ -10,10 +10,11 @@ A stage module (`mlmctl/stages/<name>.py`) defines
 
 and `run_stage` does the rest:
 
-- the output directory is checked before any work: a finished one with the same config hash and
-  input hash is "up to date" (exit 0, nothing done); a finished one built differently needs
-  `--force`; an unfinished one of the same config and input is resumed; anything else that is not
-  an mlmctl directory is refused rather than overwritten;
+- the output directory is locked (`outdir.DirLock`: one run at a time) and checked before any
+  work: a finished one with the same config hash and input hash is "up to date" (exit 0, nothing
+  done); a finished one built differently needs `--rebuild` (built beside it in `.NAME.rebuild/`,
+  swapped in when complete) or `--force` (cleared first); an unfinished one of the same config and
+  input is resumed; only files mlmctl can prove it wrote are ever deleted (`outdir.survey`);
 - `ctx.run_units` runs work units over `--workers` processes and `--task I/N` fan-out; a unit's
   files land in `.work/<phase>/unit-NNNNN/` and count only once its `done.json` (written last,
   with every file's sha256) exists and still verifies, which is what lets a killed run resume;
@@ -451,6 +452,7 @@ class _Job:
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             kept = self.out.with_name(f"{self.out.name}.replaced-{stamp}")
             os.rename(old, kept)
+            (kept / LOCK_FILE).unlink(missing_ok=True)  # ours, held by this run: not part of the run
             log(self.stage, f"the previous run, built from another config or input, was moved to {kept}")
             return
         found = survey(old, self.stage, self.writes)

@@ -119,13 +119,15 @@ def test_second_run_is_refused_naming_the_holder(toy_input, tmp_path):
 
 def test_lock_file_is_not_output(toy_input, tmp_path):
     out = tmp_path / "out"
+    with DirLock(out, "toy"):
+        assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
     _run(toy_input, out)
-    assert (out / LOCK_FILE).exists()
+    assert not (out / LOCK_FILE).exists()  # removed by a run that ends normally
     names = {s.name for s in read_manifest(out, "toy").shards + read_manifest(out, "toy").files}
     assert LOCK_FILE not in names
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / LOCK_FILE).write_text("123\n")  # a lock file alone is an empty directory
+    (fresh / LOCK_FILE).write_text("123\n")  # a killed run's lock file alone: an empty directory
     assert _run(toy_input, fresh) == 0
 
 
