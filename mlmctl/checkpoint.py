@@ -38,25 +38,33 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict, meta: dict, *,
     import torch
 
     from mlmctl.model_dir import save_model_dir
-    from mlmctl.shards import atomic_write_json, fsync_dir
+    from mlmctl.shards import atomic_write_json, disk_error, fsync_dir
 
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
+    # Temporaries of saves killed earlier (any pid): only one run writes here (the output lock).
+    for stale in root.glob(".step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_model_dir(model, tmp, tokenizer_dir=tokenizer_dir, architectures=architectures)
-    with open(tmp / STATE_FILE, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-    atomic_write_json(tmp / META_FILE, {**meta, "step": step, "files": files})
-    fsync_dir(tmp)
-    if final.exists():  # a rerun of the same step (e.g. after --force): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        save_model_dir(model, tmp, tokenizer_dir=tokenizer_dir, architectures=architectures)
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(tmp / META_FILE, {**meta, "step": step, "files": files})
+        fsync_dir(tmp)
+        if final.exists():  # a rerun of the same step (e.g. after --force): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # torch and safetensors report a full disk in their own exception types.
+        if isinstance(e, Exception) and (err := disk_error(e, tmp)) is not None:
+            raise type(err)(f"checkpoint at step {step}: {err}") from None
+        raise
     fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

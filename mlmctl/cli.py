@@ -36,7 +36,10 @@ SetOpt = Annotated[
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="DIR", help="Input directory (sets `input`).")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", metavar="DIR", help="Output directory (sets `output`).")]
 PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config with comments and exit.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even if the output exists from another config/input.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Delete mlmctl's output in --output first, then rebuild it.")]
+RebuildOpt = Annotated[
+    bool, typer.Option("--rebuild", help="Make-style: rebuild only if config or input changed; the old output stays until the new one is done.")
+]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", metavar="N", help="Worker processes for data stages.")]
 TaskOpt = Annotated[
     Optional[str], typer.Option("--task", metavar="I/N", help="Do only part I of N (0-based, e.g. 3/8); rerun without it to finish.")
@@ -59,7 +62,8 @@ def _root(
     pass
 
 
-def _run(stage: str, config, set_, input, output, print_config, force, workers, task, debug, **extra) -> None:
+def _run(stage: str, config, set_, input, output, print_config, force, workers, task, debug, rebuild=False,
+         **extra) -> None:
     global _DEBUG
     _DEBUG = _DEBUG or debug
     import importlib
@@ -68,7 +72,7 @@ def _run(stage: str, config, set_, input, output, print_config, force, workers, 
     from mlmctl.stage import RunOptions, run_stage
 
     module = importlib.import_module(f"mlmctl.stages.{stage}")
-    opts = RunOptions(workers=workers, task=parse_task(task), force=force, debug=debug, **extra)
+    opts = RunOptions(workers=workers, task=parse_task(task), force=force, debug=debug, rebuild=rebuild, **extra)
     try:
         code = run_stage(module, config, set_, inputs=input, output=output, opts=opts, print_config=print_config)
     except KeyboardInterrupt:
@@ -87,11 +91,12 @@ def _stage_command(name: str, module: str, doc: str) -> None:
         output: OutputOpt = None,
         print_config: PrintOpt = False,
         force: ForceOpt = False,
+        rebuild: RebuildOpt = False,
         workers: WorkersOpt = 1,
         task: TaskOpt = None,
         debug: DebugOpt = False,
     ) -> None:
-        _run(module, config, set_, input, output, print_config, force, workers, task, debug)
+        _run(module, config, set_, input, output, print_config, force, workers, task, debug, rebuild)
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -119,6 +124,7 @@ def pretrain(
     output: OutputOpt = None,
     print_config: PrintOpt = False,
     force: ForceOpt = False,
+    rebuild: RebuildOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest valid checkpoint.")] = False,
     resume_from: Annotated[
         Optional[str], typer.Option("--resume-from", metavar="DIR", help="Continue from this checkpoint directory.")
@@ -126,7 +132,7 @@ def pretrain(
     debug: DebugOpt = False,
 ) -> None:
     """Pretrain a BERT encoder with masked-language modelling (runs under torchrun too)."""
-    _run("pretrain", config, set_, input, output, print_config, force, 1, None, debug,
+    _run("pretrain", config, set_, input, output, print_config, force, 1, None, debug, rebuild,
          resume=resume or resume_from is not None, resume_from=resume_from)
 
 

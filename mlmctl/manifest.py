@@ -15,7 +15,7 @@ from typing import Any
 
 from mlmctl import __version__, safe_json
 from mlmctl.errors import InputError
-from mlmctl.shards import ShardInfo, atomic_write_json, file_sha256
+from mlmctl.shards import ShardInfo, atomic_write_json, file_sha256, inside
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -103,8 +103,9 @@ def read_manifest(
         )
     try:
         manifest = Manifest.from_dict(safe_json.loads(path.read_bytes()))
-    except (ValueError, KeyError, TypeError, AttributeError):  # safe_json.JSONError is a ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):  # safe_json.JSONError is a ValueError
         raise InputError(f"{reader}: {path} is damaged (not a valid manifest); rerun `mlmctl {upstream} --force`") from None
+    check_names(directory, manifest, where=f"{reader}: {path}")
     if expected and manifest.stage not in expected:
         raise InputError(
             f"{reader}: {directory} holds the output of stage '{manifest.stage}', "
@@ -115,10 +116,33 @@ def read_manifest(
     return manifest
 
 
+def check_names(directory: Path, manifest: Manifest, *, where: str) -> None:
+    """Every name the manifest lists is a path inside `directory` (no `..`, absolute path, link out)."""
+    for info in manifest.shards + manifest.files:
+        inside(directory, info.name, where=where)
+
+
+def load_manifest_names(directory: str | Path, stage: str) -> set[str] | None:
+    """The file names a parseable mlmctl manifest of `stage` in `directory` lists, or None when
+    there is no such manifest (missing, not JSON, not ours, another stage, a name leading out)."""
+    directory = Path(directory)
+    try:
+        data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("format"), int) or "config_hash" not in data:
+            return None
+        manifest = Manifest.from_dict(data)
+        check_names(directory, manifest, where=str(directory / MANIFEST))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, InputError):
+        return None
+    if manifest.stage != stage:
+        return None
+    return {info.name for info in manifest.shards + manifest.files}
+
+
 def verify_files(directory: Path, manifest: Manifest, *, reader: str = "mlmctl", full: bool = True) -> None:
     """Every listed file exists with its recorded size (and, when `full`, its sha256)."""
     for info in manifest.shards + manifest.files:
-        path = directory / info.name
+        path = inside(directory, info.name, where=f"{reader}: {directory / MANIFEST}")
         rerun = f"rerun `mlmctl {manifest.stage} --force`"
         if not path.is_file():
             raise InputError(f"{reader}: {path} is listed in {directory / MANIFEST} but missing; {rerun}")

@@ -9,6 +9,7 @@ mtime 0 and no file name so that the same records always give the same bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -17,7 +18,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mlmctl.errors import InputError, MlmctlError
@@ -28,6 +29,38 @@ DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024  # uncompressed bytes per shard
 
 def shard_name(index: int, suffix: str) -> str:
     return f"shard-{index:05d}{suffix}"
+
+
+# ----------------------------------------------------------------------------------------------
+# A full disk
+
+# ENOSPC, EDQUOT, EROFS, EFBIG: the user's to fix (free space, raise a quota, remount); torch and
+# safetensors wrap the same failure in their own exceptions, recognisable only by their text.
+_DISK = {
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only", errno.EFBIG: "the file is larger than the file system allows",
+}
+_DISK_TEXT = {
+    "No space left on device": "the disk is full", "StorageFull": "the disk is full",
+    "file write failed": "the disk is probably full", "Disk quota exceeded": "the disk quota is used up",
+    "Read-only file system": "the file system is read-only",
+}
+
+
+class DiskFullError(MlmctlError):
+    """A write failed because of the disk (full, quota, read-only); the runner adds the stage name."""
+
+
+def disk_error(exc: BaseException, path: str | Path) -> DiskFullError | None:
+    """A failed write because of the disk, as one line naming `path`; None for any other error."""
+    what = _DISK.get(getattr(exc, "errno", None))
+    if what is None:
+        text = str(exc)
+        what = next((v for k, v in _DISK_TEXT.items() if k in text), None)
+    if what is None:
+        return None
+    where = getattr(exc, "filename", None) or path
+    return DiskFullError(f"cannot write {where}: {what}; free some space and rerun (finished work is kept)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,9 +92,11 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if (err := disk_error(e, path)) is not None:
+            raise err from None
         raise
     fsync_dir(path.parent)
 
@@ -86,14 +121,40 @@ def atomic_link(src: str | Path, dst: str | Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(dst)
     try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
 
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-    os.replace(tmp, dst)
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if (err := disk_error(e, dst)) is not None:
+            raise err from None
+        raise
+
+
+def inside(directory: str | Path, name: object, *, where: str) -> Path:
+    """`directory / name` for a relative name read from a file (`where`) that must stay inside
+    `directory`: absolute names, `..` and symbolic links that lead out are refused."""
+    directory = Path(directory)
+    bad = (not isinstance(name, str) or not name or "\\" in name or "\0" in name
+           or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts)
+    if not bad:
+        path = directory / name
+        root = directory.resolve()
+        real = path.resolve()
+        bad = real == root or root not in real.parents
+    if bad:
+        raise InputError(
+            f"{where} names {name!r}, which is not a file inside {directory}; the directory was "
+            f"changed by hand or not written by mlmctl: rebuild it"
+        )
+    return path
 
 
 def file_sha256(path: str | Path) -> str:
@@ -196,6 +257,19 @@ class ShardWriter:
         self._counts: dict[str, int] = {}
 
     def write(self, record: bytes | str, **counts: int) -> None:
+        try:
+            self._write(record, counts)
+        except OSError as e:
+            self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        path = getattr(self, "_path", self.dir)
+        self.abort()
+        if (err := disk_error(e, path)) is not None:
+            raise err from None
+        raise e
+
+    def _write(self, record: bytes | str, counts: dict) -> None:
         if isinstance(record, str):
             record = record.encode("utf-8")
         if self._file is None:
@@ -249,7 +323,10 @@ class ShardWriter:
 
     def close(self) -> list[ShardInfo]:
         if self._file is not None:
-            self._close_shard()
+            try:
+                self._close_shard()
+            except OSError as e:
+                self._fail(e)
         if self.dir.exists():
             fsync_dir(self.dir)
         return self.infos

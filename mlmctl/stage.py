@@ -10,10 +10,11 @@ A stage module (`mlmctl/stages/<name>.py`) defines
 
 and `run_stage` does the rest:
 
-- the output directory is checked before any work: a finished one with the same config hash and
-  input hash is "up to date" (exit 0, nothing done); a finished one built differently needs
-  `--force`; an unfinished one of the same config and input is resumed; anything else that is not
-  an mlmctl directory is refused rather than overwritten;
+- the output directory is locked (`outdir.DirLock`: one run at a time) and checked before any
+  work: a finished one with the same config hash and input hash is "up to date" (exit 0, nothing
+  done); a finished one built differently needs `--rebuild` (built beside it in `.NAME.rebuild/`,
+  swapped in when complete) or `--force` (cleared first); an unfinished one of the same config and
+  input is resumed; only files mlmctl can prove it wrote are ever deleted (`outdir.survey`);
 - `ctx.run_units` runs work units over `--workers` processes and `--task I/N` fan-out; a unit's
   files land in `.work/<phase>/unit-NNNNN/` and count only once its `done.json` (written last,
   with every file's sha256) exists and still verifies, which is what lets a killed run resume;
@@ -25,13 +26,19 @@ Under torchrun only rank 0 touches the output directory (env `RANK`).
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,11 +47,13 @@ from mlmctl import __version__
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config
 from mlmctl.errors import MlmctlError
 from mlmctl.manifest import MANIFEST, Manifest, manifest_hash, read_manifest, verify_files, write_manifest
+from mlmctl.outdir import (
+    LOCK_FILE, RUN_FILE, WORK, DirLock, delete_ours, exchange, finish_cleanup, is_empty, old_dir, read_marker,
+    rebuild_dir, recover_rebuild, remove_temporaries, survey,
+)
 from mlmctl.progress import log, print_summary, progress
-from mlmctl.shards import ShardInfo, atomic_link, atomic_write_json, file_sha256
+from mlmctl.shards import DiskFullError, ShardInfo, atomic_link, atomic_write_json, disk_error, file_sha256, fsync_dir, inside
 
-WORK = ".work"
-RUN_FILE = "run.json"
 DONE_FILE = "done.json"
 
 
@@ -59,6 +68,8 @@ class RunOptions:
     resume: bool = False
     resume_from: str | None = None
     quiet: bool = False
+    rebuild: bool = False
+    """Replace an output built from another config or input, once the new one is complete."""
 
 
 @dataclass
@@ -143,7 +154,8 @@ class StageContext:
 
                 # spawn, not fork: a forked child inherits the parent's tokenizers/torch threads.
                 ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
                     futures = {
                         pool.submit(_run_unit, fn, units[j], phase_dir / f"unit-{j:05d}", keys[j])
                         for j in todo
@@ -208,7 +220,7 @@ class StageContext:
         )
         if self.is_main:
             write_manifest(self.output_dir, manifest)
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            finish_cleanup(self.output_dir)
         return manifest
 
 
@@ -226,12 +238,35 @@ def _unit_done(part: Path, key: str) -> dict | None:
         if record.get("key") != key:
             return None
         for f in record["files"]:
-            path = part / f["name"]
+            path = inside(part, f["name"], where=str(done))
             if path.stat().st_size != f["bytes"] or file_sha256(path) != f["sha256"]:
                 return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, MlmctlError):
         return None
     return record
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a SIGKILLed runner must not leave its workers (and, through them, the
+    multiprocessing resource tracker, which exits when its last client does) running on."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            armed = ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL)) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the signal was armed
+    if not armed:  # elsewhere: watch the parent's pid
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="mlmctl-parent-watch").start()
 
 
 def _run_unit(fn: Callable, unit: Any, part: Path, key: str) -> None:
@@ -249,6 +284,24 @@ def _run_unit(fn: Callable, unit: Any, part: Path, key: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # The runner
+
+# What a stage may write outside `.work/` besides the files its manifest names (fnmatch globs,
+# `*` crosses folders): with the directory's proof of ownership these are "ours", and --force or
+# --rebuild may delete them (outdir.survey). A stage module may set `WRITES` to replace its entry.
+_SHARDS = ("train/shard-*", "validation/shard-*")
+STAGE_WRITES = {
+    "clean": (*_SHARDS, "stats.json"),
+    "tokenize": (*_SHARDS, "pretokenizer.json"),
+    "build-vocab": (*_SHARDS, "train/*_offsets.bin", "validation/*_offsets.bin", "tokenizer.json", "vocab.txt",
+                    "tokenizer_config.json", "special_tokens_map.json", "stats.json"),
+    "pretrain": ("checkpoints/*", "final/*", "metrics.jsonl"),
+    "finetune": ("checkpoints/*", "best/*", "metrics.jsonl"),
+    "eval": ("eval.json", "predictions.jsonl"),
+    "demo-task": ("train.tsv", "dev.tsv", "test.tsv"),
+}
+# Stages whose replaced output is moved aside (`RUN.replaced-<UTC time>/`), never deleted: it cost
+# hours of compute, and a Makefile's --rebuild must not silently throw it away.
+KEEP_REPLACED = {"pretrain"}
 
 
 def run_stage(
@@ -274,6 +327,9 @@ def run_stage(
         return 0
     if opts.workers < 1:
         raise MlmctlError(f"{stage}: --workers must be at least 1, got {opts.workers}")
+    if opts.force and opts.rebuild:
+        raise MlmctlError(f"{stage}: --force and --rebuild exclude each other; --rebuild keeps the old output "
+                          f"until the new one is finished, --force deletes it first")
 
     input_dir, input_manifest = None, None
     if module.INPUT_STAGE:
@@ -282,44 +338,131 @@ def run_stage(
         input_hash = manifest_hash(input_dir)
     else:
         input_hash = module.input_fingerprint(cfg)
-    chash = config_hash(cfg)
-    out = Path(cfg.output)
+    job = _Job(module, stage, cfg, Path(cfg.output), config_hash(cfg), input_hash, opts,
+               getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)))
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-
-    if rank == 0:
-        state = _output_state(stage, out, cfg, chash, input_hash, opts)
-    else:
-        # Rank 0 alone inspects and prepares the output (it may be creating or clearing it right
-        # now); the other ranks only need to know whether there is nothing to do.
-        state = "follower"
-        if not opts.force and (out / MANIFEST).exists():
-            try:
-                old = read_manifest(out, reader=stage, verify=False)
-                if old.stage == stage and old.config_hash == chash and old.input_hash == input_hash:
-                    state = "up-to-date"
-            except MlmctlError:
-                pass
-    if state == "up-to-date":
-        if rank == 0:
-            log(stage, f"{out} is up to date (same config and input); nothing to do. Use --force to rebuild.")
-        return 0
-    if rank == 0:
-        _prepare_output(out, state, chash, input_hash)
-        if state == "resume":
-            log(stage, f"resuming the unfinished run in {out}")
-    ctx = StageContext(
-        stage=stage, cfg=cfg, input_dir=input_dir, output_dir=out, input_manifest=input_manifest,
-        input_hash=input_hash, config_hash=chash, opts=opts, rank=rank, world_size=world,
-    )
-    summary = module.run(ctx)
-    if summary is not None and rank == 0 and not opts.quiet:
-        elapsed = time.monotonic() - ctx.started
-        rows = dict(summary)
-        rows.setdefault("time", f"{elapsed:.1f} s")
-        rows.setdefault("output", str(out))
-        print_summary(f"mlmctl {stage}", rows)
+    if rank != 0:
+        # Rank 0 alone inspects, locks and prepares the output; the others only need to know
+        # whether there is nothing to do, and where rank 0 builds.
+        target = job.follower_target()
+        return 0 if target is None else job.execute(target, input_dir, input_manifest, rank, world)
+    try:
+        recover_rebuild(job.out)
+        with contextlib.ExitStack() as held:
+            fanout = opts.task is not None  # other tasks may be writing next to us: share, keep theirs
+            held.enter_context(DirLock(job.out, stage, shared=fanout))
+            if not fanout:
+                remove_temporaries(job.out)
+            state = _output_state(job, job.out)
+            job.tidy_siblings(state)
+            if state == "up-to-date":
+                finish_cleanup(job.out)  # a kill during the last cleanup may have left .work/
+                _touch_if_older(job.out, config_path, cfg)
+                log(stage, f"{job.out} is up to date (same config and input); nothing to do")
+                return 0
+            target = job.out
+            if state == "replace":
+                target = rebuild_dir(job.out)
+                held.enter_context(DirLock(target, stage, shared=fanout))
+                if not fanout:
+                    remove_temporaries(target)
+                state = _output_state(job, target)
+                state = "rebuild" if state == "replace" else state  # a damaged replacement: start it over
+            if state != "up-to-date":  # up to date here: a finished replacement whose swap was cut short
+                _prepare_output(job, target, state)
+                if state == "resume":
+                    log(stage, f"resuming the unfinished run in {target}")
+                    job.opts = dc_replace(job.opts, resume=True) if opts.rebuild else job.opts
+                job.execute(target, input_dir, input_manifest, rank, world)
+            if target != job.out and (target / MANIFEST).exists():
+                job.swap_in(target)
+    except DiskFullError as e:
+        if str(e).startswith(f"{stage}:"):
+            raise
+        raise DiskFullError(f"{stage}: {e}") from None
     return 0
+
+
+@dataclass
+class _Job:
+    """One stage run's fixed facts, and the steps that need several of them."""
+
+    module: ModuleType
+    stage: str
+    cfg: Any
+    out: Path
+    config_hash: str
+    input_hash: str | None
+    opts: RunOptions
+    writes: tuple[str, ...]
+
+    def matches(self, m: Manifest | dict | None) -> bool:
+        if isinstance(m, Manifest):
+            return m.config_hash == self.config_hash and m.input_hash == self.input_hash
+        return bool(m) and m.get("config_hash") == self.config_hash and m.get("input_hash") == self.input_hash
+
+    def finished(self, directory: Path) -> Manifest | None:
+        try:
+            return read_manifest(directory, self.stage, reader=self.stage, verify=False)
+        except MlmctlError:
+            return None
+
+    def follower_target(self) -> Path | None:
+        old = None if self.opts.force else self.finished(self.out)
+        if old is not None and self.matches(old):
+            return None
+        return rebuild_dir(self.out) if old is not None and self.opts.rebuild else self.out
+
+    def execute(self, target: Path, input_dir, input_manifest, rank: int, world: int) -> int:
+        ctx = StageContext(
+            stage=self.stage, cfg=self.cfg, input_dir=input_dir, output_dir=target, input_manifest=input_manifest,
+            input_hash=self.input_hash, config_hash=self.config_hash, opts=self.opts, rank=rank, world_size=world,
+        )
+        try:
+            summary = self.module.run(ctx)
+        except Exception as e:
+            if rank == 0 and self.opts.task is None:  # an exclusive lock: every temporary is a dead one
+                remove_temporaries(target)
+            if not isinstance(e, MlmctlError) and (err := disk_error(e, target)) is not None:
+                raise DiskFullError(f"{self.stage}: {err}") from None
+            raise
+        if summary is not None and rank == 0 and not self.opts.quiet:
+            rows = dict(summary)
+            rows.setdefault("time", f"{time.monotonic() - ctx.started:.1f} s")
+            rows.setdefault("output", str(self.out))
+            print_summary(f"mlmctl {self.stage}", rows)
+        return 0
+
+    def swap_in(self, target: Path) -> None:
+        """Exchange the finished replacement with the old output, then drop (or keep) the old."""
+        exchange(self.out, target)
+        fsync_dir(self.out.parent)
+        self.dispose(target)
+
+    def tidy_siblings(self, state: str) -> None:
+        """Old outputs left beside `out` by a swap cut short: drop (or keep) them."""
+        for sibling in (rebuild_dir(self.out), old_dir(self.out)):
+            old = self.finished(sibling) if sibling.is_dir() else None
+            if old is not None and (not self.matches(old) or state == "up-to-date"):
+                self.dispose(sibling)
+
+    def dispose(self, old: Path) -> None:
+        if self.stage in KEEP_REPLACED:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            kept = self.out.with_name(f"{self.out.name}.replaced-{stamp}")
+            os.rename(old, kept)
+            (kept / LOCK_FILE).unlink(missing_ok=True)  # ours, held by this run: not part of the run
+            log(self.stage, f"the previous run, built from another config or input, was moved to {kept}")
+            return
+        found = survey(old, self.stage, self.writes)
+        delete_ours(old, found)
+        if found.foreign:
+            log(self.stage, f"left {old} in place: it holds files mlmctl did not write ({', '.join(found.foreign[:3])})")
+        else:
+            (old / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                old.rmdir()
 
 
 def _input_set(cls: type, inputs: list[str], stage: str) -> str:
@@ -335,81 +478,101 @@ def _input_set(cls: type, inputs: list[str], stage: str) -> str:
     return f"input={json.dumps(inputs[0])}"
 
 
-def _output_state(stage: str, out: Path, cfg: Any, chash: str, ihash: str | None, opts: RunOptions) -> str:
-    """'fresh', 'resume', 'rebuild' or 'up-to-date'; raises when the directory must not be touched."""
+def _output_state(job: _Job, out: Path) -> str:
+    """'fresh', 'resume', 'rebuild' (clear ours, then run), 'replace' (build beside, then swap) or
+    'up-to-date'; raises when the directory must not be touched."""
+    stage, opts = job.stage, job.opts
     if out.exists() and not out.is_dir():
         raise MlmctlError(f"{stage}: output {out} exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
+    if is_empty(out):
         return "fresh"
     if (out / MANIFEST).exists():
-        try:
-            old = read_manifest(out, reader=stage, verify=False)
-        except MlmctlError:
-            old = None
-        if old is not None and old.stage != stage:
-            raise MlmctlError(
-                f"{stage}: output {out} holds the output of stage '{old.stage}'; choose another --output"
-            )
-        if opts.force:
-            return "rebuild"
-        if old is None:
-            raise MlmctlError(f"{stage}: {out / MANIFEST} is damaged; rerun with --force to rebuild {out}")
-        if old.config_hash == chash and old.input_hash == ihash:
-            try:
-                verify_files(out, old, reader=stage, full=False)
-            except MlmctlError as e:
-                raise MlmctlError(f"{e} (output of an earlier run)") from None
-            return "up-to-date"
-        why = []
-        if old.config_hash != chash:
-            changed = diff_keys(old.config, config_to_dict(cfg))
-            why.append("a different config" + (f" (changed: {', '.join(changed[:6])})" if changed else ""))
-        if old.input_hash != ihash:
-            why.append("a different input")
-        raise MlmctlError(f"{stage}: {out} was built from {' and '.join(why)}; rerun with --force to rebuild it")
-    run_file = out / WORK / RUN_FILE
-    if run_file.exists() and not _holds_work(out):
-        return "rebuild"  # an earlier run stopped (a config error, say) before writing anything
-    if run_file.exists():
-        try:
-            run = json.loads(run_file.read_text())
-        except ValueError:
-            run = {}
-        if run.get("config_hash") == chash and run.get("input_hash") == ihash:
-            return "rebuild" if opts.force else "resume"
-        if opts.force:
-            return "rebuild"
-        raise MlmctlError(
-            f"{stage}: {out} holds an unfinished run of a different config or input; "
-            f"rerun with --force to discard it"
-        )
+        return _finished_state(job, out)
+    marker = read_marker(out)
+    if marker is None:
+        survey(out, stage, job.writes).refuse(stage, out)  # names what is there
+        return "fresh"  # only temporaries of ours were there: nothing to keep
+    if job.matches(marker):
+        return "rebuild" if opts.force else "resume"
+    if opts.force or opts.rebuild or not _holds_work(out):
+        return "rebuild"  # (without work: an earlier run stopped, a config error say, before writing)
     raise MlmctlError(
-        f"{stage}: output {out} is not empty and is not an mlmctl stage directory; "
-        f"choose another --output or remove it"
+        f"{stage}: {out} holds an unfinished run of a different config or input; "
+        f"rerun with --rebuild (or --force) to discard it"
+    )
+
+
+def _finished_state(job: _Job, out: Path) -> str:
+    stage, opts = job.stage, job.opts
+    try:
+        old = read_manifest(out, reader=stage, verify=False)
+    except MlmctlError:
+        old = None
+    if old is not None and old.stage != stage:
+        raise MlmctlError(f"{stage}: output {out} holds the output of stage '{old.stage}'; choose another --output")
+    if old is None:
+        raise MlmctlError(
+            f"{stage}: {out / MANIFEST} is not an mlmctl manifest (or is damaged), so mlmctl will not touch "
+            f"{out}, even with --force: choose another --output, or remove it yourself"
+        )
+    if opts.force:
+        return "rebuild"
+    if job.matches(old):
+        try:
+            verify_files(out, old, reader=stage, full=False)
+        except MlmctlError as e:
+            if opts.rebuild:
+                return "replace"
+            raise MlmctlError(f"{e} (output of an earlier run)") from None
+        return "up-to-date"
+    if opts.rebuild:
+        survey(out, stage, job.writes).refuse(stage, out)  # the old output must be ours to replace
+        return "replace"
+    why = []
+    if old.config_hash != job.config_hash:
+        changed = diff_keys(old.config, config_to_dict(job.cfg))
+        why.append("a different config" + (f" (changed: {', '.join(changed[:6])})" if changed else ""))
+    if old.input_hash != job.input_hash:
+        why.append("a different input")
+    raise MlmctlError(
+        f"{stage}: {out} was built from {' and '.join(why)}; rerun with --rebuild to replace it "
+        f"once the new output is complete (or --force to delete it first)"
     )
 
 
 def _holds_work(out: Path) -> bool:
-    """Whether an unfinished output directory holds any file besides the run marker."""
-    marker = out / WORK / RUN_FILE
-    return any(p.is_file() and p != marker for p in out.rglob("*"))
+    """Whether an unfinished output directory holds any file besides the run marker and lock."""
+    skip = {out / WORK / RUN_FILE, out / LOCK_FILE}
+    return any(p.is_file() and p not in skip for p in out.rglob("*"))
 
 
-def _prepare_output(out: Path, state: str, chash: str, ihash: str | None) -> None:
+def _prepare_output(job: _Job, out: Path, state: str) -> None:
+    if state == "rebuild":
+        found = survey(out, job.stage, job.writes)
+        found.refuse(job.stage, out)  # before anything is written or deleted
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
     # Mark the directory as ours (and say for which config) before anything is removed, so that a
     # run killed while clearing it is still recognised, and resumed or cleared, next time.
-    atomic_write_json(work / RUN_FILE, {"config_hash": chash, "input_hash": ihash, "version": __version__})
+    atomic_write_json(work / RUN_FILE, {"stage": job.stage, "config_hash": job.config_hash,
+                                        "input_hash": job.input_hash, "version": __version__})
     if state == "rebuild":
-        (out / MANIFEST).unlink(missing_ok=True)
-        for child in out.iterdir():
-            if child.name == WORK:
-                for sub in child.iterdir():
-                    if sub.name != RUN_FILE:
-                        shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
-            elif child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        found.ours = [p for p in found.ours if p != work / RUN_FILE]
+        delete_ours(out, found)
 
+
+def _touch_if_older(out: Path, config_path: str | Path | None, cfg: Any) -> None:
+    """Bump manifest.json's mtime when a file it was made from is newer (a comment edited in the
+    config, say), so that make, which compares mtimes, stops rerunning this up-to-date recipe."""
+    manifest = out / MANIFEST
+    sources = [Path(config_path)] if config_path else []
+    inp = getattr(cfg, "input", None)
+    if isinstance(inp, str) and inp:
+        # The input's manifest: a stage directory, or a model directory inside a run.
+        sources += [Path(inp) / MANIFEST, Path(inp).parent / MANIFEST]
+    try:
+        mtime = manifest.stat().st_mtime
+        if any(p.is_file() and p.stat().st_mtime > mtime for p in sources):
+            os.utime(manifest)
+    except OSError:
+        pass  # a read-only output stays as it is; make will ask again, harmlessly

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole chain, clean -> eval, with one config set (configs/demo or configs/smoke), then a summary.
 # Usage: CONFIGS=configs/demo WORKERS=2 MLMCTL=mlmctl bash scripts/chain.sh
-# Every stage is rerun-safe: a second run finds each output up to date and only prints the summary.
+# Every stage runs with --rebuild: a second run finds each output up to date and only prints the
+# summary; after a config edit exactly the stages it affects are rebuilt (see docs/pipeline.md).
 set -euo pipefail
 MLMCTL=${MLMCTL:-mlmctl}
 CONFIGS=${CONFIGS:-configs/demo}
@@ -10,7 +11,7 @@ name=$(basename "$CONFIGS")
 D=data/$name
 R=runs/$name
 C=$CONFIGS
-m() { echo "+ mlmctl $*" >&2; "$MLMCTL" "$@"; }
+m() { echo "+ mlmctl $* --rebuild" >&2; "$MLMCTL" "$@" --rebuild; }
 
 m clean       -c "$C/clean.yaml"       --output "$D/clean"  --workers "$WORKERS"
 m tokenize    -c "$C/tokenize.yaml"    --input "$D/clean"  --output "$D/tokens" --workers "$WORKERS"

@@ -37,6 +37,10 @@ def _upper(unit, part: Path) -> dict:
     crash_at = os.environ.get("TOY_CRASH_AT")
     if crash_at and Path(path).name == crash_at:
         raise RuntimeError("simulated crash")
+    if os.environ.get("TOY_SLEEP"):  # a slow unit, for tests that kill a run in flight
+        import time
+
+        time.sleep(float(os.environ["TOY_SLEEP"]))
     lines = Path(path).read_text().splitlines()
     with ShardWriter(part, "train", ".txt.gz", max_bytes=max_bytes, compresslevel=1) as w:
         for line in lines:

@@ -1,0 +1,90 @@
+"""SIGKILL a data stage (`--workers 2`) at seeded random moments, rerun: byte-identical output to an
+uninterrupted run, no process left behind, no temporary file left over."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MLMCTL = Path(sys.executable).parent / "mlmctl"
+STAGES = [  # (stage, config in configs/smoke, input made by the previous entry)
+    ("clean", "clean.yaml", None),
+    ("tokenize", "tokenize.yaml", "clean"),
+    ("build-vocab", "build-vocab.yaml", "tokenize"),
+]
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+
+
+def _args(tmp: Path, stage: str, config: str, upstream: str | None, out: Path) -> list[str]:
+    args = [str(MLMCTL), stage, "-c", str(tmp / config), "--output", str(out), "--workers", "2"]
+    return args + (["--input", str(tmp / "ref" / upstream)] if upstream else [])
+
+
+def _session_alive(sid: int) -> list[int]:
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _shards(out: Path) -> list[tuple[str, str]]:
+    m = json.loads((out / "manifest.json").read_text())
+    return [(s["name"], s["sha256"]) for s in m["shards"] + m["files"]]
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    """Configs (a smaller clean) and uninterrupted reference outputs with their run times."""
+    tmp = tmp_path_factory.mktemp("kill")
+    for _, name, _ in STAGES:
+        cfg = yaml.safe_load((ROOT / "configs" / "smoke" / name).read_text())
+        if name == "clean.yaml":
+            cfg["python_docs"]["max_documents"] = 400
+        (tmp / name).write_text(yaml.safe_dump(cfg))
+    seconds = {}
+    for stage, config, upstream in STAGES:
+        start = time.monotonic()
+        subprocess.run(_args(tmp, stage, config, upstream, tmp / "ref" / stage), check=True, capture_output=True)
+        seconds[stage] = time.monotonic() - start
+    return tmp, seconds
+
+
+@pytest.mark.parametrize("stage,config,upstream", STAGES, ids=[s[0] for s in STAGES])
+def test_kill_anywhere_then_rerun(refs, stage, config, upstream):
+    tmp, seconds = refs
+    out = tmp / f"killed-{stage}"
+    rng = random.Random(f"kill-{stage}")
+    for _ in range(3):
+        proc = subprocess.Popen(_args(tmp, stage, config, upstream, out), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(0.3, seconds[stage]))
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it finished first: the rerun must then say up to date
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _session_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _session_alive(proc.pid), "a process of the killed run survived"
+    subprocess.run(_args(tmp, stage, config, upstream, out), check=True, capture_output=True)
+    assert _shards(out) == _shards(tmp / "ref" / stage)
+    assert (out / "manifest.json").read_bytes() == (tmp / "ref" / stage / "manifest.json").read_bytes()
+    assert not (out / ".work").exists()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
