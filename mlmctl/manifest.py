@@ -127,7 +127,7 @@ def load_manifest_names(directory: str | Path, stage: str) -> set[str] | None:
     there is no such manifest (missing, not JSON, not ours, another stage, a name leading out)."""
     directory = Path(directory)
     try:
-        data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        data = safe_json.loads((directory / MANIFEST).read_bytes())
         if not isinstance(data, dict) or not isinstance(data.get("format"), int) or "config_hash" not in data:
             return None
         manifest = Manifest.from_dict(data)
