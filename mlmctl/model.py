@@ -102,9 +102,9 @@ class ModelConfig:
     def parameter_count(self) -> int:
         """Parameters of the encoder with MLM and NSP heads (the decoder is tied), from the
         shape alone: computed before anything is allocated."""
-        V, H, L, I = self.vocab_size, self.hidden_size, self.num_hidden_layers, self.intermediate_size
+        V, H, L, F = self.vocab_size, self.hidden_size, self.num_hidden_layers, self.intermediate_size
         emb = (V + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
-        layer = 4 * H * H + 4 * H + 2 * H * I + I + H + 4 * H
+        layer = 4 * H * H + 4 * H + 2 * H * F + F + H + 4 * H
         heads = H * H + H + 2 * H + V + H * H + H + 2 * H + 2
         return emb + L * layer + heads
 

@@ -140,7 +140,6 @@ def _hf_keys(model):
 
 
 def _read_weights(path: Path) -> dict:
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
