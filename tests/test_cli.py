@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_help_imports_no_heavy_modules():
     code = (
@@ -64,3 +68,52 @@ def test_debug_shows_traceback(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+STAGES = ["clean", "tokenize", "build-vocab", "pretrain", "finetune", "eval", "demo-task"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_has_a_runnable_example_and_a_valid_set_example(run_cli, stage, tmp_path):
+    import re
+    import shlex
+
+    code, out, _ = run_cli(stage, "-h")
+    assert code == 0 and "Examples:" in out
+    example = next(line.strip() for line in out.splitlines() if line.strip().startswith(f"mlmctl {stage} -c configs/"))
+    argv = shlex.split(example)[1:]
+    config = argv[argv.index("-c") + 1]
+    assert (ROOT / config).is_file()
+    sets = set(re.findall(r"--set ([a-z_.]+=\S+)", out))
+    assert len(sets) == 1  # the option help and the epilog show the same example
+    code, _, err = run_cli(stage, "-c", ROOT / config, "--set", sets.pop(), "--print-config")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("stage, offers", [("clean", True), ("tokenize", True), ("build-vocab", True),
+                                           ("pretrain", False), ("finetune", False), ("eval", False),
+                                           ("demo-task", False)])
+def test_a_stage_offers_only_the_options_it_honours(run_cli, stage, offers):
+    code, out, _ = run_cli(stage, "--help")
+    assert ("--workers" in out) == offers and ("--task" in out) == offers
+    if not offers:
+        assert run_cli(stage, "--task", "0/2")[0] == 2
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_print_config_without_c_is_a_starter_that_loads_back(run_cli, stage, tmp_path):
+    import importlib
+
+    from mlmctl.config import config_to_dict, load_config
+
+    code, out, err = run_cli(stage, "--print-config")
+    assert code == 0, err
+    starter = tmp_path / "starter.yaml"
+    starter.write_text(out)
+    code, again, err = run_cli(stage, "-c", starter, "--print-config")
+    assert code == 0, err
+    module = importlib.import_module(f"mlmctl.stages.{stage.replace('-', '_')}")
+    cfg = load_config(module.CONFIG, starter, ["output=elsewhere"])
+    assert config_to_dict(cfg)["output"] == "elsewhere"
+    values = lambda text: [x for x in text.splitlines() if not x.lstrip().startswith("#")]  # noqa: E731
+    assert values(again) == values(out)
