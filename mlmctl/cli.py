@@ -247,15 +247,21 @@ def inspect(
     impl.run(path)
 
 
-@app.command("report")
+@app.command("report", epilog="\b\nExamples:\n  mlmctl report --data data/demo --runs runs/demo   # a whole chain\n"
+             "  mlmctl report runs/demo/eval runs/exp2/eval     # these eval directories")
 def report(
-    data: Annotated[Path, typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = Path("data/demo"),
-    runs: Annotated[Path, typer.Option("--runs", metavar="DIR", help="The chain's runs directory (pretrain, finetune-*, eval-*).")] = Path("runs/demo"),
+    dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="[DIR]...", help="Eval directories (or directories holding them) to score.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = None,
+    runs: Annotated[Optional[Path], typer.Option("--runs", metavar="DIR", help="The chain's runs directory: its pretrain run and every eval.json under it.")] = None,
+    debug: DebugOpt = False,
 ) -> None:
-    """Sum up a whole chain: corpus, vocabulary, pretraining, and downstream scores against baselines."""
+    """Sum up a chain: corpus, vocabulary, pretraining, and downstream scores against baselines
+    (data/demo and runs/demo when nothing is given)."""
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
     from mlmctl import report as impl
 
-    impl.run(data, runs)
+    impl.run(list(dirs or []), data, runs)
 
 
 def main(argv: list[str] | None = None) -> int:
