@@ -74,6 +74,7 @@ class Progress:
         self.start = time.monotonic()
         self.every = float(os.environ.get("MLMCTL_LOG_EVERY", "10"))
         self.last = self.start
+        self.logged = initial  # the count of the last plain line: the final state is printed once
         self.postfix: dict[str, Any] = {}
         self.bar = None
         if self.enabled and is_tty():
@@ -100,7 +101,7 @@ class Progress:
             return
         now = time.monotonic()
         if now - self.last >= self.every:
-            self.last = now
+            self.last, self.logged = now, self.n
             log(self.desc, self._line(now))
 
     def _line(self, now: float) -> str:
@@ -120,7 +121,7 @@ class Progress:
             if self.bar in _bars:
                 _bars.remove(self.bar)
             self.bar = None
-        elif self.enabled and self.n > self.initial and time.monotonic() - self.start >= self.every:
+        elif self.enabled and self.n > self.logged and time.monotonic() - self.start >= self.every:
             log(self.desc, self._line(time.monotonic()))
 
     def __enter__(self) -> Progress:

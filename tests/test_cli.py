@@ -117,3 +117,33 @@ def test_print_config_without_c_is_a_starter_that_loads_back(run_cli, stage, tmp
     assert config_to_dict(cfg)["output"] == "elsewhere"
     values = lambda text: [x for x in text.splitlines() if not x.lstrip().startswith("#")]  # noqa: E731
     assert values(again) == values(out)
+
+
+def test_logs_off_a_terminal_are_timestamped_unpadded_and_ignore_columns(tmp_path):
+    import os
+    import re
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(4):
+        (raw / f"f{i}.txt").write_text("".join(f"This is paragraph {j} of the file number {i}, written as plain "
+                                               f"prose with enough words to pass the filters.\n\n" for j in range(6)))
+
+    outs = []
+    for i, columns in enumerate((None, "40")):
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        env["MLMCTL_LOG_EVERY"] = "0"  # a progress line for every update
+        if columns:
+            env["COLUMNS"] = columns
+        r = subprocess.run([sys.executable, "-m", "mlmctl", "clean", "--input", str(raw), "--output",
+                            str(tmp_path / f"c{i}")], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        for line in (r.stdout + r.stderr).splitlines():
+            assert line == line.rstrip(), repr(line)
+        for line in r.stderr.splitlines():
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[clean\] ", line), line
+        assert re.search(r"\d+/\d+ inputs \(\d+%\), [\d.]+ inputs/s, elapsed \d\d:\d\d, ETA \d\d:\d\d", r.stderr)
+        table = r.stdout.splitlines()
+        assert table[0] == "mlmctl clean" and all(re.fullmatch(r"\| [^|]+ \| [^|]* \|", x) for x in table[1:])
+        outs.append([x for x in table if not x.startswith(("| time ", "| output "))])
+    assert outs[0] == outs[1]

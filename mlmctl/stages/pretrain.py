@@ -531,7 +531,7 @@ def run(ctx) -> dict:
             row = None
             if step % cfg.log_every == 0 or step == total_steps:
                 row = {"step": step, "tokens": tokens_seen, "loss": step_loss, "lr": lr, "grad_norm": norm,
-                       "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": round(train_s, 3)}
+                       "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s}
             if (cfg.validation.every and step % cfg.validation.every == 0) or step == total_steps:
                 last_val = validate()
                 if last_val is not None:
@@ -561,7 +561,7 @@ def run(ctx) -> dict:
         summary["val loss"] = f"{last_val['val_loss']:.4f}"
         summary["val ppl"] = f"{last_val['val_ppl']:.1f}"
     extra = {"steps": step, "tokens": tokens_seen, "vocab_size": vocab_size,
-             "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": round(train_s, 3),
+             "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s,
              "tokenizer_sha256": corpus["tokenizer_sha256"], "architectures": [architectures],
              "final_loss": losses[-1] if losses else None, **(last_val or {})}
     ctx.finish([], files, extra)

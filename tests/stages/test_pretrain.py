@@ -367,3 +367,21 @@ def test_ddp_two_processes_match_one(tmp_path, vocab_dir):
     # only rank 0 wrote: one set of checkpoints, one manifest, a loadable final model
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
     assert (two / "manifest.json").exists() and (two / "final" / "model.safetensors").exists()
+
+
+def test_one_tokens_per_s_everywhere_and_timed_metrics(tmp_path, run_cli, vocab_dir):
+    from mlmctl.progress import tokens_per_s
+
+    out = tmp_path / "run"
+    code, stdout, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=4", "--set", "validation.every=2")
+    assert code == 0, err
+    rows = metrics(out)
+    assert all(isinstance(r["time"], float) and r["time"] > 1e9 and r["elapsed_s"] >= 0 for r in rows)
+    last = [r for r in rows if "tokens_per_s" in r][-1]
+    figure = tokens_per_s(last["tokens"], last["train_s"])
+    assert last["tokens_per_s"] == figure > 0
+    assert f"| tokens/s | {figure} |" in stdout  # the summary (not a terminal: Markdown-style rows)
+    assert json.loads((out / "manifest.json").read_text())["extra"]["tokens_per_s"] == figure
+    code, report, err = run_cli("report", "--runs", tmp_path)
+    assert code == 0, err
+    assert f"{figure} tokens/s" in report
