@@ -81,21 +81,6 @@ def summary_rows(data: Path | None, runs: Path | None,
     if runs is not None:
         rows += _pretrain_rows(_find_pretrain(runs))
     table: list[tuple[str, str, str]] = []
-    task = _extra(data / "task") if data is not None else {}
-    if task:
-        counts = task.get("counts", {})
-        test = counts.get("test", {})
-        rows.append((
-            "downstream task",
-            f"{len(task.get('labels', []))} classes ({', '.join(task.get('labels', []))}); "
-            f"{sum(counts.get('train', {}).values())} train / {sum(test.values())} test examples",
-        ))
-        if "majority_test_accuracy" in task:
-            table.append((
-                "majority class",
-                f"{task['majority_test_accuracy']:.3f}",
-                f"{_majority_macro_f1(test, task.get('majority_label', '')):.3f}",
-            ))
     scored = False
     for d in evals:
         ev = _load(d / EVAL_JSON) or {}
@@ -110,6 +95,21 @@ def summary_rows(data: Path | None, runs: Path | None,
             scored = True
     if not scored:
         table.append(("classifier (no eval.json found)", "missing", "missing"))
+    task = _extra(data / "task") if data is not None else {}
+    if task:
+        counts = task.get("counts", {})
+        test = counts.get("test", {})
+        rows.append((
+            "downstream task",
+            f"{len(task.get('labels', []))} classes ({', '.join(task.get('labels', []))}); "
+            f"{sum(counts.get('train', {}).values())} train / {sum(test.values())} test examples",
+        ))
+        if "majority_test_accuracy" in task:
+            table.insert(0, (
+                "majority class",
+                f"{task['majority_test_accuracy']:.3f}",
+                f"{_majority_macro_f1(test, task.get('majority_label', '')):.3f}",
+            ))
     return rows, table
 
 
