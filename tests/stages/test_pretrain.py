@@ -291,7 +291,8 @@ def _rerun_matches(reference: Path, cmd: list[str], out: Path) -> None:
 
 
 @pytest.mark.parametrize("sig, step", [
-    (signal.SIGTERM, 5),
+    # Quick-suite coverage of a signal is finetune's (same shared code); these run with the slow tests.
+    pytest.param(signal.SIGTERM, 5, marks=pytest.mark.slow),
     pytest.param(signal.SIGINT, 12, marks=pytest.mark.slow),
     pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow),
 ])
