@@ -9,6 +9,11 @@ config.json, model.safetensors, tokenizer files, loadable by `transformers` as i
   each file's size, so that a resume can refuse a checkpoint of a different model or data.
 The whole directory is built under a temporary name and renamed into place, so a killed save
 leaves either the previous checkpoint set or the new one, never a half-written `step-*`.
+
+pretrain and finetune share the rest of the machinery here: `StopSignals` turns SIGINT/SIGTERM
+into "checkpoint at the next step boundary, then exit 130/143", `capture_rng`/`restore_rng` carry
+every rank's RNG, `find_resume` picks the checkpoint a rerun of the same command continues from,
+and `trim_metrics` drops metric lines a resumed run will write again.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
 
-from mlmctl.errors import MlmctlError
+from mlmctl.errors import Interrupted, MlmctlError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -32,7 +39,7 @@ def step_dir_name(step: int) -> str:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, state: dict, meta: dict, *, tokenizer_dir,
-                    architectures, keep_last: int) -> Path:
+                    architectures, keep_last: int, extra_config: dict | None = None) -> Path:
     """Write checkpoint `step` (model dir + trainer state + meta), then drop all but the last
     `keep_last` checkpoints. Returns its path."""
     import torch
@@ -48,7 +55,8 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict, meta: dict, *,
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     try:
-        save_model_dir(model, tmp, tokenizer_dir=tokenizer_dir, architectures=architectures)
+        save_model_dir(model, tmp, tokenizer_dir=tokenizer_dir, architectures=architectures,
+                       extra_config=extra_config)
         with open(tmp / STATE_FILE, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -99,7 +107,7 @@ def latest_valid(run_dir: Path) -> Path | None:
     return None
 
 
-def load_trainer_state(ckpt: Path) -> dict:
+def load_trainer_state(ckpt: Path, stage: str = "pretrain") -> dict:
     import pickle
 
     import torch
@@ -107,10 +115,11 @@ def load_trainer_state(ckpt: Path) -> dict:
     try:
         return torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise MlmctlError(f"pretrain: cannot read {Path(ckpt) / STATE_FILE} ({e}); resume from another checkpoint") from None
+        raise MlmctlError(f"{stage}: cannot read {Path(ckpt) / STATE_FILE} ({e}); delete {ckpt} to continue "
+                          f"from the checkpoint before it") from None
 
 
-def check_compatible(meta: dict, expect: dict, ckpt: Path) -> None:
+def check_compatible(meta: dict, expect: dict, ckpt: Path, stage: str = "pretrain") -> None:
     """Refuse a checkpoint whose model or data settings differ from this run's."""
     diffs = []
     for section in ("model", "data"):
@@ -121,6 +130,127 @@ def check_compatible(meta: dict, expect: dict, ckpt: Path) -> None:
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise MlmctlError(
-            f"pretrain: checkpoint {ckpt} was trained with different settings ({shown}); "
-            f"use the matching config, or start a new run without --resume"
+            f"{stage}: checkpoint {ckpt} was trained with different settings ({shown}); "
+            f"use the matching config, or start over with --force"
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming: which checkpoint, RNG, metric lines
+
+
+def find_resume(stage: str, run_dir: Path, opts, log) -> Path | None:
+    """The checkpoint this run continues from, or None for a start at step 0.
+
+    The stage runner lets a run reach here with checkpoints present only when the unfinished
+    run was of the same config and input (else it asks for --force), so rerunning the same
+    command continues from the newest valid checkpoint; `--resume` is an accepted alias of
+    that and `--resume-from DIR` picks a checkpoint (of any run) explicitly."""
+    if getattr(opts, "resume_from", None):
+        p = Path(opts.resume_from)
+        if read_meta(p) is None:
+            raise MlmctlError(f"{stage}: --resume-from {p} is not a complete checkpoint directory "
+                              f"(expected RUN/checkpoints/step-NNNNNN with {META_FILE})")
+        return p
+    latest = latest_valid(run_dir)
+    if latest is None and list_checkpoints(run_dir):
+        log(f"no complete checkpoint in {run_dir / CHECKPOINTS} (the last save was cut short); starting from step 0")
+    elif latest is None and getattr(opts, "resume", False):
+        log(f"--resume: no checkpoint in {run_dir}; starting from step 0")
+    return latest
+
+
+def capture_rng(device) -> dict:
+    """This process's torch RNG state (CPU, and CUDA when training there)."""
+    import torch
+
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def gather_rng(device, world: int) -> list[dict]:
+    """Every rank's RNG state, in rank order (a collective under torchrun: all ranks call it)."""
+    state = capture_rng(device)
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    states = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng(states: list, rank: int, world: int, device, reseed: int, log) -> None:
+    """Continue this rank's dropout stream; with another world size, reseed deterministically."""
+    import torch
+
+    if len(states) == world:
+        torch.set_rng_state(states[rank]["cpu"])
+        if device.type == "cuda" and states[rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(states[rank]["cuda"], device)
+    else:
+        torch.manual_seed(reseed + rank)
+        log(f"the checkpoint was written by {len(states)} processes, this run has {world}: dropout reseeded")
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep the metric lines up to `step` (-1: none); the resumed run writes the rest again."""
+    from mlmctl.shards import atomic_write_text
+
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a kill
+    atomic_write_text(path, "".join(keep))
+
+
+# ----------------------------------------------------------------------------------------------
+# Stopping on request
+
+
+class StopSignals:
+    """`with StopSignals() as stop:` ... `if stop.requested: save; raise stop.interrupted(...)`.
+
+    SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and CI runners send before a kill) only
+    set a flag, so the training loop stops at the next step boundary with a checkpoint rather
+    than dying mid-step. A second Ctrl-C stops at once (KeyboardInterrupt; the previous
+    checkpoint stays valid). Handlers can only be installed from the main thread; elsewhere
+    (a test calling `run` in a thread) this is a no-op."""
+
+    NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.NAMES:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    def interrupted(self, stage: str, step: int, ckpt: Path | None) -> Interrupted:
+        """The exception that ends the run: one line saying what happened and what to run."""
+        signum = self.signum or signal.SIGINT
+        where = f"saved checkpoint {ckpt}" if ckpt is not None else "no checkpoint to save yet"
+        return Interrupted(f"{stage} stopped by {self.NAMES.get(signum, signum)} after step {step} ({where}); "
+                           f"rerun the same command to continue from there", 128 + int(signum))

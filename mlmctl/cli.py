@@ -8,6 +8,7 @@ answers at once.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,36 +16,79 @@ from typing import Annotated, Optional
 import typer
 
 from mlmctl import __version__
-from mlmctl.errors import MlmctlError
+from mlmctl.errors import Interrupted, MlmctlError
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Pretrain masked-language models (BERT family) from raw text, one stage at a time.",
     epilog="Stages chain through directories: clean -> tokenize -> build-vocab -> pretrain -> "
-    "finetune -> eval. Each reads a YAML config (-c) and writes manifest.json last.",
+    "finetune -> eval. Each reads a YAML config (-c) and writes manifest.json last. "
+    "`mlmctl STAGE --print-config > STAGE.yaml` writes a starter config.",
 )
 
 _DEBUG = False
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", metavar="YAML", help="Stage YAML file (defaults if omitted).")]
-SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key: --set train.lr=3e-4 (repeatable).")
-]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="DIR", help="Input directory (sets `input`).")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", metavar="DIR", help="Output directory (sets `output`).")]
-PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config with comments and exit.")]
+PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config with comments and exit (without -c: a starter file).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Delete mlmctl's output in --output first, then rebuild it.")]
 RebuildOpt = Annotated[
     bool, typer.Option("--rebuild", help="Make-style: rebuild only if config or input changed; the old output stays until the new one is done.")
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-w", metavar="N", help="Worker processes for data stages.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", metavar="N", help="Worker processes.")]
 TaskOpt = Annotated[
     Optional[str], typer.Option("--task", metavar="I/N", help="Do only part I of N (0-based, e.g. 3/8); rerun without it to finish.")
 ]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Accepted for old scripts: rerunning the same command already continues.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+def _set_opt(example: str):
+    """The `--set` option, with an example that is valid for the stage it documents."""
+    return Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                       help=f"Override a config key, e.g. --set {example} (repeatable).")]
+
+
+# One runnable example per stage (the demo chain's paths); `--set` examples are real keys of
+# that stage (tests run each one through --print-config).
+SET_EXAMPLE = {
+    "clean": "validation_fraction=0.05",
+    "tokenize": "pretokenizer.lowercase=false",
+    "build_vocab": "vocab_size=16000",
+    "pretrain": "train.lr=3e-4",
+    "finetune": "epochs=5",
+    "eval": "batch_size=128",
+    "demo_task": "num_classes=3",
+}
+EXAMPLES = {
+    "clean": "mlmctl clean -c configs/demo/clean.yaml --workers 2",
+    "tokenize": "mlmctl tokenize -c configs/demo/tokenize.yaml --workers 2",
+    "build_vocab": "mlmctl build-vocab -c configs/demo/build-vocab.yaml",
+    "pretrain": "mlmctl pretrain -c configs/demo/pretrain.yaml",
+    "finetune": "mlmctl finetune -c configs/demo/finetune.yaml",
+    "eval": "mlmctl eval -c configs/demo/eval.yaml",
+    "demo_task": "mlmctl demo-task -c configs/demo/demo-task.yaml",
+}
+NOTES = {
+    "clean": "Fan out over machines: --task I/N per machine, then once without --task.",
+    "pretrain": "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues.",
+    "finetune": "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues.",
+}
+
+
+def _epilog(module: str) -> str:
+    # "\b" keeps click from re-wrapping the example lines into one paragraph.
+    lines = ["\b", "Examples:", f"  {EXAMPLES[module]}", f"  {EXAMPLES[module].split(' -c ')[0]} -c CONFIG.yaml "
+             f"--set {SET_EXAMPLE[module]}", f"  {EXAMPLES[module].split(' -c ')[0]} --print-config > my.yaml   "
+             f"# a starter config"]
+    if module in NOTES:
+        lines += ["", NOTES[module]]
+    return "\n".join(lines)
 
 
 def _version(value: bool) -> None:
@@ -62,7 +106,7 @@ def _root(
     pass
 
 
-def _run(stage: str, config, set_, input, output, print_config, force, workers, task, debug, rebuild=False,
+def _run(stage: str, config, set_, input, output, print_config, force, debug, workers=1, task=None, rebuild=False,
          **extra) -> None:
     global _DEBUG
     _DEBUG = _DEBUG or debug
@@ -72,82 +116,111 @@ def _run(stage: str, config, set_, input, output, print_config, force, workers, 
     from mlmctl.stage import RunOptions, run_stage
 
     module = importlib.import_module(f"mlmctl.stages.{stage}")
+    set_ = list(set_ or [])
+    if print_config and config is None:
+        # A starter file: defaults plus the few values a stage cannot default (e.g. how long to train).
+        set_ = [f"{k}={v}" for k, v in getattr(module, "STARTER", {}).items()] + set_
+        print(f"# Starter config for `mlmctl {module.STAGE}` (mlmctl {__version__}): set the paths, then run\n"
+              f"#   mlmctl {module.STAGE} -c THIS_FILE.yaml")
     opts = RunOptions(workers=workers, task=parse_task(task), force=force, debug=debug, rebuild=rebuild, **extra)
+    previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
     try:
         code = run_stage(module, config, set_, inputs=input, output=output, opts=opts, print_config=print_config)
-    except KeyboardInterrupt:
-        # Whatever was finished is kept (atomic writes); a rerun resumes from it.
-        print(f"mlmctl: {stage} interrupted; rerun the same command to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, _Terminated) as e:
+        # Training stages stop at a step boundary themselves (errors.Interrupted); this is any
+        # other stage, or a stop before training began. Finished work is kept (atomic writes,
+        # completed units) and a rerun of the same command continues from it.
+        name = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
+        print(f"mlmctl: {module.STAGE} stopped by {name}; finished parts are kept, rerun the same command to "
+              f"continue", file=sys.stderr)
+        raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if code:
         raise typer.Exit(code)
 
 
-def _stage_command(name: str, module: str, doc: str) -> None:
-    def command(
-        config: ConfigOpt = None,
-        set_: SetOpt = None,
-        input: InputOpt = None,
-        output: OutputOpt = None,
-        print_config: PrintOpt = False,
-        force: ForceOpt = False,
-        rebuild: RebuildOpt = False,
-        workers: WorkersOpt = 1,
-        task: TaskOpt = None,
-        debug: DebugOpt = False,
-    ) -> None:
-        _run(module, config, set_, input, output, print_config, force, workers, task, debug, rebuild)
-
-    command.__doc__ = doc
-    app.command(name)(command)
+class _Terminated(BaseException):
+    """SIGTERM outside a training loop: unwind (no traceback), like KeyboardInterrupt for SIGINT."""
 
 
-_stage_command(
-    "clean", "clean",
-    "Clean raw text (.txt, .jsonl, .gz, or the built-in corpus) into deduplicated document shards.",
-)
-_stage_command(
-    "tokenize", "tokenize",
-    "Split clean documents into sentences and pre-tokens (classic BERT corpus format).",
-)
-_stage_command(
-    "build-vocab", "build_vocab",
-    "Train a sub-word vocabulary and index the corpus into memory-mappable token ids.",
-)
+def _terminated(signum, frame) -> None:
+    raise _Terminated
 
 
-@app.command("pretrain")
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _command(name: str, module: str, doc: str):
+    return app.command(name, help=doc, epilog=_epilog(module))
+
+
+CleanSet, TokenizeSet, VocabSet = _set_opt(SET_EXAMPLE["clean"]), _set_opt(SET_EXAMPLE["tokenize"]), _set_opt(SET_EXAMPLE["build_vocab"])
+PretrainSet, FinetuneSet = _set_opt(SET_EXAMPLE["pretrain"]), _set_opt(SET_EXAMPLE["finetune"])
+EvalSet, TaskSet = _set_opt(SET_EXAMPLE["eval"]), _set_opt(SET_EXAMPLE["demo_task"])
+
+
+@_command("clean", "clean", "Clean raw text (.txt, .jsonl, .gz, or the built-in corpus) into deduplicated document shards.")
+def clean(config: ConfigOpt = None, set_: CleanSet = None, input: InputOpt = None, output: OutputOpt = None,
+          print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1, task: TaskOpt = None,
+          debug: DebugOpt = False) -> None:
+    _run("clean", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
+
+
+@_command("tokenize", "tokenize", "Split clean documents into sentences and pre-tokens (classic BERT corpus format).")
+def tokenize(config: ConfigOpt = None, set_: TokenizeSet = None, input: InputOpt = None, output: OutputOpt = None,
+             print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1, task: TaskOpt = None,
+             debug: DebugOpt = False) -> None:
+    _run("tokenize", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
+
+
+@_command("build-vocab", "build_vocab", "Train a sub-word vocabulary and index the corpus into memory-mappable token ids.")
+def build_vocab(config: ConfigOpt = None, set_: VocabSet = None, input: InputOpt = None, output: OutputOpt = None,
+                print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1,
+                task: TaskOpt = None, debug: DebugOpt = False) -> None:
+    _run("build_vocab", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
+
+
+@_command("pretrain", "pretrain", "Pretrain a BERT encoder with masked-language modelling (runs under torchrun too).")
 def pretrain(
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: PretrainSet = None,
     input: InputOpt = None,
     output: OutputOpt = None,
     print_config: PrintOpt = False,
-    force: ForceOpt = False,
-    rebuild: RebuildOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest valid checkpoint.")] = False,
+    force: ForceOpt = False, rebuild: RebuildOpt = False,
+    resume: ResumeOpt = False,
     resume_from: Annotated[
-        Optional[str], typer.Option("--resume-from", metavar="DIR", help="Continue from this checkpoint directory.")
+        Optional[str], typer.Option("--resume-from", metavar="DIR", help="Continue from this checkpoint directory (of any run).")
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Pretrain a BERT encoder with masked-language modelling (runs under torchrun too)."""
-    _run("pretrain", config, set_, input, output, print_config, force, 1, None, debug, rebuild,
+    _run("pretrain", config, set_, input, output, print_config, force, debug, rebuild=rebuild,
          resume=resume or resume_from is not None, resume_from=resume_from)
 
 
-_stage_command(
-    "finetune", "finetune",
-    "Fine-tune a pretrained (or randomly initialised) encoder for sequence classification.",
-)
-_stage_command(
-    "eval", "eval",
-    "Score a model: classifier metrics on a labelled file, or masked-LM perplexity on held-out text.",
-)
-_stage_command(
-    "demo-task", "demo_task",
-    "Build the demo classification task (which library a docstring comes from) from a clean directory.",
-)
+@_command("finetune", "finetune", "Fine-tune a pretrained (or randomly initialised) encoder for sequence classification.")
+def finetune(config: ConfigOpt = None, set_: FinetuneSet = None, input: InputOpt = None, output: OutputOpt = None,
+             print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, resume: ResumeOpt = False,
+             debug: DebugOpt = False) -> None:
+    _run("finetune", config, set_, input, output, print_config, force, debug, rebuild=rebuild, resume=resume)
+
+
+@_command("eval", "eval", "Score a model: classifier metrics on a labelled file, or masked-LM perplexity on held-out text.")
+def eval_(config: ConfigOpt = None, set_: EvalSet = None, input: InputOpt = None, output: OutputOpt = None,
+          print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, debug: DebugOpt = False) -> None:
+    _run("eval", config, set_, input, output, print_config, force, debug, rebuild=rebuild)
+
+
+@_command("demo-task", "demo_task",
+          "Build the demo classification task (which library a docstring comes from) from a clean directory.")
+def demo_task(config: ConfigOpt = None, set_: TaskSet = None, input: InputOpt = None, output: OutputOpt = None,
+              print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, debug: DebugOpt = False) -> None:
+    _run("demo_task", config, set_, input, output, print_config, force, debug, rebuild=rebuild)
 
 
 @app.command("fill-mask")
@@ -178,15 +251,21 @@ def inspect(
     impl.run(path)
 
 
-@app.command("report")
+@app.command("report", epilog="\b\nExamples:\n  mlmctl report --data data/demo --runs runs/demo   # a whole chain\n"
+             "  mlmctl report runs/demo/eval runs/exp2/eval     # these eval directories")
 def report(
-    data: Annotated[Path, typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = Path("data/demo"),
-    runs: Annotated[Path, typer.Option("--runs", metavar="DIR", help="The chain's runs directory (pretrain, finetune-*, eval-*).")] = Path("runs/demo"),
+    dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="[DIR]...", help="Eval directories (or directories holding them) to score.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = None,
+    runs: Annotated[Optional[Path], typer.Option("--runs", metavar="DIR", help="The chain's runs directory: its pretrain run and every eval.json under it.")] = None,
+    debug: DebugOpt = False,
 ) -> None:
-    """Sum up a whole chain: corpus, vocabulary, pretraining, and downstream scores against baselines."""
+    """Sum up a chain: corpus, vocabulary, pretraining, and downstream scores against baselines
+    (data/demo and runs/demo when nothing is given)."""
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
     from mlmctl import report as impl
 
-    impl.run(data, runs)
+    impl.run(list(dirs or []), data, runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Interrupted as e:
+        # Not an error: the run saved its state and stopped as asked (exit 128 + signal).
+        print(f"mlmctl: {e}", file=sys.stderr)
+        return e.exit_code
     except MlmctlError as e:
         if _DEBUG:
             raise
-        print(f"mlmctl: error: {e}", file=sys.stderr)
+        # Several problems (all the config errors of a file): one `mlmctl: error:` line each.
+        for line in getattr(e, "problems", None) or [str(e)]:
+            print(f"mlmctl: error: {line}", file=sys.stderr)
         return 1
     except (OSError, MemoryError) as e:
         # Disk full, permission denied, out of memory: the user's to fix, so one line, no traceback.

@@ -67,6 +67,18 @@ class FieldError(ConfigError):
         self.message = message
 
 
+class ConfigProblems(ConfigError):
+    """Several config errors of one file, all reported together (`problems`: one message each)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _problems(e: ConfigError) -> list[str]:
+    return list(getattr(e, "problems", None) or [str(e)])
+
+
 def yaml_key(f: dataclasses.Field) -> str:
     """The key users write for a field: its name, or `metadata={"key": ...}` for a Python keyword
     (`from_tokenizer: str | None = field(default=None, metadata={"key": "from"})`)."""
@@ -192,16 +204,27 @@ class _Loader:
         hints = typing.get_type_hints(cls)
         fields = {yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
         kwargs = {}
+        # Every key is checked and every problem collected, so that a file with several mistakes
+        # is fixed in one go; the cross-field checks run only once each value is valid.
+        problems: list[str] = []
         for key, value in data.items():
             path = f"{where}.{key}" if where else str(key)
-            if key not in fields:
-                raise self._fail(path, "unknown key" + self._suggest(str(key), fields, where))
-            name = fields[key].name
-            kwargs[name] = self._value(hints[name], value, path)
+            try:
+                if key not in fields:
+                    raise self._fail(path, "unknown key" + self._suggest(str(key), fields, where))
+                name = fields[key].name
+                kwargs[name] = self._value(hints[name], value, path)
+            except ConfigError as e:
+                problems += _problems(e)
         # Build absent nested groups here too, so that their own checks report the full key path.
         for key, f in fields.items():
-            if f.name not in kwargs and dataclasses.is_dataclass(hints[f.name]):
-                kwargs[f.name] = self._dataclass(hints[f.name], {}, f"{where}.{key}" if where else key)
+            if key not in data and dataclasses.is_dataclass(hints[f.name]):
+                try:
+                    kwargs[f.name] = self._dataclass(hints[f.name], {}, f"{where}.{key}" if where else key)
+                except ConfigError as e:
+                    problems += _problems(e)
+        if problems:
+            raise ConfigProblems(problems) if len(problems) > 1 else ConfigError(problems[0])
         try:
             return cls(**kwargs)
         except FieldError as e:

@@ -11,3 +11,11 @@ class ConfigError(MlmctlError):
 
 class InputError(MlmctlError):
     """An input directory or file that is missing, unfinished or damaged."""
+
+
+class Interrupted(MlmctlError):
+    """A run stopped on request (SIGINT/SIGTERM) after saving its state; `exit_code` is 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

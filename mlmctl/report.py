@@ -1,12 +1,16 @@
 """`mlmctl report`: one table that sums up a whole chain (what `make demo` ends with).
 
-Reads only what the stages wrote: manifests, `stats.json`, `metrics.jsonl` and `eval.json` files
-under the chain's data and runs directories, as laid out by `scripts/chain.sh`:
+Reads only what the stages wrote: manifests, `stats.json`, `metrics.jsonl` and `eval.json` files.
 
-    DATA/{clean,tokens,vocab,task}
-    RUNS/{pretrain,eval-mlm,finetune-pretrained,finetune-random,eval-pretrained,eval-random}
+    mlmctl report --data data/demo --runs runs/demo     # the chain of scripts/chain.sh or the README
+    mlmctl report runs/a/eval runs/b/eval               # just these eval directories
 
-A part that is missing is shown as missing, never guessed.
+The data directory holds `{clean,tokens,vocab,task}`. Under the runs directory every `eval.json`
+is found wherever it lies (`eval-random/`, `ft/eval/`, ...): a classifier's scores become a row of
+the test-set table, an MLM evaluation the held-out perplexity line; the pretraining run is
+`RUNS/pretrain` or else the first directory under RUNS whose manifest says `pretrain`.
+A part that is missing is shown as missing, never guessed; a directory that does not exist is an
+error.
 """
 
 from __future__ import annotations
@@ -15,6 +19,12 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from mlmctl.errors import MlmctlError
+
+EVAL_JSON = "eval.json"
+# The names scripts/chain.sh gives its eval directories, shown as what they measure.
+LABELS = {"eval-random": "random init + finetune", "eval-pretrained": "pretrained + finetune"}
 
 
 def _load(path: Path) -> Any:
@@ -45,8 +55,72 @@ def _majority_macro_f1(counts: dict[str, int], majority: str) -> float:
     return (2 * p / (1 + p)) / len(counts)
 
 
-def summary_rows(data: Path, runs: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """(facts, downstream table rows) for the chain under `data` and `runs`."""
+def find_evals(runs: Path) -> list[Path]:
+    """Every directory under `runs` that holds an eval.json, in path order."""
+    return sorted(p.parent for p in Path(runs).rglob(EVAL_JSON) if p.is_file())
+
+
+def _find_pretrain(runs: Path) -> Path:
+    if (runs / "pretrain").is_dir():
+        return runs / "pretrain"
+    for manifest in sorted(runs.rglob("manifest.json")):
+        if (_load(manifest) or {}).get("stage") == "pretrain":
+            return manifest.parent
+    return runs / "pretrain"
+
+
+def summary_rows(data: Path | None, runs: Path | None,
+                 evals: list[Path] | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """(facts, downstream table rows) for the chain under `data` and `runs`; `evals` are the eval
+    directories to score (default: every one under `runs`)."""
+    rows: list[tuple[str, str]] = []
+    if evals is None:
+        evals = find_evals(runs) if runs is not None else []
+    if data is not None:
+        rows += _data_rows(data)
+    if runs is not None:
+        rows += _pretrain_rows(_find_pretrain(runs))
+    table: list[tuple[str, str, str]] = []
+    scored = False
+    for d in evals:
+        ev = _load(d / EVAL_JSON) or {}
+        name = LABELS.get(d.name) or _label(d, runs)
+        if "mlm_ppl" in ev:
+            text = f"{ev['mlm_ppl']:.1f} (unigram baseline {ev['unigram_ppl']:.1f})"
+            if ev.get("pppl") is not None:
+                text += f", pseudo-ppl {ev['pppl']:.1f}"
+            rows.append(("held-out MLM ppl" + ("" if d.name == "eval-mlm" else f" ({name})"), text))
+        elif "accuracy" in ev:
+            table.append((name, f"{ev['accuracy']:.3f}", f"{ev['macro_f1']:.3f}"))
+            scored = True
+    if not scored:
+        table.append(("classifier (no eval.json found)", "missing", "missing"))
+    task = _extra(data / "task") if data is not None else {}
+    if task:
+        counts = task.get("counts", {})
+        test = counts.get("test", {})
+        rows.append((
+            "downstream task",
+            f"{len(task.get('labels', []))} classes ({', '.join(task.get('labels', []))}); "
+            f"{sum(counts.get('train', {}).values())} train / {sum(test.values())} test examples",
+        ))
+        if "majority_test_accuracy" in task:
+            table.insert(0, (
+                "majority class",
+                f"{task['majority_test_accuracy']:.3f}",
+                f"{_majority_macro_f1(test, task.get('majority_label', '')):.3f}",
+            ))
+    return rows, table
+
+
+def _label(d: Path, runs: Path | None) -> str:
+    try:
+        return d.relative_to(runs).as_posix() if runs is not None else str(d)
+    except ValueError:
+        return str(d)
+
+
+def _data_rows(data: Path) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     clean = _extra(data / "clean")
     if clean:
@@ -70,69 +144,48 @@ def summary_rows(data: Path, runs: Path) -> tuple[list[tuple[str, str]], list[tu
             f"{tr.get('subwords_per_word', 0):.2f} sub-words/word",
         ))
         rows.append(("tokens", f"{tr.get('tokens', 0):,} train / {va.get('tokens', 0):,} validation"))
-    pre = _extra(runs / "pretrain")
-    metrics = _metrics(runs / "pretrain" / "metrics.jsonl")
+    return rows
+
+
+def _pretrain_rows(run: Path) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    pre = _extra(run)
+    metrics = _metrics(run / "metrics.jsonl")
     if pre:
         losses = [m["loss"] for m in metrics if "loss" in m]
         vals = [m["val_ppl"] for m in metrics if "val_ppl" in m]
-        tps = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
         loss = f"loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else "no loss logged"
-        speed = f", {sorted(tps)[len(tps) // 2]:,.0f} tokens/s" if tps else ""
+        # The run's one tokens/s (progress.tokens_per_s), as the summary and metrics.jsonl show it.
+        speed = f", {pre['tokens_per_s']} tokens/s" if "tokens_per_s" in pre else ""
         rows.append(("pretraining", f"{pre.get('steps', 0):,} steps, {pre.get('tokens', 0):,} tokens, {loss}{speed}"))
         if vals:
             rows.append(("validation ppl", f"{vals[0]:.1f} -> {vals[-1]:.1f}"))
     else:
         rows.append(("pretraining", "missing (pretrain did not finish)"))
-    mlm = _load(runs / "eval-mlm" / "eval.json")
-    if mlm:
-        text = f"{mlm['mlm_ppl']:.1f} (unigram baseline {mlm['unigram_ppl']:.1f})"
-        if mlm.get("pppl") is not None:
-            text += f", pseudo-ppl {mlm['pppl']:.1f}"
-        rows.append(("held-out MLM ppl", text))
-
-    table: list[tuple[str, str, str]] = []
-    task = _extra(data / "task")
-    if task:
-        counts = task.get("counts", {})
-        test = counts.get("test", {})
-        rows.append((
-            "downstream task",
-            f"{len(task.get('labels', []))} classes ({', '.join(task.get('labels', []))}); "
-            f"{sum(counts.get('train', {}).values())} train / {sum(test.values())} test examples",
-        ))
-        if "majority_test_accuracy" in task:
-            table.append((
-                "majority class",
-                f"{task['majority_test_accuracy']:.3f}",
-                f"{_majority_macro_f1(test, task.get('majority_label', '')):.3f}",
-            ))
-    for init, label in (("random", "random init + finetune"), ("pretrained", "pretrained + finetune")):
-        ev = _load(runs / f"eval-{init}" / "eval.json")
-        if ev:
-            table.append((label, f"{ev['accuracy']:.3f}", f"{ev['macro_f1']:.3f}"))
-        else:
-            table.append((label, "missing", "missing"))
-    return rows, table
+    return rows
 
 
-def run(data: Path, runs: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def run(dirs: list[Path], data: Path | None, runs: Path | None) -> None:
+    """Print the summary. With no directories and no --data/--runs: data/demo and runs/demo."""
+    from mlmctl.progress import print_table
 
-    rows, table = summary_rows(data, runs)
-    console = Console(file=sys.stdout, soft_wrap=True)
-    facts = Table(title=f"mlmctl chain summary ({data}, {runs})", show_header=False, box=None,
-                  title_justify="left", pad_edge=False)
-    facts.add_column(style="bold")
-    facts.add_column()
-    for key, value in rows:
-        facts.add_row(key, value)
-    console.print(facts)
+    if not dirs and data is None and runs is None:
+        data, runs = Path("data/demo"), Path("runs/demo")
+    for what, d in [("--data", data), ("--runs", runs)] + [("directory", d) for d in dirs]:
+        if d is not None and not Path(d).is_dir():
+            raise MlmctlError(f"report: {what} {d} does not exist; give the chain's --data and --runs "
+                              f"directories, or the eval directories to report on")
+    evals = None
+    if dirs:
+        evals = []
+        for d in map(Path, dirs):
+            found = [d] if (d / EVAL_JSON).is_file() else find_evals(d)
+            if not found:
+                raise MlmctlError(f"report: {d} holds no {EVAL_JSON}; give eval output directories "
+                                  f"(written by `mlmctl eval`)")
+            evals += found
+    rows, table = summary_rows(data, runs, evals)
+    where = ", ".join(str(p) for p in (data, runs, *dirs) if p is not None)
+    print_table(f"mlmctl chain summary ({where})", None, rows)
     if table:
-        scores = Table(title="test set", title_justify="left")
-        scores.add_column("model")
-        scores.add_column("accuracy", justify="right")
-        scores.add_column("macro-F1", justify="right")
-        for row in table:
-            scores.add_row(*row)
-        console.print(scores)
+        print_table("test set", ["model", "accuracy", "macro-F1"], table)

@@ -86,3 +86,35 @@ def test_lr_schedule():
     assert lr_at(60, decay="cosine", **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_at(110, decay="cosine", **kw) == pytest.approx(0.1)
     assert lr_at(100, decay="constant", **kw) == 1.0
+
+
+def test_stop_signals_set_a_flag_and_say_what_to_run(tmp_path):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with ck.StopSignals() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once in the main thread: only a flag
+        assert stop.requested
+        e = stop.interrupted("finetune", 7, tmp_path / "step-000007")
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    assert e.exit_code == 143
+    assert str(e) == (f"finetune stopped by SIGTERM after step 7 (saved checkpoint {tmp_path / 'step-000007'}); "
+                      f"rerun the same command to continue from there")
+    with ck.StopSignals() as stop, pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C stops at once
+
+
+def test_find_resume_takes_the_newest_valid_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    logged = []
+    opts = SimpleNamespace(resume=False, resume_from=None)
+    assert ck.find_resume("pretrain", tmp_path, opts, logged.append) is None and not logged
+    (tmp_path / "checkpoints" / "step-000004").mkdir(parents=True)  # cut short: no checkpoint.json
+    assert ck.find_resume("pretrain", tmp_path, opts, logged.append) is None
+    assert "starting from step 0" in logged[-1]
+    with pytest.raises(MlmctlError, match="not a complete checkpoint"):
+        ck.find_resume("pretrain", tmp_path, SimpleNamespace(resume=True, resume_from=str(tmp_path / "x")), print)

@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_help_imports_no_heavy_modules():
     code = (
@@ -64,3 +68,82 @@ def test_debug_shows_traceback(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+STAGES = ["clean", "tokenize", "build-vocab", "pretrain", "finetune", "eval", "demo-task"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_has_a_runnable_example_and_a_valid_set_example(run_cli, stage, tmp_path):
+    import re
+    import shlex
+
+    code, out, _ = run_cli(stage, "-h")
+    assert code == 0 and "Examples:" in out
+    example = next(line.strip() for line in out.splitlines() if line.strip().startswith(f"mlmctl {stage} -c configs/"))
+    argv = shlex.split(example)[1:]
+    config = argv[argv.index("-c") + 1]
+    assert (ROOT / config).is_file()
+    sets = set(re.findall(r"--set ([a-z_.]+=\S+)", out))
+    assert len(sets) == 1  # the option help and the epilog show the same example
+    code, _, err = run_cli(stage, "-c", ROOT / config, "--set", sets.pop(), "--print-config")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("stage, offers", [("clean", True), ("tokenize", True), ("build-vocab", True),
+                                           ("pretrain", False), ("finetune", False), ("eval", False),
+                                           ("demo-task", False)])
+def test_a_stage_offers_only_the_options_it_honours(run_cli, stage, offers):
+    code, out, _ = run_cli(stage, "--help")
+    assert ("--workers" in out) == offers and ("--task" in out) == offers
+    if not offers:
+        assert run_cli(stage, "--task", "0/2")[0] == 2
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_print_config_without_c_is_a_starter_that_loads_back(run_cli, stage, tmp_path):
+    import importlib
+
+    from mlmctl.config import config_to_dict, load_config
+
+    code, out, err = run_cli(stage, "--print-config")
+    assert code == 0, err
+    starter = tmp_path / "starter.yaml"
+    starter.write_text(out)
+    code, again, err = run_cli(stage, "-c", starter, "--print-config")
+    assert code == 0, err
+    module = importlib.import_module(f"mlmctl.stages.{stage.replace('-', '_')}")
+    cfg = load_config(module.CONFIG, starter, ["output=elsewhere"])
+    assert config_to_dict(cfg)["output"] == "elsewhere"
+    values = lambda text: [x for x in text.splitlines() if not x.lstrip().startswith("#")]  # noqa: E731
+    assert values(again) == values(out)
+
+
+def test_logs_off_a_terminal_are_timestamped_unpadded_and_ignore_columns(tmp_path):
+    import os
+    import re
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(4):
+        (raw / f"f{i}.txt").write_text("".join(f"This is paragraph {j} of the file number {i}, written as plain "
+                                               f"prose with enough words to pass the filters.\n\n" for j in range(6)))
+
+    outs = []
+    for i, columns in enumerate((None, "40")):
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        env["MLMCTL_LOG_EVERY"] = "0"  # a progress line for every update
+        if columns:
+            env["COLUMNS"] = columns
+        r = subprocess.run([sys.executable, "-m", "mlmctl", "clean", "--input", str(raw), "--output",
+                            str(tmp_path / f"c{i}")], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        for line in (r.stdout + r.stderr).splitlines():
+            assert line == line.rstrip(), repr(line)
+        for line in r.stderr.splitlines():
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[clean\] ", line), line
+        assert re.search(r"\d+/\d+ inputs \(\d+%\), [\d.]+ inputs/s, elapsed \d\d:\d\d, ETA \d\d:\d\d", r.stderr)
+        table = r.stdout.splitlines()
+        assert table[0] == "mlmctl clean" and all(re.fullmatch(r"\| [^|]+ \| [^|]* \|", x) for x in table[1:])
+        outs.append([x for x in table if not x.startswith(("| time ", "| output "))])
+    assert outs[0] == outs[1]

@@ -186,3 +186,18 @@ def test_key_alias_for_python_keywords():
     assert "from: x.json" in format_config(cfg)
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(Aliased, None, ["from_file=x.json"])
+
+
+def test_all_errors_of_a_file_are_reported_together(tmp_path, run_cli):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: fast\n  max_steps: 10\n  warmup: 3\nmodel:\n  preset: huge\nlog_every: x\n")
+    code, _, err = run_cli("pretrain", "-c", bad)
+    lines = err.strip().splitlines()
+    assert code == 1 and all(line.startswith("mlmctl: error: ") for line in lines)
+    assert ["`train.lr`" in lines[0], "`train.warmup`" in lines[1], "`model.preset`" in lines[2],
+            "`log_every`" in lines[3]] == [True] * 4
+    assert len(lines) == 4  # a group with bad values is not also blamed for a missing key
+    # One mistake stays exactly one line.
+    bad.write_text("train:\n  max_steps: 10\n  lr: fast\n")
+    code, _, err = run_cli("pretrain", "-c", bad)
+    assert code == 1 and err.count("\n") == 1

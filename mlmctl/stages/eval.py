@@ -223,6 +223,12 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     for name, pc in report["per_class"].items():
         summary[f"  {name}"] = (f"P {pc['precision']:.3f}  R {pc['recall']:.3f}  F1 {pc['f1']:.3f}  "
                                 f"n={pc['support']}")
+    from mlmctl.stages.finetune import single_class_warning
+
+    warning = single_class_warning(report, "test")
+    if warning:  # a collapsed classifier: say so next to its figures
+        report["warning"] = summary["warning"] = warning
+        ctx.log(f"warning: {warning}")
     preds = None
     if cfg.predictions:
         preds = [{"index": i, "label": labels[g], "prediction": labels[p],

@@ -34,7 +34,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -109,6 +109,9 @@ class FinetuneConfig:
     """Stop after this many dev evaluations without improvement (0 = never stop early)."""
     log_every: int = 10
     """Write a training line to metrics.jsonl every this many steps."""
+    save_every: int = 0
+    """Write a resumable checkpoint every this many steps (0 = after every dev evaluation); it lives in
+    .work/ and is removed when the run finishes. Ctrl-C / SIGTERM also write one before stopping."""
     seed: int = 0
     """Seed of the classifier initialisation (the whole model with init: random), the data
     order and dropout."""
@@ -134,6 +137,7 @@ class FinetuneConfig:
         check(self.eval_every >= 0, "eval_every", "must be >= 0")
         check(self.patience >= 0, "patience", "must be >= 0")
         check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.save_every >= 0, "save_every", "must be >= 0 (0 = after every dev evaluation)")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
         check(self.metric in METRIC_NAMES, "metric", f"one of {', '.join(METRIC_NAMES)}")
@@ -177,7 +181,7 @@ def run(ctx) -> dict:
     import torch
 
     from mlmctl.devices import pick_device
-    from mlmctl.labelled import TextEncoder, label_list, read_labelled, resolve_model_dir
+    from mlmctl.labelled import TextEncoder, label_list, resolve_model_dir
     from mlmctl.model import BertForSequenceClassification, ModelConfig, num_parameters
     from mlmctl.model_dir import load_model_dir, read_model_config, save_model_dir
     from mlmctl.optim import lr_at, make_adamw, set_lr
@@ -204,18 +208,16 @@ def run(ctx) -> dict:
 
     # -- data ----------------------------------------------------------------------------------
     model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
-    read = dict(text_field=cfg.text_field, text_pair_field=cfg.text_pair_field, label_field=cfg.label_field,
-                fmt=cfg.format, has_header=cfg.has_header, max_field_chars=cfg.max_field_chars)
-    train = read_labelled(cfg.train_file, **read)
+    train = _read_labelled(cfg.train_file, cfg)
     labels = label_list(train.labels, cfg.labels or None)
     if len(labels) < 2:
         raise InputError(f"finetune: {cfg.train_file} has a single label ({labels[0]!r}); need at least 2 classes")
     label2id = {name: i for i, name in enumerate(labels)}
     encoder = TextEncoder(model_dir, cfg.max_seq_len, STAGE)
     train_enc = encoder.encode(train, label2id)
-    dev = read_labelled(cfg.dev_file, **read) if cfg.dev_file else None
+    dev = _read_labelled(cfg.dev_file, cfg) if cfg.dev_file else None
     dev_enc = encoder.encode(dev, label2id) if dev else None  # unseen label -> error, before training
-    test = read_labelled(cfg.test_file, **read) if cfg.test_file else None
+    test = _read_labelled(cfg.test_file, cfg) if cfg.test_file else None
     test_enc = encoder.encode(test, label2id) if test else None
     dropped = {f"{k} ({Path(d.path).name})": v for d in (train, dev, test) if d for k, v in d.dropped.items()}
     for what, n in dropped.items():
@@ -262,14 +264,19 @@ def run(ctx) -> dict:
             + (f", {train_enc.truncated} truncated to {cfg.max_seq_len} tokens" if train_enc.truncated else ""))
 
     # -- training ------------------------------------------------------------------------------
+    from mlmctl import checkpoint as ckpts
+    from mlmctl.progress import progress, timed_row
+
     work_best = ctx.work_dir / BEST
     metrics_path = out / METRICS
-    log_file = open(metrics_path, "w", encoding="utf-8") if ctx.is_main else None
     extra_config = {"id2label": {str(i): x for i, x in enumerate(labels)}, "label2id": label2id,
                     "problem_type": "single_label_classification",
                     "mlmctl_finetune": {"max_seq_len": cfg.max_seq_len, "text_field": cfg.text_field,
                                         "text_pair_field": cfg.text_pair_field, "label_field": cfg.label_field,
                                         "init": cfg.init}}
+    # Resumable checkpoints live in .work/ (removed when the run finishes): the output holds only best/.
+    run_meta = {"model": {**asdict(mcfg), "num_labels": len(labels)},
+                "data": {"labels": labels, "train_examples": n, "batch_size": cfg.batch_size, "seed": cfg.seed}}
 
     def save_best():
         if ctx.is_main:
@@ -277,27 +284,68 @@ def run(ctx) -> dict:
                            architectures=["BertForSequenceClassification"], extra_config=extra_config)
 
     def write(record: dict):
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+        if ctx.is_main:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(timed_row(record, ctx.started)) + "\n")
 
-    best_value, best_step, best_report, best_state = -math.inf, 0, None, None
-    evals_since_best, step, epoch, stop = 0, 0, 0, False
-    from mlmctl.progress import progress
+    # Everything the loop carries from step to step: a checkpoint holds all of it.
+    t = {"step": 0, "epoch": 0, "pos": 0, "best_value": -math.inf, "best_step": 0, "best_report": None,
+         "evals_since_best": 0, "loss_sum": 0.0, "loss_count": 0, "train_s": 0.0}
+    best_state = None
 
-    bar = progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet)
-    loss_sum, loss_count = 0.0, 0
-    try:
-        while not stop and step < total_steps:
-            for batch in _epoch_batches(train_enc, cfg, epoch):
-                if len(batch) < world:
-                    continue  # a last batch too small to give every process an example
+    def save():
+        states = ckpts.gather_rng(device, world)  # a collective: every rank calls save()
+        if ctx.is_main:
+            # The best weights travel with the checkpoint unless they are the current ones.
+            best = None if t["best_step"] == t["step"] else best_state
+            ckpts.save_checkpoint(ctx.work_dir, t["step"], raw_model,
+                                  {**t, "optimizer": optimizer.state_dict(), "rng": states, "best_state": best},
+                                  run_meta, tokenizer_dir=model_dir, architectures="BertForSequenceClassification",
+                                  keep_last=1, extra_config=extra_config)
+        if world > 1:
+            torch.distributed.barrier()
+
+    resume_ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
+    if resume_ckpt is not None:
+        ckpts.check_compatible(ckpts.read_meta(resume_ckpt), run_meta, resume_ckpt, STAGE)
+        loaded, _, _ = load_model_dir(resume_ckpt, BertForSequenceClassification, num_labels=len(labels),
+                                      classifier_dropout=cfg.classifier_dropout)
+        raw_model.load_state_dict(loaded.state_dict())
+        state = ckpts.load_trainer_state(resume_ckpt, STAGE)
+        optimizer.load_state_dict(state["optimizer"])
+        t = {k: state[k] for k in t}
+        best_state = state["best_state"]
+        if best_state is None and t["best_report"] is not None:
+            best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+        ckpts.restore_rng(state["rng"], rank, world, device, cfg.seed + 1000003 * t["step"], ctx.log)
+        ctx.log(f"resuming from {resume_ckpt} at step {t['step']}")
+    if ctx.is_main:
+        ckpts.trim_metrics(metrics_path, t["step"] if resume_ckpt is not None else -1)
+
+    stop_signals = ckpts.StopSignals()
+    stop = False
+    with stop_signals, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet,
+                                initial=t["step"]) as bar:
+        while not stop and t["step"] < total_steps:
+            # a last batch too small to give every process an example is skipped
+            batches = [b for b in _epoch_batches(train_enc, cfg, t["epoch"]) if len(b) >= world]
+            while t["pos"] < len(batches):
+                if _stop_votes(stop_signals.requested, world, device):
+                    saved = None
+                    if t["step"]:
+                        save()
+                        saved = ctx.work_dir / ckpts.CHECKPOINTS / ckpts.step_dir_name(t["step"])
+                    raise stop_signals.interrupted(STAGE, t["step"], saved)
+                batch = batches[t["pos"]]
+                t["pos"] += 1
+                t0 = time.perf_counter()
                 mine = batch[rank * len(batch) // world:(rank + 1) * len(batch) // world]
                 model.train()
+                step = t["step"]
                 lr = lr_at(step, lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps, decay=cfg.decay,
                            min_lr_ratio=0.0)
                 set_lr(optimizer, lr)
-                ids, mask, types = (t.to(device) for t in _pad(encoder, train_enc, mine))
+                ids, mask, types = (x.to(device) for x in _pad(encoder, train_enc, mine))
                 y = torch.tensor([train_enc.labels[r] for r in mine], dtype=torch.long, device=device)
                 _, loss = model(ids, attention_mask=mask, token_type_ids=types, labels=y,
                                 class_weights=class_weights)
@@ -308,38 +356,40 @@ def run(ctx) -> dict:
                 gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(),
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 optimizer.step()
-                step += 1
-                loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+                step = t["step"] = step + 1
+                t["train_s"] += time.perf_counter() - t0
+                t["loss_sum"], t["loss_count"] = t["loss_sum"] + loss.item(), t["loss_count"] + 1
                 bar.update(1, loss=loss.item())
                 if step % cfg.log_every == 0 or step == total_steps:
-                    write({"step": step, "epoch": epoch, "loss": loss_sum / loss_count, "lr": lr,
+                    write({"step": step, "epoch": t["epoch"], "loss": t["loss_sum"] / t["loss_count"], "lr": lr,
                            "grad_norm": float(gnorm)})
-                    loss_sum, loss_count = 0.0, 0
-                if dev_enc is not None and (step % eval_every == 0 or step == total_steps):
+                    t["loss_sum"], t["loss_count"] = 0.0, 0
+                evaluated = dev_enc is not None and (step % eval_every == 0 or step == total_steps)
+                if evaluated:
                     report = _evaluate(raw_model, encoder, dev_enc, labels, cfg.eval_batch_size, device)
                     value = report[cfg.metric]
-                    improved = value > best_value
-                    write({"step": step, "epoch": epoch, **{f"dev_{k}": report[k] for k in METRIC_NAMES},
+                    improved = value > t["best_value"]
+                    write({"step": step, "epoch": t["epoch"], **{f"dev_{k}": report[k] for k in METRIC_NAMES},
                            "best": improved})
                     ctx.log(f"step {step}: dev {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
                     if improved:
-                        best_value, best_step, best_report, evals_since_best = value, step, report, 0
+                        t.update(best_value=value, best_step=step, best_report=report, evals_since_best=0)
                         best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
                         save_best()
                     else:
-                        evals_since_best += 1
-                        if cfg.patience and evals_since_best >= cfg.patience:
+                        t["evals_since_best"] += 1
+                        if cfg.patience and t["evals_since_best"] >= cfg.patience:
                             ctx.log(f"early stop at step {step}: no better dev {cfg.metric} "
-                                    f"for {evals_since_best} evaluations")
+                                    f"for {t['evals_since_best']} evaluations")
                             stop = True
                 if stop or step >= total_steps:
                     break
-            epoch += 1
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
+                if (cfg.save_every and step % cfg.save_every == 0) or (not cfg.save_every and evaluated):
+                    save()
+            t["epoch"], t["pos"] = t["epoch"] + 1, 0
 
+    step, epoch = t["step"], t["epoch"]
+    best_step, best_report = t["best_step"], t["best_report"]
     if dev_enc is None:  # no model selection: the last model is the result
         best_step = step
         best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
@@ -362,6 +412,10 @@ def run(ctx) -> dict:
         extra["test"] = _brief(test_report)
         summary["test accuracy"] = f"{test_report['accuracy']:.4f}"
         summary["test macro_f1"] = f"{test_report['macro_f1']:.4f}"
+    warning = single_class_warning(test_report or best_report, "test" if test_report else "dev")
+    if warning:
+        extra["warning"] = summary["warning"] = warning
+        ctx.log(f"warning: {warning}")
 
     if ctx.is_main:
         dst = out / BEST
@@ -382,6 +436,48 @@ def run(ctx) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+def _read_labelled(path: str, cfg: FinetuneConfig):
+    """read_labelled, with a missing column's error naming the config key that asked for it."""
+    from mlmctl.labelled import read_labelled
+
+    try:
+        return read_labelled(path, text_field=cfg.text_field, text_pair_field=cfg.text_pair_field,
+                             label_field=cfg.label_field, fmt=cfg.format, has_header=cfg.has_header,
+                             max_field_chars=cfg.max_field_chars)
+    except InputError as e:
+        text = str(e)
+        for key in ("text_field", "text_pair_field", "label_field"):
+            name = getattr(cfg, key)
+            if name is not None and (f"no column `{name}`" in text or f"no field `{name}`" in text):
+                raise InputError(f"finetune: {text.split('; set the')[0]}; `{key}` is {name!r}: set it to the "
+                                 f"right name, e.g. --set {key}=NAME") from None
+        raise
+
+
+def single_class_warning(report: dict | None, split: str) -> str | None:
+    """A warning when a classifier's predictions all fall into one class (a collapsed model,
+    which scores no better than always answering the majority class)."""
+    if not report or len(report.get("labels", [])) < 2:
+        return None
+    predicted = [name for name, pc in report["per_class"].items() if pc["predicted"] > 0]
+    if len(predicted) != 1:
+        return None
+    return (f"the model predicts a single class ({predicted[0]!r}) for every {split} example; "
+            f"it has learnt nothing beyond the majority class (try more steps, another lr, or class_weights: balanced)")
+
+
+def _stop_votes(requested: bool, world: int, device) -> bool:
+    """Whether any process was asked to stop (every process must stop at the same step)."""
+    if world == 1:
+        return requested
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(requested)], device=device)
+    dist.all_reduce(flag)
+    return bool(flag.item())
+
 
 def _brief(report: dict) -> dict:
     keys = (*METRIC_NAMES, "n")

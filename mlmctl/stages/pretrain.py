@@ -18,7 +18,11 @@ rank trains on its own slice of every global batch, only rank 0 writes.
 Example:
     mlmctl pretrain -c configs/demo/pretrain.yaml
     torchrun --nproc_per_node 8 -m mlmctl pretrain -c pretrain.yaml          # one node, 8 GPUs
-    mlmctl pretrain -c pretrain.yaml --resume                                # after a kill
+    mlmctl pretrain -c pretrain.yaml     # again after Ctrl-C, SIGTERM or a kill: continues exactly
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM writes a checkpoint at the next step boundary and exits with
+130 / 143; rerunning the same command continues from the newest valid checkpoint (also after a
+SIGKILL), and the final weights are byte-identical to those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -254,6 +258,8 @@ class PretrainConfig:
 
 
 CONFIG = PretrainConfig
+# What `mlmctl pretrain --print-config` (no -c) fills in: the length of training has no default.
+STARTER = {"train.max_steps": 10000}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ def run(ctx) -> dict:
     from mlmctl.model import BertForPreTraining, num_parameters
     from mlmctl.optim import lr_at, make_adamw, set_lr
     from mlmctl.packing import FullSentences, SentencePairs, collate, epoch_order, rank_slice
-    from mlmctl.progress import progress
+    from mlmctl.progress import progress, timed_row, tokens_per_s
 
     cfg: PretrainConfig = ctx.cfg
     out: Path = ctx.output_dir
@@ -363,11 +369,11 @@ def run(ctx) -> dict:
     }
 
     # -- resume --------------------------------------------------------------------------------
-    step, tokens_seen = 0, 0
-    resume_ckpt = _find_resume(ctx, out)
+    step, tokens_seen, train_s = 0, 0, 0.0  # train_s: training time so far, see progress.tokens_per_s
+    resume_ckpt = ckpts.find_resume(STAGE, out, ctx.opts, ctx.log)
     if resume_ckpt is not None:
         meta = ckpts.read_meta(resume_ckpt)
-        ckpts.check_compatible(meta, run_meta, resume_ckpt)
+        ckpts.check_compatible(meta, run_meta, resume_ckpt, STAGE)
         from mlmctl.model_dir import load_model_dir
 
         loaded, _, _ = load_model_dir(resume_ckpt, BertForPreTraining, nsp=cfg.data.nsp)
@@ -375,14 +381,8 @@ def run(ctx) -> dict:
         state = ckpts.load_trainer_state(resume_ckpt)
         optimizer.load_state_dict(state["optimizer"])
         step, tokens_seen = int(state["step"]), int(state["tokens"])
-        rng = state.get("rng") or []
-        if len(rng) == world:  # same world size: every rank continues its own dropout stream
-            torch.set_rng_state(rng[rank]["cpu"])
-            if device.type == "cuda" and rng[rank].get("cuda") is not None:
-                torch.cuda.set_rng_state(rng[rank]["cuda"], device)
-        else:
-            torch.manual_seed(tc.seed + 1000003 * step + rank)
-            ctx.log(f"the checkpoint was written by {len(rng)} processes, this run has {world}: dropout reseeded")
+        train_s = float(state.get("train_s", 0.0))
+        ckpts.restore_rng(state.get("rng") or [], rank, world, device, tc.seed + 1000003 * step, ctx.log)
         ctx.log(f"resuming from {resume_ckpt} at step {step}")
     if step >= total_steps:
         ctx.log(f"the checkpoint is at step {step}, which already reaches the limit of {total_steps} steps")
@@ -457,25 +457,19 @@ def run(ctx) -> dict:
 
     metrics_path = out / METRICS
     if ctx.is_main:  # keep the lines up to the resumed step; a fresh start keeps none
-        _trim_metrics(metrics_path, step if resume_ckpt is not None else -1)
+        ckpts.trim_metrics(metrics_path, step if resume_ckpt is not None else -1)
 
     def write_metrics(row):
         if ctx.is_main:
             with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(timed_row(row, ctx.started)) + "\n")
 
     def save(step_now, epoch_now, epoch_step_now):
-        rng_state = {"cpu": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        states = [None] * world
-        if world > 1:
-            dist.all_gather_object(states, rng_state)
-        else:
-            states = [rng_state]
+        states = ckpts.gather_rng(device, world)
         if ctx.is_main:
             state = {"step": step_now, "tokens": tokens_seen, "epoch": epoch_now, "epoch_step": epoch_step_now,
                      "optimizer": optimizer.state_dict(), "scheduler": {"step": step_now}, "rng": states,
-                     "world_size": world}
+                     "world_size": world, "train_s": train_s}
             ckpts.save_checkpoint(out, step_now, raw_model, state, run_meta, tokenizer_dir=ctx.input_dir,
                                   architectures=architectures, keep_last=cfg.checkpoint.keep_last)
         if world > 1:
@@ -490,25 +484,30 @@ def run(ctx) -> dict:
             write_metrics({"step": 0, "tokens": 0, **first_val})
             ctx.log(f"step 0: val_loss {first_val['val_loss']:.4f}, val_ppl {first_val['val_ppl']:.1f}")
     losses = []
-    # tokens/s over training time only (validation and checkpoint writes excluded)
-    window_tokens, window_time = 0, 0.0
-    run_tokens, run_time = 0, 0.0
     # The next step's batches are built (read, packed, masked) in a thread while this step
     # computes; they depend only on the step number, so this changes nothing but the speed.
     from concurrent.futures import ThreadPoolExecutor
 
     prefetch = ThreadPoolExecutor(1, thread_name_prefix="mlmctl-batches")
     pending = prefetch.submit(step_batches, step) if step < total_steps else None
-    with prefetch, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet) as bar:
-        bar.update(step)
+    stop = ckpts.StopSignals()
+    with stop, prefetch, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet,
+                                  initial=step) as bar:
         while step < total_steps:
             t0 = time.perf_counter()
             micro_batches = pending.result()
             if step + 1 < total_steps:
                 pending = prefetch.submit(step_batches, step + 1)
             # Normalise by the masked tokens of the whole global batch, so that the gradient is the
-            # same however the batch is split over ranks and accumulation steps.
-            n_masked, n_tokens = all_sum([sum(m[1] for m in micro_batches), sum(m[2] for m in micro_batches)])
+            # same however the batch is split over ranks and accumulation steps. The stop votes
+            # ride along, so that every rank stops at the same step boundary.
+            n_masked, n_tokens, stop_votes = all_sum([sum(m[1] for m in micro_batches),
+                                                      sum(m[2] for m in micro_batches), float(stop.requested)])
+            if stop_votes:
+                if step and not (out / ckpts.CHECKPOINTS / ckpts.step_dir_name(step)).is_dir():
+                    save(step, *divmod(step, steps_per_epoch))
+                saved = out / ckpts.CHECKPOINTS / ckpts.step_dir_name(step) if step else None
+                raise stop.interrupted(STAGE, step, saved)
             lr = lr_at(step, lr=tc.lr, warmup_steps=tc.warmup_steps, total_steps=total_steps, decay=tc.decay,
                        min_lr_ratio=tc.min_lr_ratio)
             set_lr(optimizer, lr)
@@ -538,17 +537,13 @@ def run(ctx) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += int(n_tokens)
-            window_tokens += int(n_tokens)
-            window_time += time.perf_counter() - t0
-            run_tokens += int(n_tokens)
-            run_time += time.perf_counter() - t0
+            train_s += time.perf_counter() - t0  # training time only: validation and saves come after
             losses.append(step_loss)
-            bar.update(1, loss=step_loss, tok_s=round(window_tokens / max(window_time, 1e-9)))
+            bar.update(1, loss=step_loss, tok_s=tokens_per_s(tokens_seen, train_s))
             row = None
             if step % cfg.log_every == 0 or step == total_steps:
-                row = {"step": step, "tokens": tokens_seen, "loss": step_loss, "lr": lr,
-                       "grad_norm": norm, "tokens_per_s": window_tokens / max(window_time, 1e-9)}
-                window_tokens, window_time = 0, 0.0
+                row = {"step": step, "tokens": tokens_seen, "loss": step_loss, "lr": lr, "grad_norm": norm,
+                       "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s}
             if (cfg.validation.every and step % cfg.validation.every == 0) or step == total_steps:
                 last_val = validate()
                 if last_val is not None:
@@ -571,13 +566,14 @@ def run(ctx) -> dict:
     summary = {"steps": step, "tokens": tokens_seen, "parameters": f"{num_parameters(raw_model) / 1e6:.2f}M"}
     if losses:
         summary["final loss"] = f"{losses[-1]:.4f}"
-        summary["tokens/s"] = f"{run_tokens / max(run_time, 1e-9):,.0f}"
+        summary["tokens/s"] = tokens_per_s(tokens_seen, train_s)
     if first_val:
         summary["val ppl (start)"] = f"{first_val['val_ppl']:.1f}"
     if last_val:
         summary["val loss"] = f"{last_val['val_loss']:.4f}"
         summary["val ppl"] = f"{last_val['val_ppl']:.1f}"
     extra = {"steps": step, "tokens": tokens_seen, "vocab_size": vocab_size,
+             "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s,
              "tokenizer_sha256": corpus["tokenizer_sha256"], "architectures": [architectures],
              "final_loss": losses[-1] if losses else None, **(last_val or {})}
     ctx.finish([], files, extra)
@@ -629,46 +625,6 @@ def _init_from(model, path: str, tokenizer_sha256: str) -> None:
         raise MlmctlError(f"pretrain: `model.init_from` {path} has a different shape or vocabulary than `model`; "
                           f"set model.preset and the overrides to match its config.json")
     model.load_state_dict(src.state_dict())
-
-
-def _find_resume(ctx, out: Path):
-    """The checkpoint to resume from, or None; refuses to silently restart over existing checkpoints."""
-    from mlmctl import checkpoint as ckpts
-
-    if ctx.opts.resume_from:
-        p = Path(ctx.opts.resume_from)
-        if ckpts.read_meta(p) is None:
-            raise MlmctlError(f"pretrain: --resume-from {p} is not a complete checkpoint directory "
-                              f"(expected {out}/checkpoints/step-NNNNNN with checkpoint.json)")
-        return p
-    existing = ckpts.list_checkpoints(out)
-    if ctx.opts.resume:
-        latest = ckpts.latest_valid(out)
-        if latest is None:
-            ctx.log(f"--resume: no valid checkpoint in {out}; starting from step 0")
-        return latest
-    if existing:
-        raise MlmctlError(
-            f"pretrain: {out} already holds checkpoints of an earlier run (latest {existing[-1].name}); "
-            f"rerun with --resume to continue it, or --force to start over"
-        )
-    return None
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines after the resumed step (they will be recomputed identically)."""
-    from mlmctl.shards import atomic_write_text
-
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut by a kill
-    atomic_write_text(path, "".join(keep))
 
 
 def _open_corpus(input_dir: Path, manifest) -> dict:

@@ -203,3 +203,86 @@ def test_starts_from_a_transformers_saved_bert(task, tmp_path, run_cli):
     assert "freshly initialised: bert.pooler, classifier" in err or "freshly initialised: classifier" in err
     best = json.loads((tmp_path / "run2" / "best" / "config.json").read_text())
     assert best["num_hidden_layers"] == 1 and best["architectures"] == ["BertForSequenceClassification"]
+
+
+def test_missing_column_error_names_the_config_key(task, tmp_path, run_cli):
+    code, _, err = run_cli(*_args(task, tmp_path / "r", "--set", "label_field=category"))
+    assert code == 1 and "no column `category`" in err and "`label_field`" in err
+    assert err.count("\n") == 1
+
+
+def test_single_class_predictions_are_flagged():
+    from mlmctl.metrics import classification_report
+    from mlmctl.stages.finetune import single_class_warning
+
+    collapsed = classification_report([0, 1, 2, 0], [0, 0, 0, 0], ["a", "b", "c"])
+    assert "single class ('a')" in single_class_warning(collapsed, "test")
+    assert single_class_warning(classification_report([0, 1, 2], [0, 1, 1], ["a", "b", "c"]), "dev") is None
+
+
+def _ft_cmd(task, out, *more):
+    import sys
+
+    return [sys.executable, "-m", "mlmctl", *map(str, _args(task, out, "--set", "epochs=4", "--set", "log_every=1",
+                                                              "--set", "eval_every=7", *more))]
+
+
+@pytest.fixture(scope="module")
+def ft_reference(task):
+    import subprocess
+
+    out = task["root"] / "ref-run"
+    subprocess.run(_ft_cmd(task, out), check=True, capture_output=True, timeout=300)
+    return out
+
+
+def _interrupt_then_rerun(task, ft_reference, out, sig, at_step):
+    import signal
+    import subprocess
+    import time
+
+    from mlmctl.progress import TIMING_KEYS
+
+    cmd = _ft_cmd(task, out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if any(json.loads(x)["step"] >= at_step for x in (out / "metrics.jsonl").read_text().splitlines()
+                   if x.endswith("}")):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=240)
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"mlmctl: finetune stopped by {signal.Signals(sig).name} after step ") and \
+            "rerun the same command" in last, last
+    assert not (out / "manifest.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.stderr
+    untimed = lambda p: [{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS}  # noqa: E731
+                         for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert untimed(out) == untimed(ft_reference)
+    assert file_sha256(out / "best" / "model.safetensors") == file_sha256(ft_reference / "best" / "model.safetensors")
+    a, b = (json.loads((p / "manifest.json").read_text())["extra"] for p in (out, ft_reference))
+    assert (a["best_step"], a["dev"], a["steps"]) == (b["best_step"], b["dev"], b["steps"])
+    assert not (out / ".work").exists()  # the resumable checkpoints go once the run is finished
+
+
+def test_sigint_checkpoints_and_the_same_command_continues(task, tmp_path, ft_reference):
+    import signal
+
+    _interrupt_then_rerun(task, ft_reference, tmp_path / "run", signal.SIGINT, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, at_step", [("SIGTERM", 30), ("SIGKILL", 16)])
+def test_sigterm_and_sigkill_then_the_same_command_continue(task, tmp_path, ft_reference, sig, at_step):
+    import signal
+
+    _interrupt_then_rerun(task, ft_reference, tmp_path / "run", getattr(signal, sig), at_step)

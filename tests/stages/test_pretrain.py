@@ -19,7 +19,7 @@ pytest.importorskip("tokenizers")
 torch = pytest.importorskip("torch")
 
 from mlmctl.manifest import Manifest, write_manifest  # noqa: E402
-from mlmctl.shards import ShardWriter  # noqa: E402
+from mlmctl.shards import ShardWriter, file_sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOUNS = "cat dog bird fish horse mouse teacher doctor farmer pilot river mountain city garden".split()
@@ -125,7 +125,14 @@ def test_run_learns_writes_loadable_models_and_reruns_as_up_to_date(tmp_path, ru
     assert code == 1 and "--force" in err
 
 
-def test_interrupted_run_needs_resume_and_resume_is_exact(tmp_path, run_cli, vocab_dir):
+def untimed(rows: list[dict]) -> list[dict]:
+    """metrics.jsonl rows without the clock-dependent keys (a resumed run writes the rest identically)."""
+    from mlmctl.progress import TIMING_KEYS
+
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_rerunning_an_interrupted_run_continues_it_exactly(tmp_path, run_cli, vocab_dir):
     args = ["--set", "train.max_steps=12", "--set", "checkpoint.save_every=4", "--set", "validation.every=6"]
     ref = tmp_path / "ref"
     assert pretrain(run_cli, vocab_dir, ref, *args)[0] == 0
@@ -140,20 +147,29 @@ def test_interrupted_run_needs_resume_and_resume_is_exact(tmp_path, run_cli, voc
     (out / ".work").mkdir()
     (out / ".work" / "run.json").write_text(json.dumps({"config_hash": man["config_hash"],
                                                         "input_hash": man["input_hash"]}))
-    code, _, err = pretrain(run_cli, vocab_dir, out, *args)
-    assert code == 1 and "--resume" in err and "step-000008" in err
     # A run killed before its first checkpoint simply starts again, without stale metric lines.
     early = tmp_path / "early"
     shutil.copytree(out / ".work", early / ".work")
     shutil.copy(out / "metrics.jsonl", early / "metrics.jsonl")
     code, _, err = pretrain(run_cli, vocab_dir, early, *args)
     assert code == 0, err
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
-    assert strip(metrics(early)) == strip(metrics(ref))
-    code, _, err = pretrain(run_cli, vocab_dir, out, *args, "--resume")
+    assert untimed(metrics(early)) == untimed(metrics(ref))
+    # The same command again continues from the newest checkpoint (no --resume needed) ...
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args)
     assert code == 0, err
     assert "resuming from" in err and "step 8" in err
-    assert strip(metrics(out)) == strip(metrics(ref))
+    assert untimed(metrics(out)) == untimed(metrics(ref))
+    assert file_sha256(out / "final" / "model.safetensors") == file_sha256(ref / "final" / "model.safetensors")
+    # ... and --resume is still accepted: here the run is finished, so there is nothing to do.
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args, "--resume")
+    assert code == 0 and "up to date" in err
+    # Another config over an unfinished run is refused, not silently restarted.
+    (out / "manifest.json").unlink()
+    (out / ".work").mkdir()
+    (out / ".work" / "run.json").write_text(json.dumps({"config_hash": man["config_hash"],
+                                                        "input_hash": man["input_hash"]}))
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args, "--set", "train.lr=0.001")
+    assert code == 1 and "--force" in err
 
 
 def test_resume_refuses_a_different_model(tmp_path, run_cli, vocab_dir):
@@ -236,26 +252,78 @@ def _cli_cmd(vocab: Path, out: Path, *args) -> list[str]:
             "--input", str(vocab), "--output", str(out), *TINY, *args]
 
 
-@pytest.mark.slow
-def test_sigkilled_run_resumes_to_identical_losses(tmp_path, vocab_dir):
-    args = ["--set", "train.max_steps=60", "--set", "checkpoint.save_every=10", "--set", "validation.every=30",
-            "--set", "model.hidden_size=128", "--set", "model.intermediate_size=512"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    ref = tmp_path / "ref"
-    subprocess.run(_cli_cmd(vocab_dir, ref, *args), check=True, capture_output=True, env=env, timeout=300)
+SLOW_STEPS = ["--set", "train.max_steps=40", "--set", "checkpoint.save_every=10", "--set", "validation.every=15",
+              "--set", "model.hidden_size=128", "--set", "model.intermediate_size=512"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def reference_run(vocab_dir, tmp_path_factory) -> Path:
+    """An uninterrupted run of SLOW_STEPS, through the CLI in a subprocess."""
+    ref = tmp_path_factory.mktemp("pretrain-ref") / "ref"
+    subprocess.run(_cli_cmd(vocab_dir, ref, *SLOW_STEPS), check=True, capture_output=True, env=ENV, timeout=300)
+    return ref
+
+
+def _stop_at(out: Path, cmd: list[str], sig: int, step: int) -> subprocess.CompletedProcess:
+    """Start `cmd`, send `sig` once metrics.jsonl shows `step`, wait for the exit."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if any(json.loads(line)["step"] >= step for line in (out / "metrics.jsonl").read_text().splitlines()
+                   if line.endswith("}")):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _rerun_matches(reference: Path, cmd: list[str], out: Path) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stderr
+    assert untimed(metrics(out)) == untimed(metrics(reference))
+    assert file_sha256(out / "final" / "model.safetensors") == file_sha256(reference / "final" / "model.safetensors")
+
+
+@pytest.mark.parametrize("sig, step", [
+    # Quick-suite coverage of a signal is finetune's (same shared code); these run with the slow tests.
+    pytest.param(signal.SIGTERM, 5, marks=pytest.mark.slow),
+    pytest.param(signal.SIGINT, 12, marks=pytest.mark.slow),
+    pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow),
+])
+def test_signal_checkpoints_at_a_step_boundary_and_the_same_command_continues(
+        tmp_path, vocab_dir, reference_run, sig, step):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cli_cmd(vocab_dir, out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+    cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS)
+    r = _stop_at(out, cmd, sig, step)
+    name = signal.Signals(sig).name
+    assert r.returncode == 128 + sig, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mlmctl: pretrain stopped by {name} after step ") and "rerun the same command" in last
+    assert "Traceback" not in r.stderr and not (out / "manifest.json").exists()
+    stopped = int(last.split("after step ")[1].split()[0])
+    assert stopped >= step and (out / "checkpoints" / f"step-{stopped:06d}").is_dir()
+    _rerun_matches(reference_run, cmd, out)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, reference_run):
+    out = tmp_path / "run"
+    cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "step-000020").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    time.sleep(0.05)  # a few steps past the checkpoint: those are done again
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.json").exists()
-    r = subprocess.run(_cli_cmd(vocab_dir, out, *args, "--resume"), capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
-    assert strip(metrics(out)) == strip(metrics(ref))
+    _rerun_matches(reference_run, cmd, out)
 
 
 @pytest.mark.slow
@@ -300,3 +368,21 @@ def test_ddp_two_processes_match_one(tmp_path, vocab_dir):
     # only rank 0 wrote: one set of checkpoints, one manifest, a loadable final model
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
     assert (two / "manifest.json").exists() and (two / "final" / "model.safetensors").exists()
+
+
+def test_one_tokens_per_s_everywhere_and_timed_metrics(tmp_path, run_cli, vocab_dir):
+    from mlmctl.progress import tokens_per_s
+
+    out = tmp_path / "run"
+    code, stdout, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=4", "--set", "validation.every=2")
+    assert code == 0, err
+    rows = metrics(out)
+    assert all(isinstance(r["time"], float) and r["time"] > 1e9 and r["elapsed_s"] >= 0 for r in rows)
+    last = [r for r in rows if "tokens_per_s" in r][-1]
+    figure = tokens_per_s(last["tokens"], last["train_s"])
+    assert last["tokens_per_s"] == figure > 0
+    assert f"| tokens/s | {figure} |" in stdout  # the summary (not a terminal: Markdown-style rows)
+    assert json.loads((out / "manifest.json").read_text())["extra"]["tokens_per_s"] == figure
+    code, report, err = run_cli("report", "--runs", tmp_path)
+    assert code == 0, err
+    assert f"{figure} tokens/s" in report
