@@ -366,6 +366,11 @@ class LengthFilterConfig:
     min_chars_unspaced: int | None = 2
     """Chinese documents (mostly Han characters): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
 
+    def __post_init__(self) -> None:
+        for key in ("min_chars", "max_chars", "min_words", "max_words"):
+            v = getattr(self, key)
+            check(v is None or v >= 0, key, f"must be >= 0 or null, got {v}")
+
 
 class LengthFilter(Filter):
     """Minimum and maximum length in characters and words (Chinese: in characters)."""
@@ -489,6 +494,9 @@ class QualityFilterConfig:
         for key in ("max_non_letter_fraction", "max_repeated_line_fraction", "max_mojibake_fraction"):
             v = getattr(self, key)
             check(v is None or 0.0 <= v <= 1.0, key, f"must be between 0 and 1, got {v}")
+        for key in ("max_line_chars", "max_word_chars", "min_mean_word_chars", "max_mean_word_chars"):
+            v = getattr(self, key)
+            check(v is None or v >= 0, key, f"must be >= 0 or null, got {v}")
         lo, hi = self.min_mean_word_chars, self.max_mean_word_chars
         check(lo is None or hi is None or lo <= hi, "min_mean_word_chars", "is larger than `max_mean_word_chars`")
         check(self.max_char_run is None or self.max_char_run >= 2, "max_char_run",

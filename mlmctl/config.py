@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import math
 import re
 import textwrap
 import types
@@ -48,7 +49,13 @@ YamlLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=YamlLoader)
+    """yaml.load with YamlLoader; hostile input fails only with yaml.YAMLError."""
+    try:
+        return yaml.load(text, Loader=YamlLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as e:  # an integer over Python's digit limit; "Exceeds the limit ..."
+        raise yaml.YAMLError(f"a value cannot be read ({str(e).split(':')[0]})") from None
 
 
 class FieldError(ConfigError):
@@ -271,9 +278,14 @@ class _Loader:
                 return value
         elif tp is int:
             if isinstance(value, int) and not isinstance(value, bool):
+                # Past int64 no setting means anything, and C code given it overflows.
+                if not -(2**63) <= value < 2**63:
+                    raise self._fail(path, f"an integer of {value.bit_length()} bits is out of range (at most 63)")
                 return value
         elif tp is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value) or abs(value) > 1e300:
+                    raise self._fail(path, f"must be a finite number, got {value}")
                 return float(value)
         elif tp is str:
             if isinstance(value, str):

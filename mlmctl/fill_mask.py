@@ -38,6 +38,7 @@ def fill_mask(model_dir: Path, text: str, top_k: int = 5) -> dict:
         raise InputError(f"fill-mask: {model_dir} has no masked-LM head (a fine-tuned classifier?); "
                          "use a pretrain output such as RUN/final")
     enc = TextEncoder(model_dir, cfg.max_position_embeddings, "fill-mask")
+    enc.check_fits(cfg, model_dir, "fill-mask")
     if enc.mask_id is None:
         raise InputError(f"fill-mask: {model_dir}/tokenizer.json has no [MASK] token")
     pieces = enc.tok.encode(text, add_special_tokens=False)

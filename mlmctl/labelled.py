@@ -15,6 +15,11 @@ Used by finetune (train/dev files) and eval (test file). Decisions on bad input:
 - A row whose text (or text pair) is empty after stripping is dropped and
   counted (`dropped.empty_text`); a row without a label is an error, as is a
   missing column/field, a file with no examples, or undecodable UTF-8.
+- A TSV/CSV field longer than `max_field_chars` (default 10,000,000; Python's csv
+  module alone stops at 131,072) is an error naming the line and the setting.
+- JSON lines go through `mlmctl.safe_json`: a record nested too deep or holding a
+  number too large to read is an error naming the line, like malformed JSON.
+- A file named `.gz` must hold gzip data (an error names the file otherwise).
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.errors import InputError
 
 FORMATS = ("auto", "tsv", "csv", "jsonl")
+MAX_FIELD_CHARS = 10_000_000
+"""Default longest TSV/CSV field, in characters (the `max_field_chars` config keys)."""
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -63,6 +72,7 @@ def read_labelled(
     label_field: str = "label",
     fmt: str = "auto",
     has_header: bool = True,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> LabelledData:
     """Read one labelled file; raises `InputError` with the file and line on bad input."""
     path = Path(path)
@@ -74,7 +84,7 @@ def read_labelled(
     if fmt == "jsonl":
         rows = _jsonl_rows(path, text, fields)
     else:
-        rows = _delimited_rows(path, text, fields, "\t" if fmt == "tsv" else ",", has_header)
+        rows = _delimited_rows(path, text, fields, "\t" if fmt == "tsv" else ",", has_header, max_field_chars)
 
     out = LabelledData(str(path), [], [] if text_pair_field else None, [])
     dropped = 0
@@ -137,16 +147,35 @@ def _is_int(s: str) -> bool:
     return True
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, reader: str = "") -> str:
+    """The file's text, strictly UTF-8 (gunzipped when named .gz); errors name file and line."""
+    where = f"{reader}: {path}" if reader else str(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as e:
-        raise InputError(f"{path}: cannot read ({e})") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{where}: cannot read ({e.strerror or e})") from None
+    if path.name.lower().endswith(".gz"):
+        if raw[:2] != _GZIP_MAGIC:
+            raise InputError(f"{where}: named .gz but not gzip data; rename it without .gz or compress it")
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as e:  # zlib.error is not an OSError
+            raise InputError(f"{where}: damaged gzip data ({e}); recompress the file") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: invalid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+        raise InputError(f"{where}:{line}: invalid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+
+
+def read_text_docs(path: str | Path, reader: str) -> list[str]:
+    """Plain-text documents (separated by blank lines) of a UTF-8 file, gzipped or not: eval's
+    `text_files`. Bad bytes are an error with the line, as for labelled files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{reader}: text file {path} does not exist")
+    text = _read_text(path, reader)
+    return [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
 
 
 def _jsonl_rows(path: Path, text: str, fields: list[str]):
@@ -154,9 +183,9 @@ def _jsonl_rows(path: Path, text: str, fields: list[str]):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+            obj = safe_json.loads(line)
+        except safe_json.JSONError as e:
+            raise InputError(f"{path}:{line_no}: {e}") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{line_no}: expected a JSON object per line")
         for f in fields:
@@ -167,7 +196,17 @@ def _jsonl_rows(path: Path, text: str, fields: list[str]):
         yield line_no, obj
 
 
-def _delimited_rows(path: Path, text: str, fields: list[str], delimiter: str, has_header: bool):
+def _delimited_rows(path: Path, text: str, fields: list[str], delimiter: str, has_header: bool,
+                    max_field_chars: int = MAX_FIELD_CHARS):
+    # The csv module's field limit is process-wide: set ours for this file, restore it after.
+    previous = csv.field_size_limit(max_field_chars)
+    try:
+        yield from _delimited(path, text, fields, delimiter, has_header, max_field_chars)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _delimited(path: Path, text: str, fields: list[str], delimiter: str, has_header: bool, max_field_chars: int):
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     kind = "TSV" if delimiter == "\t" else "CSV"
@@ -201,6 +240,11 @@ def _delimited_rows(path: Path, text: str, fields: list[str], delimiter: str, ha
                 )
             yield line_no, {f: row[index[f]] for f in fields}
     except csv.Error as e:
+        if "field limit" in str(e):
+            raise InputError(
+                f"{path}:{reader.line_num}: a field is longer than max_field_chars ({max_field_chars:,} characters); "
+                "raise `max_field_chars` if the text is real"
+            ) from None
         raise InputError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
 
 
@@ -265,6 +309,19 @@ class TextEncoder:
             raise InputError(f"{reader}: {tok_file} has no {', '.join(missing)} token; it is not a BERT tokenizer")
         self.pad_id, self.cls_id, self.sep_id, self.mask_id = (ids[t] for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]"))
         self.max_seq_len = max_seq_len
+
+    def check_fits(self, cfg, model_dir: Path, reader: str, pairs: bool = False) -> None:
+        """Refuse a tokenizer whose ids the model cannot embed (an IndexError deep in torch
+        otherwise), and text pairs for a model with a single token type."""
+        size = self.tok.get_vocab_size(with_added_tokens=True)
+        if size > cfg.vocab_size:
+            raise InputError(
+                f"{reader}: {model_dir}/tokenizer.json has {size:,} tokens but the model's vocab_size is "
+                f"{cfg.vocab_size:,} ({model_dir}/config.json); use the tokenizer the model was trained with"
+            )
+        if pairs and cfg.type_vocab_size < 2:
+            raise InputError(f"{reader}: {model_dir}/config.json has type_vocab_size {cfg.type_vocab_size}; "
+                             "text pairs need 2 token types")
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]

@@ -9,12 +9,11 @@ that says which stage to rerun.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlmctl import __version__
+from mlmctl import __version__, safe_json
 from mlmctl.errors import InputError
 from mlmctl.shards import ShardInfo, atomic_write_json, file_sha256
 
@@ -103,8 +102,8 @@ def read_manifest(
             f"rerun `mlmctl {upstream}`"
         )
     try:
-        manifest = Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        manifest = Manifest.from_dict(safe_json.loads(path.read_bytes()))
+    except (ValueError, KeyError, TypeError, AttributeError):  # safe_json.JSONError is a ValueError
         raise InputError(f"{reader}: {path} is damaged (not a valid manifest); rerun `mlmctl {upstream} --force`") from None
     if expected and manifest.stage not in expected:
         raise InputError(

@@ -19,6 +19,7 @@ Notable features:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -57,12 +58,29 @@ class ModelConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
+        # config.json may come from anywhere: check every value before anything is allocated.
+        # Messages name the key as config.json spells it.
+        for key in _SIZE_KEYS:
+            v = getattr(self, key)
+            if type(v) is not int or v < 1:
+                raise ValueError(f"`{key}` must be a positive integer, got {v!r}")
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            v = getattr(self, key)
+            if type(v) not in (int, float) or not 0.0 <= v < 1.0:
+                raise ValueError(f"`{key}` must be a number in [0, 1), got {v!r}")
+        for key in ("initializer_range", "layer_norm_eps"):
+            v = getattr(self, key)
+            if type(v) not in (int, float) or not 0.0 < v < 1.0:
+                raise ValueError(f"`{key}` must be a number in (0, 1), got {v!r}")
+        if type(self.pad_token_id) is not int or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"`pad_token_id` must be an id in [0, vocab_size), got {self.pad_token_id!r}")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+                f"`hidden_size` {self.hidden_size} is not a multiple of `num_attention_heads` {self.num_attention_heads}"
             )
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+        check_allocatable(self)
 
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, **overrides) -> "ModelConfig":
@@ -81,9 +99,20 @@ class ModelConfig:
         d.update(extra)
         return d
 
+    def parameter_count(self) -> int:
+        """Parameters of the encoder with MLM and NSP heads (the decoder is tied), from the
+        shape alone: computed before anything is allocated."""
+        V, H, L, I = self.vocab_size, self.hidden_size, self.num_hidden_layers, self.intermediate_size
+        emb = (V + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+        layer = 4 * H * H + 4 * H + 2 * H * I + I + H + 4 * H
+        heads = H * H + H + 2 * H + V + H * H + H + 2 * H + 2
+        return emb + L * layer + heads
+
     @classmethod
     def from_hf_config(cls, d: dict) -> "ModelConfig":
         """Read a BERT `config.json` dict; refuses what this model cannot represent."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object of settings, got {type(d).__name__}")
         if d.get("model_type", "bert") != "bert":
             raise ValueError(f"model_type is {d.get('model_type')!r}; only 'bert' models are supported")
         if d.get("position_embedding_type", "absolute") != "absolute":
@@ -93,6 +122,41 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known and v is not None}
         return cls(**kw)
+
+
+_SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size")
+# Never build a model whose fp32 weights alone would take more than this share of the memory
+# available now (training needs ~4x more for gradients and AdamW state on top).
+MAX_MEMORY_SHARE = 0.5
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory; None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_allocatable(cfg: "ModelConfig") -> None:
+    """Refuse a shape whose weights would not fit (a crafted config.json must not make
+    mlmctl try to allocate terabytes): one ValueError that gives the size."""
+    need = 4 * cfg.parameter_count()
+    avail = available_memory_bytes()
+    if avail is not None and need > MAX_MEMORY_SHARE * avail:
+        raise ValueError(
+            f"the model would have {cfg.parameter_count():,} parameters ({need / 2**30:,.1f} GiB of fp32 weights), "
+            f"more than {MAX_MEMORY_SHARE:.0%} of the {avail / 2**30:,.1f} GiB of memory available; "
+            "check vocab_size, hidden_size, num_hidden_layers and intermediate_size"
+        )
 
 
 # HF "gelu" is the exact erf GELU; "gelu_new"/"gelu_pytorch_tanh" are the tanh approximation.

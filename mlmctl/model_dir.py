@@ -9,6 +9,12 @@ works). It loads as it stands with `transformers.AutoModelForMaskedLM.from_pretr
 `save_model_dir` writes the whole directory under a temporary name and renames it into
 place, so a killed writer never leaves a directory that looks complete.
 `load_model_dir` reads mlmctl directories and local HF BERT directories alike.
+
+A model directory is untrusted input (docs/security.md): config.json is parsed with
+`mlmctl.safe_json` and every value checked (`ModelConfig`), the parameter count is estimated
+and refused above the memory available before anything is allocated, every file named
+inside the directory (a safetensors index's shards) must resolve inside it, and weights are
+read from safetensors or with `torch.load(weights_only=True)`: no pickle is ever executed.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 from pathlib import Path
 
 from mlmctl.errors import InputError
+from mlmctl.safe_json import read_json_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -69,19 +76,12 @@ def load_model_dir(path, cls, **cls_kwargs):
     file lacks (a new classifier head, the pooler of a BertForMaskedLM checkpoint) stay freshly
     initialised and are listed in `info["missing"]`; weights the model does not use are in
     `info["unexpected"]`. Returns (model, ModelConfig, info)."""
-    from mlmctl.model import ModelConfig, from_hf_state_dict
+    from mlmctl.model import from_hf_state_dict
 
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"model directory {path} does not exist; give a pretrain/finetune output or an HF BERT directory")
-    cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise InputError(f"{path} has no {CONFIG_NAME}; it is not a model directory (a pretrain run's model is in RUN/final)")
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-        cfg = ModelConfig.from_hf_config(raw)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"{cfg_file}: cannot read the model config ({e})") from None
+    raw, cfg = _read_config(path)
     sd = _read_weights(path)
     model = cls(cfg, **cls_kwargs)
     try:
@@ -103,6 +103,36 @@ def load_model_dir(path, cls, **cls_kwargs):
     return model, cfg, info
 
 
+def read_model_config(path, reader: str = "mlmctl"):
+    """The checked `ModelConfig` of a model directory (nothing is allocated)."""
+    return _read_config(Path(path), reader)[1]
+
+
+def _read_config(path: Path, reader: str = "mlmctl"):
+    from mlmctl.model import ModelConfig
+
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise InputError(f"{path} has no {CONFIG_NAME}; it is not a model directory (a pretrain run's model is in RUN/final)")
+    raw = read_json_file(cfg_file, reader, fix="it is not a model config; give a model directory mlmctl or HF wrote")
+    try:
+        return raw, ModelConfig.from_hf_config(raw)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{reader}: {cfg_file}: {e}") from None
+
+
+def inside(root: Path, name: str, what: str) -> Path:
+    """`root / name`, refused unless it resolves (symbolic links followed) inside `root`: a
+    file named by a file in a directory never reads anything outside that directory."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise InputError(f"{what} names {name!r}, which is not a file name")
+    real_root = root.resolve()
+    target = (root / name).resolve()
+    if os.path.isabs(name) or not target.is_relative_to(real_root) or target == real_root:
+        raise InputError(f"{what} names {name!r}, outside {root}; refused (files must lie inside the directory)")
+    return target
+
+
 def _hf_keys(model):
     from mlmctl.model import to_hf_state_dict
 
@@ -116,19 +146,53 @@ def _read_weights(path: Path) -> dict:
 
     try:
         if (path / WEIGHTS_NAME).is_file():
-            return load_file(str(path / WEIGHTS_NAME))
+            return load_file(str(inside(path, WEIGHTS_NAME, str(path))))
         index = path / "model.safetensors.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             sd = {}
-            for shard in shards:
-                sd.update(load_file(str(path / shard)))
+            for shard in _index_shards(index):
+                sd.update(load_file(str(inside(path, shard, str(index)))))
             return sd
         if (path / "pytorch_model.bin").is_file():
-            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, KeyError, ValueError) as e:
-        raise InputError(f"{path}: cannot read the weights ({type(e).__name__}: {e}); the file is damaged or incomplete") from None
+            return _torch_load(inside(path, "pytorch_model.bin", str(path)))
+    except (SafetensorError, OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: cannot read the weights ({type(e).__name__}: {_first_line(e)}); "
+                         "the file is damaged or incomplete") from None
     raise InputError(f"{path} has no {WEIGHTS_NAME} (nor pytorch_model.bin); it is not a complete model directory")
+
+
+def _index_shards(index: Path) -> list[str]:
+    doc = read_json_file(index, "mlmctl")
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InputError(f"{index}: `weight_map` must map parameter names to shard file names")
+    return sorted(set(weight_map.values()))
+
+
+def _torch_load(file: Path) -> dict:
+    """A `pytorch_model.bin` of plain tensors. `weights_only=True` makes torch refuse any pickled
+    object that is not a tensor or a container of them; that refusal is reported as ours
+    (torch's own message suggests `weights_only=False`, which mlmctl never does)."""
+    import pickle
+
+    import torch
+
+    try:
+        sd = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch cannot tell a damaged file from one with pickled code: both end up here.
+        raise InputError(
+            f"{file} is not a plain tensor file (it holds pickled Python objects, or is damaged); mlmctl never "
+            "loads pickles: convert the model to safetensors (model.safetensors) with a tool you trust"
+        ) from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"{file} is not a state dict of tensors; convert the model to safetensors")
+    return sd
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def _copy_tokenizer(src: Path, dst: Path, model_max_length: int) -> None:

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import ast
 import codecs
+import errno
 import fnmatch
 import functools
 import glob
 import gzip
 import io
-import json
 import os
 import stat
 import sysconfig
@@ -39,16 +39,27 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from mlmctl import safe_json
 from mlmctl.errors import InputError
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SOURCES = ("python-docs",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+# Bytes sampled at the start of a file to tell text from binary data.
+_SNIFF_BYTES = 8192
+# Share of the sample that is U+FFFD (invalid UTF-8) or C0 control characters above which a
+# file is binary (an image, an archive) or not UTF-8 at all. Latin-1 prose stays far below it.
+_BINARY_SHARE = 0.3
 _GZIP_MAGIC = b"\x1f\x8b"
 # Reads of this many characters keep Python-level overhead low without holding much.
 _CHUNK_CHARS = 1 << 20
 
 SkipFn = Callable[[str, str, int], None]
+SkipFileFn = Callable[[str, str], None]
+SKIP_REASONS = ("broken_link", "link_loop", "directory_loop", "unreadable", "not_regular_file", "hidden",
+                "not_included")
+"""Why a directory walk left an entry out; the last two are routine and only counted, not listed."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ class RawDoc:
 
 def discover(
     inputs: list[str], include: list[str], fmt: str, builtin_units: int, docs: ReadOptions | None = None,
-    skip_dir: str | None = None,
+    skip_dir: str | None = None, on_skip: SkipFileFn | None = None,
 ) -> list[Unit]:
     """Expand the `input` entries into work units, in a deterministic order.
 
@@ -118,8 +129,10 @@ def discover(
     twice (say, named and inside a listed directory) is read once, at its first place.
     With `docs`, built-in units carry their share of the python-docs module list, so the
     workers need not walk site-packages again. Files under `skip_dir` (the stage's own output
-    directory, when it lies inside an input directory) are never read.
+    directory, when it lies inside an input directory) are never read. Entries a directory walk
+    leaves out are reported through `on_skip(reason, path)` (see `_walk`), so they can be counted.
     """
+    report: SkipFileFn = on_skip or (lambda reason, path: None)
     units: list[Unit] = []
     seen: set[str] = set()
     skip = os.path.realpath(skip_dir) + os.sep if skip_dir else None
@@ -139,7 +152,7 @@ def discover(
                 BuiltinUnit(name, i, builtin_units, tuple(mods[i::builtin_units])) for i in range(builtin_units)
             )
             continue
-        for path in _expand(entry, include):
+        for path in _expand(entry, include, report):
             real = os.path.realpath(path)
             if real in seen or (skip and real.startswith(skip)):
                 continue
@@ -151,7 +164,7 @@ def discover(
     return units
 
 
-def _expand(entry: str, include: list[str]) -> list[str]:
+def _expand(entry: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
     """Files named by one `input` entry: a file, a directory (walked) or a glob."""
     if glob.has_magic(entry):
         matches = sorted(glob.glob(entry, recursive=True))
@@ -159,7 +172,7 @@ def _expand(entry: str, include: list[str]) -> list[str]:
             raise InputError(f"clean: input glob {entry!r} matches nothing; check the pattern and the working directory")
         files: list[str] = []
         for m in matches:
-            files.extend(_walk(m, include) if os.path.isdir(m) else [m])
+            files.extend(_walk(m, include, on_skip) if os.path.isdir(m) else [m])
         return files
     try:
         st = os.stat(entry)
@@ -170,7 +183,7 @@ def _expand(entry: str, include: list[str]) -> list[str]:
     except OSError as e:  # ELOOP: a symlink loop; EACCES on a parent directory
         raise InputError(f"clean: cannot open input {entry!r} ({e.strerror}); fix the path or its permissions") from None
     if stat.S_ISDIR(st.st_mode):
-        files = _walk(entry, include)
+        files = _walk(entry, include, on_skip)
         if not files:
             raise InputError(
                 f"clean: input directory {entry!r} holds no file matching {include}; "
@@ -180,23 +193,22 @@ def _expand(entry: str, include: list[str]) -> list[str]:
     return [entry]
 
 
-def _walk(root: str, include: list[str]) -> list[str]:
+def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
     """Files under `root` whose name matches `include`, sorted, hidden entries skipped.
 
     Symbolic links to directories are followed once: a directory already visited (same
     device and inode) is not entered again, so a link loop cannot recurse forever.
     Entries that cannot be stat'ed (broken links, links pointing at themselves) and
-    non-regular files (FIFOs, sockets, devices) are left out: they are not text.
+    non-regular files (FIFOs, sockets, devices) are left out: they are not text. Every
+    entry left out is reported with its reason (see `SKIP_REASONS`).
     """
     out: list[str] = []
     visited: set[tuple[int, int]] = set()
 
     def visit(d: str) -> None:
-        try:
-            st = os.stat(d)
-        except OSError:
-            return
+        st = os.stat(d)  # a directory just stat'ed by the caller
         if (st.st_dev, st.st_ino) in visited:
+            on_skip("directory_loop", d)
             return
         visited.add((st.st_dev, st.st_ino))
         try:
@@ -204,20 +216,34 @@ def _walk(root: str, include: list[str]) -> list[str]:
         except OSError as e:
             raise InputError(f"clean: cannot list directory {d!r} ({e.strerror}); fix its permissions") from None
         for name in names:
-            if name.startswith("."):
-                continue
             p = os.path.join(d, name)
+            if name.startswith("."):
+                on_skip("hidden", p)
+                continue
             try:
                 st = os.stat(p)
-            except OSError:
+            except OSError as e:
+                on_skip(_stat_failure(p, e), p)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 visit(p)
-            elif stat.S_ISREG(st.st_mode) and any(fnmatch.fnmatch(name, pat) for pat in include):
+            elif not stat.S_ISREG(st.st_mode):
+                on_skip("not_regular_file", p)
+            elif any(fnmatch.fnmatch(name, pat) for pat in include):
                 out.append(p)
+            else:
+                on_skip("not_included", p)
 
     visit(root)
     return out
+
+
+def _stat_failure(path: str, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "link_loop"
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+        return "broken_link"
+    return "unreadable"
 
 
 def _check_readable(path: str) -> None:
@@ -243,7 +269,9 @@ def open_binary(path: str):
 def _format_of(path: str, fmt: str) -> str:
     if fmt != "auto":
         return fmt
-    name = path[:-3] if path.endswith(".gz") else path
+    name = (path[:-3] if path.endswith(".gz") else path).lower()
+    if name.endswith(HTML_SUFFIXES):
+        return "html"
     return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
 
 
@@ -258,19 +286,22 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
     stats["files"] = stats.get("files", 0) + 1
     raw = open_binary(unit.name)
     try:
-        head = raw.read(4)
+        head = raw.read(_SNIFF_BYTES)
         raw.seek(0)
         binary: io.BufferedIOBase = raw
         if head[:2] == _GZIP_MAGIC:
+            head = _gunzip_head(raw)
+            raw.seek(0)
             binary = gzip.GzipFile(fileobj=raw, mode="rb")
-            try:
-                head = binary.peek(4)[:4]
-            except _READ_ERRORS:
-                on_skip("corrupt_gzip", unit.name, 1)
-                return
+        elif unit.name.lower().endswith(".gz"):
+            # Named .gz but not compressed: read as it is (the bytes decide), and count it.
+            _count(stats, "files_named_gz_not_gzip")
         encoding, bom_len = _sniff_encoding(head)
         if bom_len and encoding != "utf-8":
-            stats[f"files_{encoding}"] = stats.get(f"files_{encoding}", 0) + 1
+            _count(stats, f"files_{encoding}")
+        if encoding == "utf-8" and _looks_binary(head):
+            on_skip("binary_file", unit.name, 1)
+            return
         if encoding == "utf-8":
             # Keep the UTF-8 BOM in the text: the `remove_bom` step removes and counts it.
             # JSON lines cannot start with one, so the jsonl reader strips it itself.
@@ -280,10 +311,42 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
             text = io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")
         if unit.fmt == "jsonl":
             yield from _read_jsonl(text, unit.name, opts, on_skip)
+        elif unit.fmt == "html":
+            yield from _read_html(text, unit.name, opts, on_skip)
         else:
             yield from _read_text(text, unit.name, opts, on_skip)
     finally:
         raw.close()
+
+
+def _gunzip_head(raw) -> bytes:
+    """The first decompressed bytes of a gzip file, as far as they can be read: damage later in
+    the file is reported by the reader at the line where it shows (what comes before is kept)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        return d.decompress(raw.read(1 << 16), _SNIFF_BYTES)
+    except zlib.error:
+        return b""
+
+
+def _count(stats: dict, key: str) -> None:
+    stats[key] = stats.get(key, 0) + 1
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """A high share of invalid UTF-8 and control characters (NUL included) in the sample.
+
+    A stray NUL or invalid byte in text is left to the `decode` and `remove_chars` steps; an
+    image or archive has them everywhere. Only for UTF-8 candidates: UTF-16/32 files (told
+    by their byte-order mark) are full of NULs.
+    """
+    if not sample:
+        return False
+    text = sample.decode("utf-8", errors="replace")
+    if len(sample) == _SNIFF_BYTES:
+        text = text[:-1]  # the sample may end inside a multi-byte character
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ch < " " and ch not in "\t\n\r\f\v") or ch == "\x7f")
+    return bad > _BINARY_SHARE * max(len(text), 1)
 
 
 def _sniff_encoding(head: bytes) -> tuple[str, int]:
@@ -381,6 +444,27 @@ def _read_text(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: Sk
             yield RawDoc("".join(buf), name, name, start)
 
 
+def _read_html(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
+    """An HTML file is one document: its text with the markup, scripts and styles removed.
+
+    Stripped here, whatever the configured steps, because an HTML file read as plain text
+    would put its `<script>` and `<style>` code into the corpus.
+    """
+    from mlmctl.cleaning import StripMarkup, StripMarkupConfig
+
+    cap = opts.max_document_chars
+    try:
+        body = text.read(cap + 1)
+    except _READ_ERRORS:
+        on_skip("corrupt_gzip", name, 1)
+        return
+    if len(body) > cap:
+        on_skip("document_too_long", name, 1)
+        return
+    stripped, _ = StripMarkup(StripMarkupConfig(only_if_html=False, drop_script_style=True)).process(body)
+    yield RawDoc(stripped, name, name, 1)
+
+
 def _read_jsonl(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
     field, src_field = opts.text_field, opts.source_field
     for lineno, line in _lines(text, name, opts.max_document_chars, on_skip):
@@ -394,9 +478,9 @@ def _read_jsonl(text: io.TextIOWrapper, name: str, opts: ReadOptions, on_skip: S
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except ValueError:  # JSONDecodeError, or a number too large to convert
-            on_skip("malformed_json", name, lineno)
+            rec = safe_json.loads(line)
+        except safe_json.JSONError as e:  # malformed, nested too deep, a number too large
+            on_skip(e.reason, name, lineno)
             continue
         if not isinstance(rec, dict):
             on_skip("not_an_object", name, lineno)

@@ -20,6 +20,12 @@ convert with `.astype(np.int64)` before using ids as a torch index. A packer typ
 pair builder picks documents through `doc_sent_offsets`.
 
 A document never has zero sentences and a sentence never has zero tokens.
+
+Opening checks, cheaply, what a damaged directory whose manifest was rewritten to match could
+get wrong (no shard is scanned): `tokenizer.json` loads and has the recorded vocabulary size;
+every ids shard holds exactly its recorded tokens; the max id recorded per shard at build time is
+below the vocabulary size; the offset arrays have the right length and end where the shards end.
+A token range read outside the split is an `InputError`, never an `IndexError`.
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ def open_vocab_dir(path: str | Path, *, full_verify: bool = True, reader: str = 
     manifest = read_manifest(path, "build-vocab", reader=reader, verify=False)
     verify_files(path, manifest, reader=reader, full=full_verify)
     extra = manifest.extra
+    rerun = "rerun `mlmctl build-vocab --force`"
     try:
-        return VocabDir(
+        vd = VocabDir(
             path=path,
             manifest=manifest,
             vocab_size=int(extra["vocab_size"]),
@@ -58,8 +65,53 @@ def open_vocab_dir(path: str | Path, *, full_verify: bool = True, reader: str = 
             dtype_name=str(extra["dtype"]),
             special_ids={str(k): int(v) for k, v in extra["special_ids"].items()},
         )
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{reader}: {path}/manifest.json lacks the build-vocab fields; rerun `mlmctl build-vocab --force`") from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"{reader}: {path}/manifest.json lacks the build-vocab fields; {rerun}") from None
+    if vd.dtype_name not in ("uint16", "uint32") or not 0 < vd.vocab_size <= 2**32:
+        raise InputError(f"{reader}: {path}/manifest.json has dtype {vd.dtype_name!r} and vocab_size {vd.vocab_size}; {rerun}")
+    if any(not 0 <= i < vd.vocab_size for i in vd.special_ids.values()):
+        raise InputError(f"{reader}: {path}/manifest.json has special token ids outside the vocabulary; {rerun}")
+    _check_tokenizer(vd, reader, rerun)
+    _check_shards(vd, reader, rerun)
+    return vd
+
+
+def _check_tokenizer(vd: VocabDir, reader: str, rerun: str) -> None:
+    """tokenizer.json must load and agree with the manifest (a broken one must not reach a model dir)."""
+    try:
+        size = vd.tokenizer().get_vocab_size(with_added_tokens=True)
+    except Exception as e:  # tokenizers raises a bare Exception for any bad file
+        raise InputError(f"{reader}: {vd.tokenizer_file} is not a loadable tokenizer ({_first_line(e)}); {rerun}") from None
+    if size != vd.vocab_size:
+        raise InputError(f"{reader}: {vd.tokenizer_file} has {size} tokens but manifest.json says {vd.vocab_size}; {rerun}")
+
+
+def _check_shards(vd: VocabDir, reader: str, rerun: str) -> None:
+    """Recorded token counts against shard sizes, recorded max ids against the vocabulary."""
+    item = vd.dtype.itemsize
+    for s in vd.manifest.shards:
+        if not s.name.endswith(".ids.bin"):
+            continue
+        try:
+            tokens = int(s.records.get("tokens", 0))
+            max_id = int(s.records.get("max_id", -1))
+        except (TypeError, ValueError):
+            raise InputError(f"{reader}: {vd.path}/manifest.json has malformed counts for {s.name}; {rerun}") from None
+        if tokens < 0 or tokens * item != s.bytes:
+            raise InputError(f"{reader}: {vd.path / s.name} holds {s.bytes} bytes, not the {tokens} tokens recorded; {rerun}")
+        if max_id >= vd.vocab_size:
+            raise InputError(f"{reader}: {vd.path / s.name} holds token id {max_id}, beyond the vocabulary "
+                             f"of {vd.vocab_size}; {rerun}")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+class RangeError(InputError, IndexError):
+    """A token range outside the split: damaged offsets (an `IndexError` too, for callers that
+    index like a sequence), reported by the CLI as one line."""
 
 
 @dataclass
@@ -135,7 +187,10 @@ class TokenSplit:
         self.doc_sent_offsets = _memmap(root / name / "doc_offsets.bin", np.dtype("<i8"))
         self._ids: dict[int, np.ndarray] = {}
         self._ws: dict[int, np.ndarray] = {}
-        if int(self.sent_offsets[-1]) != int(self.shard_offsets[-1]):
+        so, do = self.sent_offsets, self.doc_sent_offsets
+        # Ends only (no scan): a bad offset in the middle is caught when it is read (`_read`).
+        if (len(so) < 1 or len(do) < 1 or int(so[0]) != 0 or int(so[-1]) != int(self.shard_offsets[-1])
+                or int(do[0]) != 0 or int(do[-1]) != len(so) - 1):
             raise InputError(f"{root / name}: sentence offsets and shards disagree; rerun `mlmctl build-vocab --force`")
 
     @property
@@ -176,7 +231,8 @@ class TokenSplit:
         import numpy as np
 
         if not 0 <= start <= stop <= self.n_tokens:
-            raise IndexError(f"token range [{start}, {stop}) outside [0, {self.n_tokens}) of split '{self.name}'")
+            raise RangeError(f"token range [{start}, {stop}) outside [0, {self.n_tokens}) of split '{self.name}': "
+                             "its offsets are damaged; rerun `mlmctl build-vocab --force`")
         if start == stop:
             return np.zeros(0, dtype=dtype)
         first = int(np.searchsorted(self.shard_offsets, start, side="right")) - 1
@@ -196,6 +252,12 @@ class TokenSplit:
 def _memmap(path: Path, dtype) -> np.ndarray:
     import numpy as np
 
-    if path.stat().st_size == 0:  # numpy cannot map an empty file
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    try:
+        size = path.stat().st_size
+        if size % dtype.itemsize:
+            raise ValueError(f"{size} bytes is not a whole number of {dtype.itemsize}-byte items")
+        if size == 0:  # numpy cannot map an empty file
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot map it ({e}); rerun `mlmctl build-vocab --force`") from None

@@ -287,3 +287,67 @@ def test_python_docs_imports_and_prints_nothing():
     assert r.stdout == ""
     n, new = r.stderr.split(" ", 1)
     assert int(n) == 400 and new == "[]"
+
+
+# --------------------------------------------------------------------------- hostile input (issue 8)
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8
+
+
+def test_hostile_json_lines_are_skipped_with_their_reason(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text("[" * 100_000 + "]" * 100_000 + "\n"
+                 + '{"text": "big", "n": ' + "9" * 5000 + "}\n"
+                 + '{"text": ' + "[" * 100 + "]" * 100 + "}\n"
+                 + json.dumps({"text": "fine"}) + "\n")
+    docs, skips, _ = read(p, "jsonl")
+    assert docs == [("fine", 4)]
+    assert skips == [("too_deep", 1), ("number_too_large", 2), ("too_deep", 3)]
+
+
+def test_binary_file_named_txt_is_skipped_not_read(tmp_path):
+    (tmp_path / "image.txt").write_bytes(PNG)
+    (tmp_path / "image.txt.gz").write_bytes(gzip.compress(PNG))
+    (tmp_path / "latin1.txt").write_bytes("Crème brûlée, café, déjà vu: Latin-1 prose.\n".encode("latin-1"))
+    for name in ("image.txt", "image.txt.gz"):
+        assert read(tmp_path / name)[:2] == ([], [("binary_file", 1)])
+    docs, skips, _ = read(tmp_path / "latin1.txt")  # a few bad bytes: left to the decode step
+    assert len(docs) == 1 and skips == []
+
+
+def test_html_file_is_read_as_html(tmp_path):
+    p = tmp_path / "page.htm"
+    p.write_text("<html><head><style>body{color:red}</style><script>steal()</script></head>\n\n"
+                 "<body><p>The visible text.</p><p>More &amp; more.</p></body></html>\n")
+    [u] = discover([str(p)], INCLUDE, "auto", 1)
+    assert u.fmt == "html"
+    docs = [d.text for d in read_unit(u, ReadOptions(), lambda *a: None, {})]
+    assert len(docs) == 1
+    assert "The visible text." in docs[0] and "More & more." in docs[0]
+    assert "steal" not in docs[0] and "color" not in docs[0] and "<" not in docs[0]
+
+
+def test_plain_text_named_gz_is_read_as_text_and_counted(tmp_path):
+    p = tmp_path / "notgz.txt.gz"
+    p.write_text("Plain text under a gzip name.\n")
+    docs, skips, stats = read(p)
+    assert docs == [("Plain text under a gzip name.\n", 1)] and skips == []
+    assert stats["files_named_gz_not_gzip"] == 1
+
+
+def test_directory_walk_reports_what_it_leaves_out(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "ok.txt").write_text("x")
+    (d / "notes.csv").write_text("x")
+    (d / ".hidden.txt").write_text("x")
+    (d / "dangling.txt").symlink_to(tmp_path / "missing")
+    (d / "self.txt").symlink_to(d / "self.txt")
+    (d / "again").symlink_to(d, target_is_directory=True)
+    os.mkfifo(d / "pipe.txt")
+    seen = []
+    units = discover([str(d)], INCLUDE, "auto", 1, on_skip=lambda r, p: seen.append((r, Path(p).name)))
+    assert [Path(u.name).name for u in units] == ["ok.txt"]
+    assert sorted(seen) == sorted([("not_included", "notes.csv"), ("hidden", ".hidden.txt"),
+                                   ("broken_link", "dangling.txt"), ("link_loop", "self.txt"),
+                                   ("directory_loop", "again"), ("not_regular_file", "pipe.txt")])

@@ -163,7 +163,8 @@ def run(ctx) -> dict | None:
         sha = {f["name"]: f["sha256"] for f in res.files}
         rec = res.result
         shard_infos.append(ctx.place(res.dir / f"{base}.ids.bin", f"{unit.split}/{base}.ids.bin", unit.split,
-                                     {k: rec[k] for k in ("docs", "sentences", "tokens", "words")},
+                                     {**{k: rec[k] for k in ("docs", "sentences", "tokens", "words")},
+                                      "max_id": rec.get("max_id", vocab_size - 1)},
                                      sha[f"{base}.ids.bin"]))
         files.append(ctx.place(res.dir / f"{base}.wstart.bin", f"{unit.split}/{base}.wstart.bin", unit.split,
                                {"tokens": rec["tokens"]}, sha[f"{base}.wstart.bin"]))
@@ -563,8 +564,10 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     atomic_write_bytes_np(part / "sent_ends.bin", ends.astype("<i8"))
     atomic_write_bytes_np(part / "doc_ends.bin", np.asarray(doc_ends, dtype="<i8"))
     atomic_write_bytes_np(part / "token_counts.bin", counts.astype("<i8"))
+    # The largest id stored: readers check it against the vocabulary without scanning the shard.
+    used = np.flatnonzero(counts)
     return {"docs": len(doc_ends), "sentences": n_sents, "tokens": n_tokens, "words": n_words,
-            "unk": n_unk, "single_token_words": n_single}
+            "unk": n_unk, "single_token_words": n_single, "max_id": int(used[-1]) if len(used) else -1}
 
 
 def _split_joined(line: str):

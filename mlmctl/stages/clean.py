@@ -90,6 +90,7 @@ class PythonDocsConfig:
         check(self.units >= 1, "units", f"must be >= 1, got {self.units}")
         check(self.max_documents >= 1, "max_documents", f"must be >= 1, got {self.max_documents}")
         check(self.max_file_kb >= 1, "max_file_kb", f"must be >= 1, got {self.max_file_kb}")
+        check(self.min_chars >= 0, "min_chars", f"must be >= 0, got {self.min_chars}")
 
 
 @dataclass
@@ -100,8 +101,8 @@ class CleanConfig:
     """Files, directories (walked recursively), globs, or `builtin:python-docs`; read in this order."""
     output: str = "data/clean"
     """Directory to write the shards, stats.json and manifest.json to."""
-    format: Literal["auto", "text", "jsonl"] = "auto"
-    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines and everything else as text."""
+    format: Literal["auto", "text", "jsonl", "html"] = "auto"
+    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed) and everything else as text."""
     text_field: str = "text"
     """JSON lines: the field holding the document text."""
     source_field: str | None = None
@@ -169,6 +170,7 @@ class CleanConfig:
         check(self.max_document_chars >= 1, "max_document_chars", f"must be >= 1, got {self.max_document_chars}")
         check(self.max_listed_skips >= 0, "max_listed_skips", f"must be >= 0, got {self.max_listed_skips}")
         check(bool(self.text_field), "text_field", "must not be empty")
+        check(self.split_seed >= 0, "split_seed", f"must be >= 0, got {self.split_seed}")
 
 
 CONFIG = CleanConfig
@@ -221,11 +223,11 @@ def input_fingerprint(cfg: CleanConfig) -> str:
     return h.hexdigest()
 
 
-def _discover(cfg: CleanConfig):
+def _discover(cfg: CleanConfig, on_skip=None):
     from mlmctl.sources import discover
 
     return discover(list(cfg.input), list(cfg.include), cfg.format, cfg.python_docs.units, _read_options(cfg),
-                    skip_dir=cfg.output)
+                    skip_dir=cfg.output, on_skip=on_skip)
 
 
 def _read_options(cfg: CleanConfig):
@@ -245,7 +247,8 @@ def _read_options(cfg: CleanConfig):
 
 def run(ctx) -> dict | None:
     cfg: CleanConfig = ctx.cfg
-    units = _discover(cfg)
+    walk_skips: list[tuple[str, str]] = []  # (reason, path) of entries a directory walk left out
+    units = _discover(cfg, on_skip=lambda reason, path: walk_skips.append((reason, path)))
     read_opts = _read_options(cfg)
     step_cfgs = tuple(getattr(cfg, name) for name in cfg.steps)
     Pipeline([STEPS[name](c) for name, c in zip(cfg.steps, step_cfgs)])  # a missing optional library fails here, once
@@ -263,7 +266,7 @@ def run(ctx) -> dict | None:
     ]
     if plan["shards"][0] == 0:
         # Nothing to write: leave the counts for diagnosis, but no manifest.
-        stats = _stats(cfg, units, read, plan, [])
+        stats = _stats(cfg, units, read, plan, [], walk_skips)
         atomic_write_json(ctx.output_dir / STATS_FILE, stats)
         raise MlmctlError(
             f"clean: no document survived cleaning ({stats['documents_in']:,} read; see "
@@ -273,7 +276,7 @@ def run(ctx) -> dict | None:
     assert written is not None, "the write phase runs only in the final (non --task) run"
 
     shards = _assemble(ctx, written)
-    stats = _stats(cfg, units, read, plan, shards)
+    stats = _stats(cfg, units, read, plan, shards, walk_skips)
     atomic_write_json(ctx.output_dir / STATS_FILE, stats)
     files = [ctx.describe(STATS_FILE)]
     out = stats["documents_out"]
@@ -616,7 +619,7 @@ def _assemble(ctx, written) -> list[ShardInfo]:
 # --------------------------------------------------------------------------- stats
 
 
-def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -> dict:
+def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo], walk_skips=()) -> dict:
     docs_in = chars_in = 0
     changed: dict[str, int] = {name: 0 for name in cfg.steps}
     dropped: dict[str, dict[str, dict[str, int]]] = {}
@@ -645,6 +648,8 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -
     # Order the drop table as the pipeline runs: read, the steps, empty, dedup.
     order = ["read", *cfg.steps, "empty", "dedup"]
     dropped = {k: dict(sorted(dropped[k].items())) for k in order if k in dropped}
+    skipped_files = _walk_skips(cfg, walk_skips, skipped)
+    skipped_total += sum(n for r, n in skipped_files.items() if r not in ("hidden", "not_included"))
     docs_out = {s: sum(sh.records["documents"] for sh in shards if sh.split == s) for s in SPLITS}
     kept_chars = _chars_out(read, plan)
     return {
@@ -654,11 +659,24 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo]) -
         "characters_out": {**kept_chars, "total": sum(kept_chars.values())},
         "changed": changed,
         "dropped": dropped,
-        "read": {"input_units": len(units), **dict(sorted(read_stats.items()))},
+        "read": {"input_units": len(units), **dict(sorted(read_stats.items())), "skipped_files": skipped_files},
         "skipped_total": skipped_total,
         "skipped_listed": len(skipped),
         "skipped": skipped,
     }
+
+
+def _walk_skips(cfg: CleanConfig, walk_skips, skipped: list[dict]) -> dict[str, int]:
+    """Count the entries directory walks left out, by reason; list the unexpected ones (broken
+    links, loops, unreadable entries) in `skipped` with step "discover" (line 0: a whole file)."""
+    from mlmctl.sources import SKIP_REASONS
+
+    counts: dict[str, int] = {}
+    for reason, path in walk_skips:
+        counts[reason] = counts.get(reason, 0) + 1
+        if reason not in ("hidden", "not_included") and len(skipped) < cfg.max_listed_skips:
+            skipped.append({"file": _valid(path), "line": 0, "step": "discover", "reason": reason})
+    return {r: counts[r] for r in SKIP_REASONS if r in counts}
 
 
 def _chars_out(read, plan: dict) -> dict[str, int]:

@@ -66,6 +66,7 @@ class DemoTaskConfig:
     def __post_init__(self):
         check(self.num_classes >= 2 or len(self.families) >= 2, "num_classes", "need at least 2 classes")
         check(self.min_words >= 1, "min_words", "must be at least 1")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(self.max_words >= self.min_words, "max_words", "must be at least `min_words`")
         check(self.test_per_class >= 1, "test_per_class", "must be at least 1")
         check(self.dev_per_class >= 1, "dev_per_class", "must be at least 1")

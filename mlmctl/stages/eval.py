@@ -69,6 +69,8 @@ class EvalConfig:
     """Tokens per example (classifier) or sequence (mlm); null = as fine-tuned, else 128."""
     predictions: bool = False
     """Classifier: also write predictions.jsonl (index, gold, predicted, probabilities)."""
+    max_field_chars: int = 10_000_000
+    """Classifier: longest TSV/CSV field accepted, in characters (a longer one is an error naming its line)."""
     # -- mlm
     data: str | None = None
     """MLM: build-vocab directory whose `split` is scored (its train split gives the unigram)."""
@@ -99,6 +101,8 @@ class EvalConfig:
         check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
         check(0 <= self.mask_token_prob <= 1, "mask_token_prob", "must be in [0, 1]")
         check(self.pppl_max_docs >= 1, "pppl_max_docs", "must be >= 1")
+        check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(not (self.data and self.text_files), "text_files", "give either `data` or `text_files`, not both")
 
 
@@ -190,11 +194,12 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     label_field = cfg.label_field or ft.get("label_field") or "label"
     max_len = cfg.max_seq_len or ft.get("max_seq_len") or 128
     data = read_labelled(cfg.test_file, text_field=text_field, text_pair_field=pair_field, label_field=label_field,
-                         fmt=cfg.format, has_header=cfg.has_header)
+                         fmt=cfg.format, has_header=cfg.has_header, max_field_chars=cfg.max_field_chars)
     encoder = TextEncoder(model_dir, max_len, STAGE)
     label2id = {x: i for i, x in enumerate(labels)}
     enc = encoder.encode(data, label2id)
     model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=len(labels))
+    encoder.check_fits(mcfg, model_dir, STAGE, pairs=pair_field is not None)
     if max_len > mcfg.max_position_embeddings:
         raise MlmctlError(f"eval: `max_seq_len` {max_len} exceeds the model's max_position_embeddings "
                           f"{mcfg.max_position_embeddings}")
@@ -383,19 +388,9 @@ def _heldout_docs(cfg: EvalConfig, model_dir: Path, encoder):
 
 
 def _read_docs(path: Path) -> list[str]:
-    import gzip
-    import re
+    from mlmctl.labelled import read_text_docs
 
-    if not path.is_file():
-        raise InputError(f"eval: text file {path} does not exist")
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"eval: {path}: not a valid gzip file ({e})") from None
-    text = raw.decode("utf-8", errors="replace")
-    return [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
+    return read_text_docs(path, STAGE)
 
 
 def _pseudo_perplexity(model, docs, encoder, room: int, batch_size: int, device) -> tuple[float, int]:
@@ -423,8 +418,7 @@ def _pseudo_perplexity(model, docs, encoder, room: int, batch_size: int, device)
 
 
 def _read_config(model_dir: Path) -> dict:
-    try:
-        return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"eval: cannot read {model_dir / 'config.json'} ({e})") from None
+    from mlmctl.safe_json import read_json_file
+
+    return read_json_file(model_dir / "config.json", STAGE)
 

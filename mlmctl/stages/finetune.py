@@ -69,6 +69,8 @@ class FinetuneConfig:
     """Column / field of the second text for pair tasks (null = single text)."""
     label_field: str = "label"
     """Column / field holding the label (string or integer)."""
+    max_field_chars: int = 10_000_000
+    """TSV/CSV: longest field accepted, in characters (a longer one is an error naming its line)."""
     labels: list[str] = field(default_factory=list)
     """Label order (id i = labels[i]); empty = sorted labels of the train file."""
     init: Literal["pretrained", "random"] = "pretrained"
@@ -117,6 +119,8 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check(self.max_seq_len >= 3, "max_seq_len", "must be at least 3 ([CLS] text [SEP])")
+        check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -175,7 +179,7 @@ def run(ctx) -> dict:
     from mlmctl.devices import pick_device
     from mlmctl.labelled import TextEncoder, label_list, read_labelled, resolve_model_dir
     from mlmctl.model import BertForSequenceClassification, ModelConfig, num_parameters
-    from mlmctl.model_dir import load_model_dir, save_model_dir
+    from mlmctl.model_dir import load_model_dir, read_model_config, save_model_dir
     from mlmctl.optim import lr_at, make_adamw, set_lr
 
     cfg: FinetuneConfig = ctx.cfg
@@ -201,7 +205,7 @@ def run(ctx) -> dict:
     # -- data ----------------------------------------------------------------------------------
     model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
     read = dict(text_field=cfg.text_field, text_pair_field=cfg.text_pair_field, label_field=cfg.label_field,
-                fmt=cfg.format, has_header=cfg.has_header)
+                fmt=cfg.format, has_header=cfg.has_header, max_field_chars=cfg.max_field_chars)
     train = read_labelled(cfg.train_file, **read)
     labels = label_list(train.labels, cfg.labels or None)
     if len(labels) < 2:
@@ -226,13 +230,10 @@ def run(ctx) -> dict:
                         for k in info["missing"]})
         ctx.log(f"loaded {model_dir}; freshly initialised: {', '.join(fresh) or 'nothing'}")
     else:
-        try:
-            raw = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            mcfg = ModelConfig.from_hf_config(raw)
-        except (OSError, ValueError, TypeError) as e:
-            raise InputError(f"finetune: cannot read {model_dir / 'config.json'} ({e})") from None
+        mcfg = read_model_config(model_dir, STAGE)
         model = BertForSequenceClassification(mcfg, len(labels), classifier_dropout=cfg.classifier_dropout)
         ctx.log(f"random init with the architecture of {model_dir}")
+    encoder.check_fits(mcfg, model_dir, STAGE, pairs=cfg.text_pair_field is not None)
     if cfg.max_seq_len > mcfg.max_position_embeddings:
         raise MlmctlError(f"finetune: `max_seq_len` {cfg.max_seq_len} exceeds the model's "
                           f"max_position_embeddings {mcfg.max_position_embeddings}")

@@ -72,9 +72,10 @@ class ModelSection:
     """Start from the weights of this model directory (continued pretraining); its tokenizer must be the input's."""
 
     def __post_init__(self) -> None:
-        for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
             v = getattr(self, key)
             check(v is None or v > 0, key, f"must be positive, got {v}")
+        check(self.max_position_embeddings >= 1, "max_position_embeddings", "must be >= 1")
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, key)
             check(0.0 <= v < 1.0, key, f"must be in [0, 1), got {v}")
@@ -94,6 +95,11 @@ class DataSection:
     """Also train next-sentence prediction (requires packing: sentence-pair)."""
     seed: int = 0
     """Seed of the data order, the sentence pairs and the masks (model init uses train.seed)."""
+
+    def __post_init__(self) -> None:
+        check(self.max_seq_len >= 1, "max_seq_len", f"must be >= 1, got {self.max_seq_len}")
+        check(0.0 <= self.short_seq_prob <= 1.0, "short_seq_prob", f"must be in [0, 1], got {self.short_seq_prob}")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
 
 @dataclass
@@ -175,6 +181,12 @@ class TrainSection:
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        for key in ("adam_beta1", "adam_beta2"):
+            v = getattr(self, key)
+            check(0.0 <= v < 1.0, key, f"must be in [0, 1), got {v}")
+        check(self.adam_eps > 0, "adam_eps", f"must be > 0, got {self.adam_eps}")
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
 
 @dataclass
