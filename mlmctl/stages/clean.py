@@ -1,6 +1,6 @@
 """clean: raw text -> cleaned, de-duplicated, split document shards.
 
-Reads `.txt` / `.jsonl` files (gzipped or not), directories (walked), globs and the built-in
+Reads `.txt` / `.jsonl` / `.csv` / `.tsv` files (gzip- or zstandard-compressed or not), Parquet and Arrow IPC files, directories (walked), globs and the built-in
 `builtin:python-docs` source (see `mlmctl.sources`), runs the configured clean steps
 (`mlmctl.cleaning`) on every document, removes exact duplicates across the whole corpus and
 splits the rest into train and validation by document hash. Writes:
@@ -101,15 +101,15 @@ class CleanConfig:
     """Files, directories (walked recursively), globs, or `builtin:python-docs`; read in this order."""
     output: str = "data/clean"
     """Directory to write the shards, stats.json and manifest.json to."""
-    format: Literal["auto", "text", "jsonl", "html"] = "auto"
-    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed) and everything else as text."""
+    format: Literal["auto", "text", "jsonl", "html", "csv", "tsv", "parquet", "arrow"] = "auto"
+    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz/.zst) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed), .csv/.tsv as tables with a header row, .parquet and .arrow (Arrow IPC, as datasets.save_to_disk writes) as one document per row, and everything else as text."""
     text_field: str = "text"
-    """JSON lines: the field holding the document text."""
+    """JSON lines: the field holding the document text; CSV/TSV, Parquet, Arrow: the column holding it."""
     source_field: str | None = None
-    """JSON lines: a field to copy into each record's `source` (null: the file path)."""
+    """JSON lines (field) and tables (column): copied into each record's `source` when a string (null: the file path)."""
     boundary: Literal["file", "blank_line", "line"] = "blank_line"
     """Text files: where a document ends - at the end of the file, at a blank line, or at every line."""
-    include: list[str] = field(default_factory=lambda: ["*.txt", "*.txt.gz", "*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz", "*.md"])
+    include: list[str] = field(default_factory=lambda: ["*.txt", "*.txt.gz", "*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz", "*.md", "*.txt.zst", "*.jsonl.zst", "*.parquet", "*.arrow"])
     """File-name patterns read when walking a directory (files named directly or by a glob are always read)."""
     max_document_chars: int = 50_000_000
     """Documents longer than this are skipped while reading (bounds memory); see also length_filter.max_chars."""
