@@ -613,10 +613,13 @@ def drop_warning(documents_in: int, documents_out: int, dropped: dict) -> str | 
 
 # --------------------------------------------------------------------------- registry
 
+# Steps kept in modules of their own (same shape: name, Config, process).
+from mlmctl.near_dedup import NearDedup  # noqa: E402
+
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
     for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, ZhConvert, LengthFilter,
-                QualityFilter)
+                QualityFilter, NearDedup)
 }
 """Step name (as written in `steps:`) -> step class. The clean config has one section per name."""
 
