@@ -615,11 +615,12 @@ def drop_warning(documents_in: int, documents_out: int, dropped: dict) -> str | 
 
 # Steps kept in modules of their own (same shape: name, Config, process).
 from mlmctl.near_dedup import NearDedup  # noqa: E402
+from mlmctl.repetition import FineWebQuality, GopherRepetition  # noqa: E402
 
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
     for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, ZhConvert, LengthFilter,
-                QualityFilter, NearDedup)
+                QualityFilter, GopherRepetition, FineWebQuality, NearDedup)
 }
 """Step name (as written in `steps:`) -> step class. The clean config has one section per name."""
 

@@ -58,6 +58,7 @@ from mlmctl.cleaning import (
     drop_warning,
 )
 from mlmctl.near_dedup import MINHASH_FILE, NearDedupConfig
+from mlmctl.repetition import FineWebQualityConfig, GopherRepetitionConfig
 from mlmctl.config import check
 from mlmctl.errors import MlmctlError
 from mlmctl.shards import SPLITS, ShardInfo, atomic_write, atomic_write_json
@@ -138,6 +139,10 @@ class CleanConfig:
     """Step `length_filter`."""
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
     """Step `quality_filter`."""
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    """Step `gopher_repetition` (not in the default steps): Gopher's repeated line, paragraph and n-gram rules."""
+    fineweb_quality: FineWebQualityConfig = field(default_factory=FineWebQualityConfig)
+    """Step `fineweb_quality` (not in the default steps): FineWeb's punctuated-line, short-line, duplicate-line and list rules."""
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     """Step `near_dedup` (not in the default steps; must be the last step): MinHash LSH near-duplicate removal."""
     dedup: bool = True
