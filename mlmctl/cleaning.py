@@ -367,7 +367,7 @@ class LengthFilterConfig:
     """Chinese documents (mostly Han characters): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
 
     def __post_init__(self) -> None:
-        for key in ("min_chars", "max_chars", "min_words", "max_words"):
+        for key in ("min_chars", "max_chars", "min_words", "max_words", "min_chars_unspaced"):
             v = getattr(self, key)
             check(v is None or v >= 0, key, f"must be >= 0 or null, got {v}")
 
