@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mlmctl.near_dedup import MinHasher, NearDedupConfig, near_duplicates
 
