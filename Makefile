@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
 	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,zh]"
+	$(PY) -m pip install -q -e ".[dev,zh,formats]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -367,7 +367,7 @@ class LengthFilterConfig:
     """Chinese documents (mostly Han characters): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
 
     def __post_init__(self) -> None:
-        for key in ("min_chars", "max_chars", "min_words", "max_words"):
+        for key in ("min_chars", "max_chars", "min_words", "max_words", "min_chars_unspaced"):
             v = getattr(self, key)
             check(v is None or v >= 0, key, f"must be >= 0 or null, got {v}")
 
@@ -613,10 +613,14 @@ def drop_warning(documents_in: int, documents_out: int, dropped: dict) -> str | 
 
 # --------------------------------------------------------------------------- registry
 
+# Steps kept in modules of their own (same shape: name, Config, process).
+from mlmctl.near_dedup import NearDedup  # noqa: E402
+from mlmctl.repetition import FineWebQuality, GopherRepetition  # noqa: E402
+
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
     for cls in (Decode, RemoveBom, Normalize, RemoveChars, StripMarkup, Urls, Whitespace, ZhConvert, LengthFilter,
-                QualityFilter)
+                QualityFilter, GopherRepetition, FineWebQuality, NearDedup)
 }
 """Step name (as written in `steps:`) -> step class. The clean config has one section per name."""
 

@@ -6,9 +6,12 @@ units), failing with one clear line on a missing path, an unreadable file or a g
 that matches nothing. `read_unit()` then streams one unit's documents as
 `RawDoc(text, source, file, line)`:
 
-- `.txt` (any name not recognised as JSON lines) and `.jsonl` / `.ndjson` / `.json`
-  (one JSON object per line, text under a configurable field), gzip-compressed or not
-  (detected by the gzip magic bytes, not the name).
+- `.txt` (any name not recognised otherwise), `.jsonl` / `.ndjson` / `.json` (one JSON
+  object per line, text under a configurable field) and `.csv` / `.tsv` (a header row, text in
+  the named column; `mlmctl.tables`), gzip- or zstandard-compressed or not (detected by the
+  magic bytes, not the name; `.zst` needs the `formats` extra).
+- `.parquet` and `.arrow` (Arrow IPC, as `datasets.save_to_disk` writes it): one document per
+  row, streamed by row group / record batch (`mlmctl.tables`, the `formats` extra).
 - Text is decoded as UTF-8 with `surrogateescape`, so invalid bytes survive as lone
   surrogates that the `decode` clean step replaces or drops (and counts). A UTF-16 or
   UTF-32 byte-order mark switches the file to that encoding.
@@ -46,12 +49,16 @@ BUILTIN_PREFIX = "builtin:"
 BUILTIN_SOURCES = ("python-docs",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+# Name endings of the table formats (mlmctl.tables), checked after a .gz/.zst suffix is removed.
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+                  ".arrow": "arrow"}
 # Bytes sampled at the start of a file to tell text from binary data.
 _SNIFF_BYTES = 8192
 # Share of the sample that is U+FFFD (invalid UTF-8) or C0 control characters above which a
 # file is binary (an image, an archive) or not UTF-8 at all. Latin-1 prose stays far below it.
 _BINARY_SHARE = 0.3
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Reads of this many characters keep Python-level overhead low without holding much.
 _CHUNK_CHARS = 1 << 20
 
@@ -67,7 +74,7 @@ class FileUnit:
     """One input file; `name` is the path as discovered (what `source` and stats show)."""
 
     name: str
-    fmt: str  # "text" or "jsonl"
+    fmt: str  # "text", "jsonl", "html", "csv", "tsv", "parquet" or "arrow"
 
     @property
     def key(self) -> str:
@@ -161,7 +168,22 @@ def discover(
             units.append(FileUnit(path, _format_of(path, fmt)))
     if not units:
         raise InputError("clean: `input` names no files; give files, directories, globs or builtin:python-docs")
+    _check_tables(units, docs)
     return units
+
+
+def _check_tables(units: list[Unit], opts: ReadOptions | None) -> None:
+    """Parquet/Arrow inputs: pyarrow is installed and each file has its text column - checked
+    here, before any work starts, from the schemas alone."""
+    from mlmctl import tables
+
+    files = [u for u in units if isinstance(u, FileUnit) and u.fmt in tables.ARROW_FORMATS]
+    if not files:
+        return
+    tables.require("pyarrow", f"reading {files[0].fmt.capitalize()} input ({files[0].name!r})")
+    if opts is not None:
+        for u in files:
+            tables.check_columns(u.name, u.fmt, opts)
 
 
 def _expand(entry: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
@@ -255,10 +277,14 @@ def _check_readable(path: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"clean: input {path!r} is not a regular file (a FIFO, socket or device); name text files only")
     try:
-        with open_binary(path):
-            pass
+        with open_binary(path) as f:
+            head = f.read(4)
     except OSError as e:
         raise InputError(f"clean: cannot read input {path!r} ({e.strerror}); fix its permissions or remove it from `input`") from None
+    if head == _ZSTD_MAGIC:
+        from mlmctl.tables import require
+
+        require("zstandard", f"the zstandard-compressed input {path!r}")
 
 
 def open_binary(path: str):
@@ -269,7 +295,12 @@ def open_binary(path: str):
 def _format_of(path: str, fmt: str) -> str:
     if fmt != "auto":
         return fmt
-    name = (path[:-3] if path.endswith(".gz") else path).lower()
+    name = path.lower()
+    for comp in (".gz", ".zst"):
+        name = name[:-len(comp)] if name.endswith(comp) else name
+    table = TABLE_SUFFIXES.get(os.path.splitext(name)[1])
+    if table is not None:
+        return table
     if name.endswith(HTML_SUFFIXES):
         return "html"
     return "jsonl" if name.endswith(JSONL_SUFFIXES) else "text"
@@ -284,6 +315,11 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
         yield from read_python_docs(unit.index, unit.count, opts, on_skip, unit.modules or None)
         return
     stats["files"] = stats.get("files", 0) + 1
+    if unit.fmt in ("parquet", "arrow"):
+        from mlmctl import tables
+
+        yield from (tables.read_parquet if unit.fmt == "parquet" else tables.read_arrow)(unit.name, opts, on_skip)
+        return
     raw = open_binary(unit.name)
     try:
         head = raw.read(_SNIFF_BYTES)
@@ -293,6 +329,14 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
             head = _gunzip_head(raw)
             raw.seek(0)
             binary = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif head[:4] == _ZSTD_MAGIC:
+            from mlmctl.zstd import ZstdReader
+
+            binary = io.BufferedReader(ZstdReader(raw))
+            head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if _zstd_head_ok(binary) else b""
+            _count(stats, "files_zstd")
+            # Damage shows as "corrupt_zstd" rather than the gzip reason the readers use.
+            on_skip = _renamed(on_skip, "corrupt_gzip", "corrupt_zstd")
         elif unit.name.lower().endswith(".gz"):
             # Named .gz but not compressed: read as it is (the bytes decide), and count it.
             _count(stats, "files_named_gz_not_gzip")
@@ -311,12 +355,39 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
             text = io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")
         if unit.fmt == "jsonl":
             yield from _read_jsonl(text, unit.name, opts, on_skip)
+        elif unit.fmt in ("csv", "tsv"):
+            from mlmctl.tables import read_csv
+
+            yield from _corrupt_guard(read_csv(text, unit.name, unit.fmt, opts, on_skip), unit.name, on_skip)
         elif unit.fmt == "html":
             yield from _read_html(text, unit.name, opts, on_skip)
         else:
             yield from _read_text(text, unit.name, opts, on_skip)
     finally:
         raw.close()
+
+
+def _zstd_head_ok(binary: io.BufferedReader) -> bool:
+    try:
+        binary.peek(1)
+        return True
+    except _READ_ERRORS:
+        return False
+
+
+def _renamed(on_skip: SkipFn, old: str, new: str) -> SkipFn:
+    return lambda reason, file, line: on_skip(new if reason == old else reason, file, line)
+
+
+def _corrupt_guard(docs: Iterator[RawDoc], name: str, on_skip: SkipFn) -> Iterator[RawDoc]:
+    """Damaged compressed data under the CSV reader ends the file as a counted skip."""
+    n = 0
+    try:
+        for doc in docs:
+            n = doc.line
+            yield doc
+    except _READ_ERRORS:
+        on_skip("corrupt_gzip", name, n + 1)
 
 
 def _gunzip_head(raw) -> bytes:

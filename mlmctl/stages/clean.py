@@ -1,6 +1,6 @@
 """clean: raw text -> cleaned, de-duplicated, split document shards.
 
-Reads `.txt` / `.jsonl` files (gzipped or not), directories (walked), globs and the built-in
+Reads `.txt` / `.jsonl` / `.csv` / `.tsv` files (gzip- or zstandard-compressed or not), Parquet and Arrow IPC files, directories (walked), globs and the built-in
 `builtin:python-docs` source (see `mlmctl.sources`), runs the configured clean steps
 (`mlmctl.cleaning`) on every document, removes exact duplicates across the whole corpus and
 splits the rest into train and validation by document hash. Writes:
@@ -57,6 +57,8 @@ from mlmctl.cleaning import (
     ZhConvertConfig,
     drop_warning,
 )
+from mlmctl.near_dedup import MINHASH_FILE, NearDedupConfig
+from mlmctl.repetition import FineWebQualityConfig, GopherRepetitionConfig
 from mlmctl.config import check
 from mlmctl.errors import MlmctlError
 from mlmctl.shards import SPLITS, ShardInfo, atomic_write, atomic_write_json
@@ -101,15 +103,15 @@ class CleanConfig:
     """Files, directories (walked recursively), globs, or `builtin:python-docs`; read in this order."""
     output: str = "data/clean"
     """Directory to write the shards, stats.json and manifest.json to."""
-    format: Literal["auto", "text", "jsonl", "html"] = "auto"
-    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed) and everything else as text."""
+    format: Literal["auto", "text", "jsonl", "html", "csv", "tsv", "parquet", "arrow"] = "auto"
+    """Input file format: `auto` takes .jsonl/.ndjson/.json (optionally .gz/.zst) as JSON lines, .html/.htm as HTML (one document per file, markup, scripts and styles removed), .csv/.tsv as tables with a header row, .parquet and .arrow (Arrow IPC, as datasets.save_to_disk writes) as one document per row, and everything else as text."""
     text_field: str = "text"
-    """JSON lines: the field holding the document text."""
+    """JSON lines: the field holding the document text; CSV/TSV, Parquet, Arrow: the column holding it."""
     source_field: str | None = None
-    """JSON lines: a field to copy into each record's `source` (null: the file path)."""
+    """JSON lines (field) and tables (column): copied into each record's `source` when a string (null: the file path)."""
     boundary: Literal["file", "blank_line", "line"] = "blank_line"
     """Text files: where a document ends - at the end of the file, at a blank line, or at every line."""
-    include: list[str] = field(default_factory=lambda: ["*.txt", "*.txt.gz", "*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz", "*.md"])
+    include: list[str] = field(default_factory=lambda: ["*.txt", "*.txt.gz", "*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz", "*.md", "*.txt.zst", "*.jsonl.zst", "*.parquet", "*.arrow"])
     """File-name patterns read when walking a directory (files named directly or by a glob are always read)."""
     max_document_chars: int = 50_000_000
     """Documents longer than this are skipped while reading (bounds memory); see also length_filter.max_chars."""
@@ -137,6 +139,12 @@ class CleanConfig:
     """Step `length_filter`."""
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
     """Step `quality_filter`."""
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    """Step `gopher_repetition` (not in the default steps): Gopher's repeated line, paragraph and n-gram rules."""
+    fineweb_quality: FineWebQualityConfig = field(default_factory=FineWebQualityConfig)
+    """Step `fineweb_quality` (not in the default steps): FineWeb's punctuated-line, short-line, duplicate-line and list rules."""
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    """Step `near_dedup` (not in the default steps; must be the last step): MinHash LSH near-duplicate removal."""
     dedup: bool = True
     """Drop exact duplicates (same text after all steps) across the whole corpus, keeping the first in input order."""
     validation_fraction: float = 0.01
@@ -163,6 +171,8 @@ class CleanConfig:
                 check(False, f"steps[{i}]", f"unknown step {name!r}{hint}")
         dup = sorted({n for n in self.steps if self.steps.count(n) > 1})
         check(not dup, "steps", f"lists {', '.join(dup)} more than once")
+        check("near_dedup" not in self.steps or self.steps[-1] == "near_dedup", "steps",
+              "`near_dedup` must be the last step (it compares the final text of the documents kept)")
         check(0.0 <= self.validation_fraction < 1.0, "validation_fraction",
               f"must be in [0, 1), got {self.validation_fraction}")
         check(1 <= self.compresslevel <= 9, "compresslevel", f"must be 1..9, got {self.compresslevel}")
@@ -326,6 +336,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             skipped.append([_valid(file), line, "read", reason])
 
     hashes, sizes, chars = array("Q"), array("Q"), array("Q")
+    minhash = _minhasher(u)
     kept = docs_in = chars_in = 0
     read_stats: dict = {}
     blake = hashlib.blake2b
@@ -338,6 +349,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
         out = stack.enter_context(atomic_write(part / _DOCS))
         arrays = [(arr, stack.enter_context(atomic_write(part / name)))
                   for arr, name in ((hashes, _HASHES), (sizes, _SIZES), (chars, _CHARS))]
+        sig_file = stack.enter_context(atomic_write(part / MINHASH_FILE)) if minhash is not None else None
 
         def flush() -> None:
             # Written in batches, so memory does not grow with the size of the input file.
@@ -346,6 +358,8 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             for arr, f in arrays:
                 arr.tofile(f)
                 del arr[:]
+            if minhash is not None:
+                minhash.write(sig_file)
 
         for doc in _guarded(read_unit(u.unit, u.read, on_skip, read_stats), u.unit):
             docs_in += 1
@@ -365,6 +379,8 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
+            if minhash is not None:
+                minhash.add(text)
             kept += 1
             buf.append(line)
             buffered += len(line)
@@ -384,6 +400,15 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
         "skipped_total": skip_total,
         "read": read_stats,
     }
+
+
+def _minhasher(u: _ReadUnit):
+    """The near-duplicate signer when `near_dedup` is a step (see mlmctl.near_dedup), else None."""
+    if "near_dedup" not in u.steps:
+        return None
+    from mlmctl.near_dedup import MinHasher
+
+    return MinHasher(u.step_configs[u.steps.index("near_dedup")])
 
 
 def _valid(name: str) -> str:
@@ -431,6 +456,12 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
     repeated = np.unique(srt[1:][srt[1:] == srt[:-1]])  # values that occur more than once
     del srt
     seen = np.zeros(len(repeated), dtype=np.int64)  # copies of each repeated value so far
+    near = None
+    if "near_dedup" in cfg.steps:
+        from mlmctl.near_dedup import near_duplicates
+
+        near = near_duplicates([d / MINHASH_FILE for d in read_dirs], counts, cfg.near_dedup.bands)
+    near_docs = near_chars = 0
 
     threshold = np.uint64(min(int(cfg.validation_fraction * 2.0**64), 2**64 - 1))
     max_bytes = int(cfg.max_shard_mb * 1024 * 1024)
@@ -458,6 +489,12 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
                 dup_chars += int(chars[~keep].sum())
             else:
                 dest[rows] = np.minimum(copy, (1 << 20) - 1)
+        if near is not None:
+            # After exact dedup: a near-duplicate drop is one that exact dedup left in.
+            gone = near[pos - n:pos] & keep
+            keep &= ~gone
+            near_docs += int(gone.sum())
+            near_chars += int(load(d, _CHARS)[gone].sum())
         split = _split_of(h, cfg.split_seed, threshold)
         sizes = load(d, _SIZES)
         for s in (0, 1):
@@ -480,6 +517,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
             f.write(dest.tobytes())
         files.append((path, file_sha256(path)))
     return {"files": files, "duplicates": dup_docs, "duplicate_chars": dup_chars,
+            "near_duplicates": near_docs, "near_duplicate_chars": near_chars,
             "shards": [dense[0] + 1, dense[1] + 1]}
 
 
@@ -645,8 +683,11 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo], w
             read_stats[k] = read_stats.get(k, 0) + v
     if plan["duplicates"]:
         dropped["dedup"] = {"duplicate": {"documents": plan["duplicates"], "characters": plan["duplicate_chars"]}}
+    if plan.get("near_duplicates"):
+        dropped["near_dedup"] = {"near_duplicate": {"documents": plan["near_duplicates"],
+                                                    "characters": plan["near_duplicate_chars"]}}
     # Order the drop table as the pipeline runs: read, the steps, empty, dedup.
-    order = ["read", *cfg.steps, "empty", "dedup"]
+    order = ["read", *(s for s in cfg.steps if s != "near_dedup"), "empty", "dedup", "near_dedup"]
     dropped = {k: dict(sorted(dropped[k].items())) for k in order if k in dropped}
     skipped_files = _walk_skips(cfg, walk_skips, skipped)
     skipped_total += sum(n for r, n in skipped_files.items() if r not in ("hidden", "not_included"))
