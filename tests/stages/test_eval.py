@@ -100,7 +100,7 @@ def _mlm(run_cli, models, out, *more):
 def test_mlm_perplexity_is_reproducible(models, tmp_path, run_cli):
     a = _mlm(run_cli, models, tmp_path / "a", "--set", "pppl=true", "--set", "pppl_tokens=40")
     b = _mlm(run_cli, models, tmp_path / "b", "--set", "pppl=true", "--set", "pppl_tokens=40")
-    c = _mlm(run_cli, models, tmp_path / "c", "--set", "seed=1")
+    c = _mlm(run_cli, models, tmp_path / "c", "--set", "seed=1", "--set", "bootstrap_resamples=0")
     assert a["mode"] == "mlm"
     assert a["mlm_loss"] == b["mlm_loss"] and a["pppl"] == b["pppl"]
     assert a["mlm_loss"] != c["mlm_loss"]  # other masks
@@ -121,6 +121,7 @@ def test_mlm_perplexity_is_reproducible(models, tmp_path, run_cli):
         lo, hi = a[f"{key}_ci"]
         assert lo <= a[key] <= hi, key
     assert a["mlm_ppl_ci"] == b["mlm_ppl_ci"] and a["intervals"]["unit"] == "documents"
+    assert not any(k.endswith("_ci") for k in c) and c["intervals"] == {"resamples": 0}
     assert a["pppl_tokens"] >= 40 and a["pppl_docs"] < 60  # whole documents up to the token budget
 
 
