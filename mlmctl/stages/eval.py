@@ -94,7 +94,7 @@ class EvalConfig:
     """Seed of the masks (mlm) and of the bootstrap resamples."""
     pppl: bool = False
     """MLM: also compute pseudo-perplexity (mask each token in turn; one forward row per token)."""
-    pppl_tokens: int = 4000
+    pppl_tokens: int = 16000
     """MLM: pseudo-perplexity over the first documents up to about this many tokens (whole documents)."""
     bootstrap_resamples: int = 1000
     """Resamples for the 95% bootstrap intervals (documents for mlm, examples for classifiers); 0 = none."""
