@@ -16,7 +16,6 @@ error.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +85,14 @@ def summary_rows(data: Path | None, runs: Path | None,
         ev = _load(d / EVAL_JSON) or {}
         name = LABELS.get(d.name) or _label(d, runs)
         if "mlm_ppl" in ev:
-            text = f"{ev['mlm_ppl']:.1f} (unigram baseline {ev['unigram_ppl']:.1f})"
-            if ev.get("pppl") is not None:
-                text += f", pseudo-ppl {ev['pppl']:.1f}"
-            rows.append(("held-out MLM ppl" + ("" if d.name == "eval-mlm" else f" ({name})"), text))
+            suffix = "" if d.name == "eval-mlm" else f" ({name})"
+            rows += [(key + suffix, value) for key, value in mlm_rows(ev)]
         elif "accuracy" in ev:
-            table.append((name, f"{ev['accuracy']:.3f}", f"{ev['macro_f1']:.3f}"))
+            table.append((name, with_ci(ev, "accuracy"), with_ci(ev, "macro_f1")))
             scored = True
+    by_name = {d.name: d for d in evals}
+    if "eval-pretrained" in by_name and "eval-random" in by_name:
+        rows.append(("pretraining effect", pretraining_effect(by_name["eval-pretrained"], by_name["eval-random"])))
     if not scored:
         table.append(("classifier (no eval.json found)", "missing", "missing"))
     task = _extra(data / "task") if data is not None else {}
@@ -163,6 +163,69 @@ def _pretrain_rows(run: Path) -> list[tuple[str, str]]:
     else:
         rows.append(("pretraining", "missing (pretrain did not finish)"))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures with their intervals, and the paired pretrained-vs-random comparison
+
+
+def with_ci(ev: dict, key: str, digits: int = 3) -> str:
+    """`0.787 [0.745, 0.826]`: a figure and its 95% interval from eval.json (when it has one)."""
+    ci = ev.get(f"{key}_ci")
+    text = f"{ev[key]:.{digits}f}"
+    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def mlm_rows(mlm: dict) -> list[tuple[str, str]]:
+    """The held-out MLM figures of eval-mlm/eval.json; an eval.json from before the leak-free
+    headline (no mlm_ppl_801010) says what its mlm_ppl was."""
+    if "mlm_ppl_801010" not in mlm:
+        return [("held-out MLM ppl", f"{mlm['mlm_ppl']:.1f} (80/10/10 masking; unigram baseline "
+                                     f"{mlm['unigram_ppl']:.1f}); rerun eval for the leak-free figure")]
+    rows = [("held-out MLM ppl", f"{with_ci(mlm, 'mlm_ppl', 1)}, unigram baseline {with_ci(mlm, 'unigram_ppl', 1)} "
+                                 f"(every chosen token [MASK]; 80/10/10 as in training: {mlm['mlm_ppl_801010']:.1f})"),
+            ("held-out MLM acc", f"top-1 {with_ci(mlm, 'mlm_acc')}, top-5 {with_ci(mlm, 'mlm_top5_acc')}")]
+    if mlm.get("pppl") is not None:
+        rows.append(("pseudo-perplexity", f"{with_ci(mlm, 'pppl', 1)} over {mlm.get('pppl_tokens', 0):,} tokens"))
+    return rows
+
+
+def _predictions(eval_dir: Path) -> tuple[list[str], list[str]] | None:
+    """(gold, predicted) labels of eval_dir/predictions.jsonl, in test-file order."""
+    try:
+        lines = [json.loads(x) for x in (eval_dir / "predictions.jsonl").read_text().splitlines() if x.strip()]
+        return [x["label"] for x in lines], [x["prediction"] for x in lines]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def pretraining_effect(pre_dir: Path, rand_dir: Path) -> str:
+    """Pretrained minus random-init accuracy and macro-F1 with paired 95% bootstrap intervals (the
+    same resampled test examples for both models); "helps" only when an interval excludes 0."""
+    from mlmctl.bootstrap import DEFAULT_RESAMPLES, paired_classification_difference
+
+    pre, rand, ev = _predictions(pre_dir), _predictions(rand_dir), _load(pre_dir / "eval.json")
+    if not (pre and rand and ev):
+        return "not compared (needs predictions.jsonl from both classifier evals: eval `predictions: true`)"
+    if pre[0] != rand[0]:
+        return "not compared (the two evals scored different test files)"
+    ids = {x: i for i, x in enumerate(ev.get("labels") or sorted(set(pre[0] + pre[1] + rand[1])))}
+    if not all(x in ids for x in pre[0] + pre[1] + rand[1]):
+        return "not compared (the two models have different label sets)"
+    note = ev.get("intervals") or {}
+    d = paired_classification_difference([ids[x] for x in pre[0]], [ids[x] for x in pre[1]],
+                                         [ids[x] for x in rand[1]], len(ids),
+                                         note.get("resamples") or DEFAULT_RESAMPLES, note.get("seed", 0))
+    parts = [f"{name} {d[m]['diff']:+.3f} [{d[m]['ci'][0]:+.3f}, {d[m]['ci'][1]:+.3f}]"
+             for m, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
+    text = ", ".join(parts) + f" (paired bootstrap, {len(pre[0])} test examples)"
+    helps = [m for m in d if d[m]["significant"] and d[m]["diff"] > 0]
+    hurts = [m for m in d if d[m]["significant"] and d[m]["diff"] < 0]
+    if helps and not hurts:
+        return f"pretraining helps: {text}"
+    if hurts and not helps:
+        return f"pretraining hurts: {text}"
+    return f"not significant: {text}; the 95% intervals include 0, so this run cannot tell the two apart"
 
 
 def run(dirs: list[Path], data: Path | None, runs: Path | None) -> None:

@@ -48,6 +48,8 @@ def test_smoke_chain_end_to_end(tmp_path):
             assert key in ev, key
         assert 0 <= ev["accuracy"] <= 1
     assert "pretrained" in proc.stdout and "random" in proc.stdout  # the closing summary
+    assert mlm["mlm_ppl_ci"][0] <= mlm["mlm_ppl"] <= mlm["mlm_ppl_ci"][1]
+    assert "pretraining effect" in proc.stdout and "paired bootstrap" in proc.stdout
 
     # A second run finds every stage up to date and does no work.
     again = subprocess.run(["bash", str(ROOT / "scripts" / "chain.sh")], cwd=tmp_path, env=env,

@@ -9,8 +9,13 @@ Two modes, chosen from the model directory (`mode: auto`) or forced by the confi
 - mlm (anything else): masked-LM loss and perplexity on held-out data: the `split` of a
   build-vocab directory (`data`) or raw text files (`text_files`, tokenised with the model's
   own tokenizer.json). Masks are a pure function of (seed, sequence index), so the same config
-  gives the same number. Also the add-one-smoothed unigram perplexity of the same masked
-  tokens, and pseudo-perplexity on request.
+  gives the same number. The headline `mlm_ppl` replaces every chosen token by [MASK] (leak-free);
+  `mlm_ppl_801010` scores the same positions with pretraining's 80/10/10 replacement. Also top-1
+  and top-5 accuracy, the add-one-smoothed unigram perplexity of the same positions, and
+  pseudo-perplexity on request.
+
+Every figure carries a 95% bootstrap interval (`<figure>_ci`), resampling documents (mlm) or
+examples (classifier), seeded by `seed` (mlmctl/bootstrap.py; docs/eval.md says how to read them).
 
 Reads: `--input` a model directory, or a pretrain run (its final/) or finetune run (its best/).
 Writes: `OUTPUT/eval.json` (+ `predictions.jsonl`) and `manifest.json`.
@@ -67,8 +72,9 @@ class EvalConfig:
     """Classifier: label column (null = as fine-tuned, else "label")."""
     max_seq_len: int | None = None
     """Tokens per example (classifier) or sequence (mlm); null = as fine-tuned, else 128."""
-    predictions: bool = False
-    """Classifier: also write predictions.jsonl (index, gold, predicted, probabilities)."""
+    predictions: bool = True
+    """Classifier: also write predictions.jsonl (index, gold, predicted, correct, probabilities), which
+    `mlmctl report` needs for the paired pretrained-vs-random comparison."""
     max_field_chars: int = 10_000_000
     """Classifier: longest TSV/CSV field accepted, in characters (a longer one is an error naming its line)."""
     # -- mlm
@@ -84,14 +90,16 @@ class EvalConfig:
     mask_prob: float = 0.15
     """MLM: fraction of (non-special) tokens masked per sequence."""
     mask_token_prob: float = 0.8
-    """MLM: chosen tokens replaced by [MASK] with this probability (0.1 random, rest kept),
-    as in pretraining, so the number is comparable with pretrain's val_ppl."""
+    """MLM: for `mlm_ppl_801010` only, chosen tokens become [MASK] with this probability (0.1 random,
+    rest kept), as in pretraining; the headline `mlm_ppl` masks every chosen token."""
     seed: int = 0
-    """MLM: seed of the masks."""
+    """Seed of the masks (mlm) and of the bootstrap resamples."""
     pppl: bool = False
-    """MLM: also compute pseudo-perplexity (mask each token in turn; slow)."""
-    pppl_max_docs: int = 20
-    """MLM: pseudo-perplexity over the first this many documents (each cut to max_seq_len)."""
+    """MLM: also compute pseudo-perplexity (mask each token in turn; one forward row per token)."""
+    pppl_tokens: int = 16000
+    """MLM: pseudo-perplexity over the first documents up to about this many tokens (whole documents)."""
+    bootstrap_resamples: int = 1000
+    """Resamples for the 95% bootstrap intervals (documents for mlm, examples for classifiers); 0 = none."""
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -100,7 +108,9 @@ class EvalConfig:
         check(self.max_sequences >= 0, "max_sequences", "must be >= 0 (0 = all)")
         check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
         check(0 <= self.mask_token_prob <= 1, "mask_token_prob", "must be in [0, 1]")
-        check(self.pppl_max_docs >= 1, "pppl_max_docs", "must be >= 1")
+        check(self.pppl_tokens >= 1, "pppl_tokens", "must be >= 1")
+        check(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 100, "bootstrap_resamples",
+              "must be 0 (no intervals) or >= 100 (fewer make the 2.5% tails meaningless)")
         check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(not (self.data and self.text_files), "text_files", "give either `data` or `text_files`, not both")
@@ -215,13 +225,14 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     report["test_file"] = str(cfg.test_file)
     report["truncated"] = enc.truncated
     report["dropped"] = data.dropped
+    _add_classifier_intervals(report, enc.labels, pred, cfg)
     _log_confusion(ctx, report)
-    summary = {"examples": report["n"], "accuracy": f"{report['accuracy']:.4f}",
-               "macro_f1": f"{report['macro_f1']:.4f}", "micro_f1": f"{report['micro_f1']:.4f}",
-               "weighted_f1": f"{report['weighted_f1']:.4f}",
+    summary = {"examples": report["n"], "accuracy": _fmt(report, "accuracy", 4),
+               "macro_f1": _fmt(report, "macro_f1", 4), "micro_f1": _fmt(report, "micro_f1", 4),
+               "weighted_f1": _fmt(report, "weighted_f1", 4),
                "majority baseline": f"{report['majority_baseline_accuracy']:.4f}"}
     for name, pc in report["per_class"].items():
-        summary[f"  {name}"] = (f"P {pc['precision']:.3f}  R {pc['recall']:.3f}  F1 {pc['f1']:.3f}  "
+        summary[f"  {name}"] = (f"P {pc['precision']:.3f}  R {pc['recall']:.3f}  F1 {_fmt(pc, 'f1', 3)}  "
                                 f"n={pc['support']}")
     from mlmctl.stages.finetune import single_class_warning
 
@@ -231,10 +242,27 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
         ctx.log(f"warning: {warning}")
     preds = None
     if cfg.predictions:
-        preds = [{"index": i, "label": labels[g], "prediction": labels[p],
+        preds = [{"index": i, "label": labels[g], "prediction": labels[p], "correct": g == p,
                   "probs": {x: round(float(v), 6) for x, v in zip(labels, probs[i].tolist())}}
                  for i, (g, p) in enumerate(zip(enc.labels, pred))]
     return report, summary, preds
+
+
+def _add_classifier_intervals(report: dict, gold: list[int], pred: list[int], cfg: EvalConfig) -> None:
+    """`<figure>_ci` beside every scalar figure and every per-class P/R/F1, resampling examples."""
+    if not cfg.bootstrap_resamples:
+        report["intervals"] = _interval_note(cfg, "examples", len(gold))
+        return
+    from mlmctl.bootstrap import classification_intervals
+
+    cis = classification_intervals(gold, pred, len(report["labels"]), cfg.bootstrap_resamples, cfg.seed)
+    for key, ci in cis.items():
+        if key != "per_class" and key in report:
+            report[f"{key}_ci"] = list(ci)
+    for name, pc in zip(report["labels"], cis["per_class"]):
+        for m, ci in pc.items():
+            report["per_class"][name][f"{m}_ci"] = list(ci)
+    report["intervals"] = _interval_note(cfg, "examples", len(gold))
 
 
 def _log_confusion(ctx, report: dict) -> None:
@@ -252,10 +280,10 @@ def _log_confusion(ctx, report: dict) -> None:
 
 def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
     import numpy as np
-    import torch
 
     from mlmctl.labelled import TextEncoder
-    from mlmctl.masking import STREAM_VAL_MASK, MaskSpec, mask_tokens, sequence_rng
+    from mlmctl.masking import MaskSpec
+    from mlmctl.mlm_scoring import score_masked
     from mlmctl.model import BertForPreTraining
     from mlmctl.model_dir import load_model_dir
 
@@ -273,83 +301,135 @@ def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
     if docs and max(int(d.max()) for d in docs if d.size) >= V:
         raise InputError(f"eval: token ids of the held-out data exceed the model's vocab_size {V}; "
                          "the data was tokenised with another vocabulary")
-
-    # Sequences: each document cut into pieces of max_len - 2 tokens, each [CLS] piece [SEP].
-    room = max_len - 2
-    seqs = []
-    for d in docs:
-        for s in range(0, len(d), room):
-            piece = d[s:s + room]
-            seqs.append(np.concatenate([[encoder.cls_id], piece, [encoder.sep_id]]).astype(np.int64))
-    if cfg.max_sequences:
-        seqs = seqs[:cfg.max_sequences]
+    seqs, seq_doc = _mlm_sequences(docs, max_len, encoder, cfg.max_sequences)
     if not seqs:
         raise InputError(f"eval: the held-out data ({source}) has no tokens")
 
     spec = MaskSpec(vocab_size=V, mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob,
                     random_token_prob=min(0.1, 1 - cfg.mask_token_prob))
-    special = {encoder.pad_id, encoder.cls_id, encoder.sep_id, encoder.mask_id}
-    total_loss, n_masked, targets_all = 0.0, 0, []
-    with torch.no_grad():
-        for b in range(0, len(seqs), cfg.batch_size):
-            batch = seqs[b:b + cfg.batch_size]
-            ins, labs = [], []
-            for j, seq in enumerate(batch):
-                inp, lab = mask_tokens(seq, spec, sequence_rng(cfg.seed, 0, b + j, STREAM_VAL_MASK))
-                ins.append(inp)
-                labs.append(lab)
-            T = max(len(x) for x in ins)
-            ids = torch.full((len(ins), T), encoder.pad_id, dtype=torch.long)
-            lab_t = torch.full((len(ins), T), -100, dtype=torch.long)
-            att = torch.zeros((len(ins), T), dtype=torch.long)
-            for j, (x, y) in enumerate(zip(ins, labs)):
-                ids[j, :len(x)] = torch.from_numpy(x)
-                lab_t[j, :len(y)] = torch.from_numpy(y)
-                att[j, :len(x)] = 1
-            if lab_t.ne(-100).sum() == 0:
-                continue
-            _, loss = model(ids.to(device), attention_mask=att.to(device), labels=lab_t.to(device),
-                            loss_denominator=1)
-            total_loss += float(loss)
-            n_masked += int(lab_t.ne(-100).sum())
-            targets_all.append(lab_t[lab_t.ne(-100)].numpy())
-    if n_masked == 0:
+    sc = score_masked(model, seqs, spec, cfg.seed, encoder.pad_id, cfg.batch_size, device)
+    if sc.nll.size == 0:
         raise InputError(f"eval: no maskable tokens in the held-out data ({source})")
-    mlm_loss = total_loss / n_masked
-    targets = np.concatenate(targets_all)
-
-    # Unigram baseline of the same masked tokens, add-one smoothed over the non-special vocabulary.
+    special = {encoder.pad_id, encoder.cls_id, encoder.sep_id, encoder.mask_id}
     counts = train_counts if train_counts is not None else np.bincount(np.concatenate(docs), minlength=V)[:V]
-    counts = counts.astype(np.float64).copy()
-    for s in special:
-        if s is not None and s < V:
-            counts[s] = 0
-    n_types = V - len([s for s in special if s is not None and s < V])
-    p = (counts[targets] + 1.0) / (counts.sum() + n_types)
-    unigram_nll = float(-np.log(p).mean())
+    unigram = _unigram_nll(counts, sc.target, special, V)
 
-    result = {
-        "mlm_loss": mlm_loss,
-        "mlm_ppl": math.exp(mlm_loss),
-        "unigram_ppl": math.exp(unigram_nll),
+    result = _mlm_figures(sc, unigram, seq_doc[sc.seq], cfg)
+    result.update({
         "unigram_source": "train split counts" if train_counts is not None else "held-out text itself (optimistic)",
-        "masked_tokens": n_masked,
+        "masked_tokens": int(sc.nll.size),
         "sequences": len(seqs),
+        "documents": int(len(set(seq_doc.tolist()))),
         "tokens": int(sum(len(s) for s in seqs)),
         "data": source,
         "seed": cfg.seed,
         "mask_prob": cfg.mask_prob,
         "max_seq_len": max_len,
-    }
-    summary = {"sequences": len(seqs), "masked tokens": n_masked, "mlm_loss": f"{mlm_loss:.4f}",
-               "mlm_ppl": f"{result['mlm_ppl']:.2f}", "unigram_ppl": f"{result['unigram_ppl']:.2f}"}
+    })
     if cfg.pppl:
-        pppl, n_tok = _pseudo_perplexity(model, docs[:cfg.pppl_max_docs], encoder, room, cfg.batch_size, device)
-        result["pppl"] = pppl
-        result["pppl_docs"] = min(len(docs), cfg.pppl_max_docs)
-        result["pppl_tokens"] = n_tok
-        summary["pppl"] = f"{pppl:.2f}"
+        result.update(_pppl(model, seqs, seq_doc, encoder, cfg, device))
+    result["intervals"] = _interval_note(cfg, "documents", result["documents"])
+    summary = {"sequences": len(seqs), "masked tokens": result["masked_tokens"],
+               "mlm_ppl (all [MASK])": _fmt(result, "mlm_ppl", 2),
+               "mlm_ppl_801010": _fmt(result, "mlm_ppl_801010", 2),
+               "unigram_ppl": _fmt(result, "unigram_ppl", 2),
+               "mlm top-1 acc": _fmt(result, "mlm_acc", 4), "mlm top-5 acc": _fmt(result, "mlm_top5_acc", 4)}
+    if cfg.pppl:
+        summary["pppl"] = _fmt(result, "pppl", 2) + f" ({result['pppl_tokens']} tokens)"
     return result, summary
+
+
+def _mlm_sequences(docs, max_len: int, encoder, max_sequences: int):
+    """Each document cut into pieces of max_len - 2 tokens, each [CLS] piece [SEP]; also the
+    document index of each sequence (the bootstrap resamples documents)."""
+    import numpy as np
+
+    room = max_len - 2
+    seqs, seq_doc = [], []
+    for i, d in enumerate(docs):
+        for s in range(0, len(d), room):
+            seqs.append(np.concatenate([[encoder.cls_id], d[s:s + room], [encoder.sep_id]]).astype(np.int64))
+            seq_doc.append(i)
+    if max_sequences:
+        seqs, seq_doc = seqs[:max_sequences], seq_doc[:max_sequences]
+    return seqs, np.asarray(seq_doc, dtype=np.int64)
+
+
+def _unigram_nll(counts, targets, special: set, V: int):
+    """Per-position NLL of a unigram model, add-one smoothed over the non-special vocabulary."""
+    import numpy as np
+
+    counts = counts.astype(np.float64).copy()
+    for s in special:
+        if s is not None and s < V:
+            counts[s] = 0
+    n_types = V - len([s for s in special if s is not None and s < V])
+    return -np.log((counts[targets] + 1.0) / (counts.sum() + n_types))
+
+
+def _mlm_figures(sc, unigram, pos_doc, cfg: EvalConfig) -> dict:
+    """Point figures over all positions, and their intervals resampling documents."""
+    import numpy as np
+
+    from mlmctl.bootstrap import ratio_intervals
+    from mlmctl.mlm_scoring import KIND_KEEP, KIND_MASK, KIND_RANDOM
+
+    per_pos = {"mlm_loss": sc.nll, "mlm_loss_801010": sc.nll_801010, "unigram_loss": unigram,
+               "mlm_acc": sc.top1.astype(np.float64), "mlm_top5_acc": sc.top5.astype(np.float64)}
+    out = {k: float(v.mean()) for k, v in per_pos.items()}
+    for name, loss in (("mlm_ppl", "mlm_loss"), ("mlm_ppl_801010", "mlm_loss_801010"), ("unigram_ppl", "unigram_loss")):
+        out[name] = math.exp(out[loss])
+    # What 80/10/10 scoring looks like by replacement: "keep" positions show the model its answer.
+    out["mlm_loss_801010_by_kind"] = {
+        name: (float(sc.nll_801010[sc.kind_801010 == k].mean()) if (sc.kind_801010 == k).any() else None)
+        for name, k in (("mask", KIND_MASK), ("random", KIND_RANDOM), ("keep", KIND_KEEP))}
+    if cfg.bootstrap_resamples:
+        docs, pos_doc = np.unique(pos_doc, return_inverse=True)
+        per_doc = {k: np.bincount(pos_doc, weights=v, minlength=len(docs)) for k, v in per_pos.items()}
+        n_doc = np.bincount(pos_doc, minlength=len(docs)).astype(np.float64)
+        exp_of = {"mlm_loss": "exp", "mlm_loss_801010": "exp", "unigram_loss": "exp"}
+        cis = ratio_intervals(per_doc, n_doc, cfg.bootstrap_resamples, cfg.seed, exp_of)
+        for key, name in (("mlm_loss", "mlm_ppl"), ("mlm_loss_801010", "mlm_ppl_801010"),
+                          ("unigram_loss", "unigram_ppl"), ("mlm_acc", "mlm_acc"), ("mlm_top5_acc", "mlm_top5_acc")):
+            out[f"{name}_ci"] = list(cis[key])
+    return out
+
+
+def _pppl(model, seqs, seq_doc, encoder, cfg: EvalConfig, device) -> dict:
+    """Pseudo-perplexity over the first sequences, whole documents, up to `pppl_tokens` tokens."""
+    import numpy as np
+
+    from mlmctl.bootstrap import ratio_intervals
+    from mlmctl.mlm_scoring import pseudo_nll
+
+    n_tok = np.cumsum([len(s) - 2 for s in seqs])
+    last_doc = seq_doc[min(int(np.searchsorted(n_tok, cfg.pppl_tokens)), len(seqs) - 1)]
+    take = int((seq_doc <= last_doc).sum())  # documents come in order: finish the last one begun
+    nll, count = pseudo_nll(model, seqs[:take], encoder.mask_id, encoder.pad_id, cfg.batch_size, device)
+    out = {"pppl": math.exp(nll.sum() / count.sum()), "pppl_tokens": int(count.sum()),
+           "pppl_docs": int(len(np.unique(seq_doc[:take])))}
+    if cfg.bootstrap_resamples:
+        docs, inv = np.unique(seq_doc[:take], return_inverse=True)
+        ci = ratio_intervals({"nll": np.bincount(inv, weights=nll)}, np.bincount(inv, weights=count),
+                             cfg.bootstrap_resamples, cfg.seed, {"nll": "exp"})
+        out["pppl_ci"] = list(ci["nll"])
+    return out
+
+
+def _interval_note(cfg: EvalConfig, unit: str, n: int) -> dict:
+    if not cfg.bootstrap_resamples:
+        return {"resamples": 0}
+    from mlmctl.bootstrap import LEVEL
+
+    return {"level": LEVEL, "method": "percentile bootstrap", "resamples": cfg.bootstrap_resamples,
+            "seed": cfg.seed, "unit": unit, "units": n}
+
+
+def _fmt(result: dict, key: str, digits: int) -> str:
+    """`value [lo, hi]`, or the value alone without an interval."""
+    ci = result.get(f"{key}_ci")
+    text = f"{result[key]:.{digits}f}"
+    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
 def _heldout_docs(cfg: EvalConfig, model_dir: Path, encoder):
@@ -397,30 +477,6 @@ def _read_docs(path: Path) -> list[str]:
     from mlmctl.labelled import read_text_docs
 
     return read_text_docs(path, STAGE)
-
-
-def _pseudo_perplexity(model, docs, encoder, room: int, batch_size: int, device) -> tuple[float, int]:
-    """Salazar et al. (2020): mask each token of a sequence in turn and score the original token;
-    PPPL = exp(mean negative log-likelihood). One copy of the sequence per token, batched."""
-    import torch
-    import torch.nn.functional as F
-
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for d in docs:
-            piece = [int(x) for x in d[:room]]
-            seq = torch.tensor([encoder.cls_id, *piece, encoder.sep_id], dtype=torch.long)
-            positions = list(range(1, len(seq) - 1))
-            for s in range(0, len(positions), batch_size):
-                pos = torch.tensor(positions[s:s + batch_size])
-                rows = torch.arange(len(pos))
-                ids = seq.repeat(len(pos), 1)
-                ids[rows, pos] = encoder.mask_id  # copy j has its j-th position masked
-                logits, _ = model(ids.to(device))  # (B, T, V)
-                logp = F.log_softmax(logits[rows.to(device), pos.to(device)].float(), dim=-1)  # (B, V)
-                nll -= float(logp[rows.to(device), seq[pos].to(device)].sum())
-                n += len(pos)
-    return (math.exp(nll / n) if n else float("nan")), n
 
 
 def _read_config(model_dir: Path) -> dict:

@@ -273,7 +273,7 @@ def run(ctx) -> dict:
 
     from mlmctl import checkpoint as ckpts
     from mlmctl.devices import pick_device
-    from mlmctl.masking import STREAM_TRAIN_MASK, STREAM_VAL_MASK, MaskSpec, mask_batch
+    from mlmctl.masking import MASK_ID, STREAM_TRAIN_MASK, STREAM_VAL_MASK, MaskSpec, mask_batch
     from mlmctl.model import BertForPreTraining, num_parameters
     from mlmctl.optim import lr_at, make_adamw, set_lr
     from mlmctl.packing import FullSentences, SentencePairs, collate, epoch_order, rank_slice
@@ -433,27 +433,39 @@ def run(ctx) -> dict:
         return t.tolist()
 
     def validate():
+        """`val_loss` / `val_ppl` leak-free (every chosen token [MASK], like eval's `mlm_ppl`);
+        `val_loss_801010` / `val_ppl_801010` with the training replacement (comparable with the
+        training loss, but flattered by the tokens left unchanged); `val_acc` / `val_top5_acc`."""
+        from mlmctl.mlm_scoring import position_scores
+
         n_val = min(len(val_ds), cfg.validation.max_sequences)
         if n_val == 0:
             return None
         mine = np.arange(n_val)[rank::world]
-        loss_sum, count = 0.0, 0
+        sums = [0.0] * 5  # leak-free NLL, 80/10/10 NLL, top-1 hits, top-5 hits, masked tokens
         raw_model.eval()
         with torch.no_grad():
             for j in range(0, len(mine), cfg.validation.batch_size):
                 arrays, n_masked, _ = make_batch(val_ds, mine[j:j + cfg.validation.batch_size], 0, STREAM_VAL_MASK)
                 batch = to_device(arrays)
                 batch.pop("next_sentence_label")
+                labels = batch["labels"]
+                leak_free_ids = torch.where(labels != -100, MASK_ID, batch["input_ids"])  # same positions
                 with autocast:
                     _, loss = raw_model(**batch, loss_denominator=1)  # sum over masked tokens
-                loss_sum += float(loss)
-                count += n_masked
+                    logits, _ = raw_model(**{**batch, "input_ids": leak_free_ids})  # (N, V) at masked positions
+                nll, top1, top5 = position_scores(logits, labels[labels != -100])
+                for k, v in enumerate((nll.sum(), loss, top1.sum(), top5.sum())):
+                    sums[k] += float(v)
+                sums[4] += n_masked
         raw_model.train()
-        loss_sum, count = all_sum([loss_sum, count])
-        if count == 0:
+        sums = all_sum(sums)
+        if sums[4] == 0:
             return None
-        val_loss = loss_sum / count
-        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
+        val_loss, val_loss_801010 = sums[0] / sums[4], sums[1] / sums[4]
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0)),
+                "val_loss_801010": val_loss_801010, "val_ppl_801010": math.exp(min(val_loss_801010, 700.0)),
+                "val_acc": sums[2] / sums[4], "val_top5_acc": sums[3] / sums[4]}
 
     metrics_path = out / METRICS
     if ctx.is_main:  # keep the lines up to the resumed step; a fresh start keeps none

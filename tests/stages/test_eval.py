@@ -52,7 +52,19 @@ def test_classifier_eval_matches_its_predictions(models, tmp_path, run_cli):
     ids = {x: i for i, x in enumerate(ev["labels"])}
     again = classification_report([ids[p["label"]] for p in preds], [ids[p["prediction"]] for p in preds],
                                   ev["labels"])
-    assert again == {k: v for k, v in ev.items() if k in again}
+    no_ci = {k: v for k, v in ev.items() if k in again}
+    no_ci["per_class"] = {c: {k: v for k, v in pc.items() if not k.endswith("_ci")} for c, pc in ev["per_class"].items()}
+    assert again == no_ci
+    assert all(p["correct"] == (p["label"] == p["prediction"]) for p in preds)
+    # Every figure has its 95% bootstrap interval around it, resampling the 80 examples.
+    for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall"):
+        lo, hi = ev[f"{key}_ci"]
+        assert lo <= ev[key] <= hi, key
+    assert ev["intervals"] == {"level": 0.95, "method": "percentile bootstrap", "resamples": 1000, "seed": 0,
+                               "unit": "examples", "units": 80}
+    assert 0 < ev["accuracy_ci"][1] - ev["accuracy_ci"][0] < 0.3
+    assert all(len(pc["f1_ci"]) == 2 for pc in ev["per_class"].values())
+    assert "accuracy" in stdout and f"[{ev['accuracy_ci'][0]:.4f}, " in stdout
     assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
     gold = [y for _, y in task_rows(80, 3)]
     assert [p["label"] for p in preds] == gold  # file order kept although batches are length-sorted
@@ -86,9 +98,9 @@ def _mlm(run_cli, models, out, *more):
 
 
 def test_mlm_perplexity_is_reproducible(models, tmp_path, run_cli):
-    a = _mlm(run_cli, models, tmp_path / "a", "--set", "pppl=true", "--set", "pppl_max_docs=3")
-    b = _mlm(run_cli, models, tmp_path / "b", "--set", "pppl=true", "--set", "pppl_max_docs=3")
-    c = _mlm(run_cli, models, tmp_path / "c", "--set", "seed=1")
+    a = _mlm(run_cli, models, tmp_path / "a", "--set", "pppl=true", "--set", "pppl_tokens=40")
+    b = _mlm(run_cli, models, tmp_path / "b", "--set", "pppl=true", "--set", "pppl_tokens=40")
+    c = _mlm(run_cli, models, tmp_path / "c", "--set", "seed=1", "--set", "bootstrap_resamples=0")
     assert a["mode"] == "mlm"
     assert a["mlm_loss"] == b["mlm_loss"] and a["pppl"] == b["pppl"]
     assert a["mlm_loss"] != c["mlm_loss"]  # other masks
@@ -100,6 +112,17 @@ def test_mlm_perplexity_is_reproducible(models, tmp_path, run_cli):
     assert 1 < a["unigram_ppl"] < 0.5 * V
     assert 0.5 * V < a["pppl"] < 2 * V and a["pppl_tokens"] > 0
     assert a["unigram_source"].startswith("held-out")
+    # The leak-free headline, the 80/10/10 figure on the same positions, accuracy, and intervals.
+    assert a["mlm_ppl"] == pytest.approx(math.exp(a["mlm_loss"]))
+    assert a["mlm_ppl_801010"] == pytest.approx(math.exp(a["mlm_loss_801010"]))
+    assert 0 <= a["mlm_acc"] <= a["mlm_top5_acc"] <= 1
+    assert set(a["mlm_loss_801010_by_kind"]) == {"mask", "random", "keep"}
+    for key in ("mlm_ppl", "mlm_ppl_801010", "unigram_ppl", "mlm_acc", "mlm_top5_acc", "pppl"):
+        lo, hi = a[f"{key}_ci"]
+        assert lo <= a[key] <= hi, key
+    assert a["mlm_ppl_ci"] == b["mlm_ppl_ci"] and a["intervals"]["unit"] == "documents"
+    assert not any(k.endswith("_ci") for k in c) and c["intervals"] == {"resamples": 0}
+    assert a["pppl_tokens"] >= 40 and a["pppl_docs"] < 60  # whole documents up to the token budget
 
 
 def test_mlm_needs_data(models, tmp_path, run_cli):

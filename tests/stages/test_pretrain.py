@@ -95,6 +95,11 @@ def test_run_learns_writes_loadable_models_and_reruns_as_up_to_date(tmp_path, ru
     assert [r["step"] for r in vals] == [0, 20, 40]
     assert vals[-1]["val_ppl"] < 0.5 * vals[0]["val_ppl"]  # it learned
     assert abs(vals[-1]["val_ppl"] - math.exp(vals[-1]["val_loss"])) < 1e-6 * vals[-1]["val_ppl"]
+    # Leak-free (all [MASK]) headline beside the 80/10/10 figure, and MLM accuracy.
+    for r in vals:
+        assert r["val_ppl_801010"] == pytest.approx(math.exp(r["val_loss_801010"]))
+        assert 0 <= r["val_acc"] <= r["val_top5_acc"] <= 1
+    assert vals[-1]["val_top5_acc"] > vals[0]["val_top5_acc"]
     # warm-up then linear decay to 0 at the last step
     assert train_rows[0]["lr"] == pytest.approx(1.5e-3) and train_rows[1]["lr"] == pytest.approx(3e-3)
     assert train_rows[-1]["lr"] < 1e-4
