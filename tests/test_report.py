@@ -35,7 +35,7 @@ def test_finds_every_eval_json_under_runs(tmp_path):
     rows, table = summary_rows(tmp_path / "data", runs)
     assert ("pretrained + finetune", "0.750", "0.500") in table
     assert ("quick/eval", "0.600", "0.400") in table
-    assert dict(rows)["held-out MLM ppl"].startswith("20.0 (unigram baseline 80.0)")
+    assert dict(rows)["held-out MLM ppl"].startswith("20.0 (80/10/10 masking; unigram baseline 80.0)")
 
 
 def test_cli_takes_directories_and_refuses_missing_ones(tmp_path, run_cli, monkeypatch):
@@ -88,7 +88,7 @@ def test_pretraining_effect_is_stated_only_when_significant(tmp_path):
             assert effect.startswith("not significant: accuracy +0.") and "include 0" in effect
         assert "paired bootstrap, 300 test examples" in effect
         acc = json.loads((runs / "eval-pretrained" / "eval.json").read_text())["accuracy"]
-        assert table[-1][1] == f"{acc:.3f} [{acc - 0.05:.3f}, {acc + 0.05:.3f}]"
+        assert {r[0]: r[1] for r in table}["pretrained + finetune"] == f"{acc:.3f} [{acc - 0.05:.3f}, {acc + 0.05:.3f}]"
     # Without predictions there is no paired comparison, and the report says why.
     (tmp_path / "same" / "eval-random" / "predictions.jsonl").unlink()
     effect = dict(summary_rows(tmp_path / "data", tmp_path / "same")[0])["pretraining effect"]
