@@ -289,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         if _DEBUG:
             raise
         # Several problems (all the config errors of a file): one `mlmctl: error:` line each.
+        # A message that quotes user input (a key, a file name) may hold a line break: escape it,
+        # so that one problem stays one line.
         for line in getattr(e, "problems", None) or [str(e)]:
+            line = line.replace("\r", "\\r").replace("\n", "\\n")
             print(f"mlmctl: error: {line}", file=sys.stderr)
         return 1
     except (OSError, MemoryError) as e:

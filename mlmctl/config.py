@@ -208,7 +208,8 @@ class _Loader:
         # is fixed in one go; the cross-field checks run only once each value is valid.
         problems: list[str] = []
         for key, value in data.items():
-            path = f"{where}.{key}" if where else str(key)
+            shown = str(key) if str(key).isprintable() else json.dumps(str(key))[1:-1]
+            path = f"{where}.{shown}" if where else shown
             try:
                 if key not in fields:
                     raise self._fail(path, "unknown key" + self._suggest(str(key), fields, where))

@@ -201,3 +201,10 @@ def test_all_errors_of_a_file_are_reported_together(tmp_path, run_cli):
     bad.write_text("train:\n  max_steps: 10\n  lr: fast\n")
     code, _, err = run_cli("pretrain", "-c", bad)
     assert code == 1 and err.count("\n") == 1
+
+
+def test_key_with_a_line_break_is_shown_escaped_on_one_line(tmp_path, run_cli):
+    p = tmp_path / "c.yaml"
+    p.write_text('pretokenizer: {"a\\nb": 1}\n')
+    code, _, err = run_cli("tokenize", "-c", p)
+    assert code == 1 and err.count("\n") == 1 and "`pretokenizer.a\\nb`: unknown key" in err
