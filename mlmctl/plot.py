@@ -64,6 +64,8 @@ class Panel:
     xunit: str = ""
     """Unit for engineering tick labels (10k, 1.2M) on the x axis; "" for plain numbers."""
     logy: bool = False
+    ylim: tuple[float, float] | None = None
+    """Fixed y range (scores in [0, 1]: a flat line at 0.33 should not fill the panel)."""
 
 
 def require() -> None:
@@ -200,7 +202,7 @@ def finetune_panels(runs: list[Run], smoothing: float = DEFAULT_SMOOTHING) -> li
     """Training loss and learning rate per step; the dev metrics per epoch."""
     loss = Panel("training loss", "optimizer step", "cross-entropy loss (mean since last log)")
     lr = Panel("learning rate", "optimizer step", "learning rate")
-    devs = {k: Panel(t, "epoch (evaluations spread evenly within an epoch)", t.replace("dev ", ""))
+    devs = {k: Panel(t, "epoch (evaluations spread evenly within an epoch)", t.replace("dev ", ""), ylim=(0, 1.02))
             for k, t in DEV_METRICS.items()}
     for run in runs:
         x, y = _xy(run.rows, "step", "loss")
@@ -247,7 +249,7 @@ def panels_for(runs: list[Run], smoothing: float = DEFAULT_SMOOTHING) -> list[Pa
 def render(panels: list[Panel], title: str):
     """A matplotlib Figure (Agg canvas, no display needed) with one subplot per panel."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     cols = 2
     rows = (len(panels) + cols - 1) // cols
@@ -267,8 +269,12 @@ def render(panels: list[Panel], title: str):
         ax.grid(alpha=0.3)
         if panel.xunit:
             ax.xaxis.set_major_formatter(EngFormatter(sep=" "))
+        else:  # steps and epochs are whole numbers
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel.logy and panel.series:
             ax.set_yscale("log")
+        if panel.ylim:
+            ax.set_ylim(*panel.ylim)
         if not panel.series:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
     for ax in axes[len(panels):]:
@@ -289,7 +295,17 @@ def figure_bytes(fig, fmt: str = "png") -> bytes:
 
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, metadata=_reproducible(fmt))
-    return buf.getvalue()
+    if fmt != "png":
+        return buf.getvalue()
+    # Line art has few colours: a 256-colour palette looks the same and is about 3x smaller (docs
+    # images stay well under 150 KB, HTML reports small). Pillow comes with matplotlib.
+    from PIL import Image
+
+    buf.seek(0)
+    image = Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    image.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
 def _reproducible(fmt: str) -> dict:
