@@ -48,6 +48,8 @@ def test_smoke_chain_end_to_end(tmp_path):
             assert key in ev, key
         assert 0 <= ev["accuracy"] <= 1
     assert "pretrained" in proc.stdout and "random" in proc.stdout  # the closing summary
+    assert proc.stdout.rstrip().splitlines()[-1] == "wrote runs/smoke/report.html"  # the page, last
+    assert (runs / "report.html").read_text().count("data:image/png;base64,") >= 4
 
     # A second run finds every stage up to date and does no work.
     again = subprocess.run(["bash", str(ROOT / "scripts" / "chain.sh")], cwd=tmp_path, env=env,
