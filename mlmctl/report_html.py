@@ -93,7 +93,8 @@ def write_images(out_dir: str | Path, data: str | Path | None, runs: str | Path)
 def comparison_figure(header: list[str], table: list[tuple]):
     """Grouped bars, one group per model (majority class, random init, pretrained, ...), one bar
     per score column, with the 95% interval as an error bar when the table gives one."""
-    scored = [(row[0], [_cell(c) for c in row[1:]]) for row in table]
+    width = len(header) - 1  # a short row is padded, extra columns are not charted
+    scored = [(row[0], ([_cell(c) for c in row[1:len(header)]] + [None] * width)[:width]) for row in table]
     scored = [(name, cells) for name, cells in scored if any(c is not None for c in cells)]
     if not scored:
         return None
@@ -111,7 +112,8 @@ def comparison_figure(header: list[str], table: list[tuple]):
         if any(cis):  # asymmetric: (value - low, high - value)
             err = [[v - c[0] if c else 0 for v, c in zip(vals, cis)], [c[1] - v if c else 0 for v, c in zip(vals, cis)]]
         bars = ax.barh(ys, vals, height=height * 0.9, xerr=err, capsize=3, color=f"C{j}", label=metric)
-        ax.bar_label(bars, fmt="%.3f", padding=4, fontsize=8)
+        texts = [f"{cells[j][0]:.3f}" if cells[j] else "missing" for _, cells in scored]
+        ax.bar_label(bars, labels=texts, padding=4, fontsize=8)
     ax.set_yticks(range(len(scored)), [name for name, _ in scored])
     ax.invert_yaxis()  # the table's order, top to bottom
     ax.set_xlim(0, 1.1)

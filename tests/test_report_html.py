@@ -100,12 +100,13 @@ def test_missing_parts_are_said_missing(tmp_path, run_cli):
 def test_comparison_bars_are_the_table_figures():
     pytest.importorskip("matplotlib")
     table = [("majority class", "0.333", "0.167"), ("pretrained + finetune", "0.787 [0.745, 0.826]", "0.700"),
-             ("classifier (no eval.json found)", "missing", "missing")]
+             ("classifier (no eval.json found)", "missing", "missing"), ("short row", "0.5")]
     fig = report_html.comparison_figure(report_html.HEADER, table)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["majority class", "pretrained + finetune"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["majority class", "pretrained + finetune", "short row"]
     widths = sorted(round(p.get_width(), 3) for p in ax.patches)
-    assert widths == [0.167, 0.333, 0.7, 0.787]
+    assert widths == [0.0, 0.167, 0.333, 0.5, 0.7, 0.787]
+    assert "missing" in [t.get_text() for t in ax.texts]  # not a score of 0
     assert report_html._cell("0.787 [0.745, 0.826]") == (0.787, (0.745, 0.826))
 
 
