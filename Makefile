@@ -2,6 +2,7 @@
 #   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
 #   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
 #   make test    set up (first time) and run the whole test suite (what CI runs)
+#   make docs-images  the pictures of docs/monitoring.md, from the smoke chain's own runs
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), WORKERS.
 
 PYTHON  ?= python3
@@ -12,7 +13,7 @@ PY      := $(VENV)/bin/python
 MLMCTL  := $(VENV)/bin/mlmctl
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-zh smoke test test-quick bench lint clean-demo
+.PHONY: install demo demo-zh smoke test test-quick bench lint clean-demo docs-images
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
 	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,zh,formats]"
+	$(PY) -m pip install -q -e ".[dev,zh,formats,tensorboard,plot]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -54,3 +55,11 @@ clean-demo:
 demo-zh: install
 	$(PY) -c "from mlmctl.zh_corpus import write_jsonl; write_jsonl('data/zh/corpus.jsonl', 6000)"
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/zh bash scripts/chain.sh
+
+# The pictures in docs/monitoring.md (docs/img/*.png), drawn from a chain's own runs: the smoke
+# chain by default (a minute); DOCS_CHAIN=demo for the demo's. The chain step is a no-op when its
+# runs are up to date (it runs with --rebuild).
+DOCS_CHAIN ?= smoke
+docs-images: install
+	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/$(DOCS_CHAIN) bash scripts/chain.sh
+	$(PY) -c "from mlmctl.report_html import write_images; write_images('docs/img', 'data/$(DOCS_CHAIN)', 'runs/$(DOCS_CHAIN)')"

@@ -257,6 +257,7 @@ def report(
     dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="[DIR]...", help="Eval directories (or directories holding them) to score.", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", metavar="DIR", help="The chain's data directory (clean, tokens, vocab, task).")] = None,
     runs: Annotated[Optional[Path], typer.Option("--runs", metavar="DIR", help="The chain's runs directory: its pretrain run and every eval.json under it.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Also write a self-contained HTML page: curves, confusion matrices, comparison chart (needs mlmctl[plot]).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Sum up a chain: corpus, vocabulary, pretraining, and downstream scores against baselines
@@ -265,7 +266,26 @@ def report(
     _DEBUG = _DEBUG or debug
     from mlmctl import report as impl
 
-    impl.run(list(dirs or []), data, runs)
+    impl.run(list(dirs or []), data, runs, html=html)
+
+
+@app.command("plot", epilog="\b\nExamples:\n  mlmctl plot runs/demo/pretrain -o curves.png\n"
+             "  mlmctl plot runs/a/pretrain runs/b/pretrain -o compare.svg   # two runs, one legend\n"
+             "  mlmctl plot runs/demo/finetune-pretrained runs/demo/finetune-random -o finetune.png")
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Pretrain or finetune run directories (finished or still running).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Image to write (.png or .svg).")],
+    format_: Annotated[Optional[str], typer.Option("--format", metavar="png|svg", help="Image format (default: --output's suffix).")] = None,
+    smoothing: Annotated[Optional[float], typer.Option("--smoothing", metavar="W", help="EMA weight for the training loss, in [0, 1); 0: raw only  [default: 0.8].")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Plot training curves from metrics.jsonl: loss, validation perplexity, learning rate, tokens/s
+    (finetune runs: dev metrics per epoch). Needs mlmctl[plot]."""
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
+    from mlmctl import plot as impl
+
+    impl.run(run_dirs, output, format_, impl.DEFAULT_SMOOTHING if smoothing is None else smoothing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,9 +228,15 @@ def pretraining_effect(pre_dir: Path, rand_dir: Path) -> str:
     return f"not significant: {text}; the 95% intervals include 0, so this run cannot tell the two apart"
 
 
-def run(dirs: list[Path], data: Path | None, runs: Path | None) -> None:
-    """Print the summary. With no directories and no --data/--runs: data/demo and runs/demo."""
+def run(dirs: list[Path], data: Path | None, runs: Path | None, html: Path | None = None) -> None:
+    """Print the summary. With no directories and no --data/--runs: data/demo and runs/demo.
+    `html`: also write the page of mlmctl.report_html there."""
     from mlmctl.progress import print_table
+
+    if html is not None:
+        from mlmctl.report_html import require
+
+        require()  # before any work: a missing matplotlib is one line, not a half-done report
 
     if not dirs and data is None and runs is None:
         data, runs = Path("data/demo"), Path("runs/demo")
@@ -252,3 +258,8 @@ def run(dirs: list[Path], data: Path | None, runs: Path | None) -> None:
     print_table(f"mlmctl chain summary ({where})", None, rows)
     if table:
         print_table("test set", ["model", "accuracy", "macro-F1"], table)
+    if html is not None:
+        from mlmctl import report_html
+
+        # Printed last, so that `make demo` ends with the page to open.
+        print(f"wrote {report_html.write(html, rows, table, data, runs, evals)}")

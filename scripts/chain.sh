@@ -25,4 +25,5 @@ for init in pretrained random; do
   m eval -c "$C/eval.yaml" --input "$R/finetune-$init/best" --output "$R/eval-$init" \
     --set "test_file=$D/task/test.tsv"
 done
-"$MLMCTL" report --data "$D" --runs "$R"
+# The summary tables, then a self-contained page with the curves and charts (its path printed last).
+"$MLMCTL" report --data "$D" --runs "$R" --html "$R/report.html"

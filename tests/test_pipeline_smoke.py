@@ -50,6 +50,8 @@ def test_smoke_chain_end_to_end(tmp_path):
     assert "pretrained" in proc.stdout and "random" in proc.stdout  # the closing summary
     assert mlm["mlm_ppl_ci"][0] <= mlm["mlm_ppl"] <= mlm["mlm_ppl_ci"][1]
     assert "pretraining effect" in proc.stdout and "paired bootstrap" in proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1] == "wrote runs/smoke/report.html"  # the page, last
+    assert (runs / "report.html").read_text().count("data:image/png;base64,") >= 4
 
     # A second run finds every stage up to date and does no work.
     again = subprocess.run(["bash", str(ROOT / "scripts" / "chain.sh")], cwd=tmp_path, env=env,
