@@ -5,7 +5,7 @@
 On one generated Chinese corpus (mlmctl.zh_corpus) it measures, in one process:
 - rjieba alone (`Jieba.cut` per sentence) and, when installed, Python jieba alone (`lcut`);
 - tokenize's segmentation step (`Segmenter.mark_lines` on batches of `DOCS_PER_BATCH` documents,
-  as tokenize calls it: rjieba + aligning words to pre-tokens), and the same per sentence;
+  as tokenize calls it: rjieba + aligning words to pre-tokens);
 - one whole tokenize shard (`_tokenize_shard`) with `segment.kind: jieba` and with `none`:
   the difference is what segmentation costs inside tokenize.
 Figures are MB of UTF-8 text per second per core, best of 3 runs; docs/benchmarks.md records them.
@@ -81,8 +81,6 @@ def main() -> None:
         agree = None
     rows[f"segmentation step, batches of {DOCS_PER_BATCH} docs (tokenize)"] = _rate(
         mb, lambda: [seg.mark_lines(s, w) for s, w in batches])
-    rows["segmentation step, one sentence a call"] = _rate(
-        mb, lambda: [seg.mark(s, w) for s, w in zip(sentences, words)])
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
