@@ -8,6 +8,7 @@ init=I test_file=...`; the test figures come from each run's manifest.
     python benchmarks/bench_finetune_seeds.py                       # 3 seeds, full demo config
     python benchmarks/bench_finetune_seeds.py --quick               # 3 seeds, 2 epochs each
     python benchmarks/bench_finetune_seeds.py --seeds 5 --task data/demo/task --model runs/demo/pretrain
+    python benchmarks/bench_finetune_seeds.py --configs configs/zh  # the Chinese demo (`make demo-zh`)
 
 "Pretraining beats random init by more than seed-to-seed spread" is reported as: the gap of the
 means is larger than the sum of the two standard deviations, and the worst pretrained seed is
@@ -29,19 +30,25 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="data/demo/task", help="demo-task output directory")
-    ap.add_argument("--model", default="runs/demo/pretrain", help="pretrain run (or model) directory")
-    ap.add_argument("--config", default=str(ROOT / "configs/demo/finetune.yaml"), help="finetune config")
+    ap.add_argument("--configs", default="configs/demo",
+                    help="config set whose chain ran (scripts/chain.sh): configs/NAME means data/NAME/task, "
+                         "runs/NAME/pretrain and configs/NAME/finetune.yaml unless given below")
+    ap.add_argument("--task", help="demo-task output directory (default data/NAME/task)")
+    ap.add_argument("--model", help="pretrain run (or model) directory (default runs/NAME/pretrain)")
+    ap.add_argument("--config", help="finetune config (default configs/NAME/finetune.yaml)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per init (>= 3 for a spread)")
     ap.add_argument("--quick", action="store_true", help="2 epochs per run instead of the config's")
     ap.add_argument("--size", type=int, default=0, help="use only the first N training examples (0 = all)")
-    ap.add_argument("--out", default=".bench/finetune-seeds", help="where the runs go")
+    ap.add_argument("--out", help="where the runs go (default .bench/finetune-seeds-NAME)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0 = default)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra finetune config override for every run (repeatable), e.g. --set lr=0.0003")
     args = ap.parse_args()
-
-    task, model, out = Path(args.task), Path(args.model), Path(args.out)
+    name = Path(args.configs).name
+    task = Path(args.task or f"data/{name}/task")
+    model = Path(args.model or f"runs/{name}/pretrain")
+    out = Path(args.out or f".bench/finetune-seeds-{name}")
+    config = args.config or str(ROOT / args.configs / "finetune.yaml")
     for path, how in ((task / "manifest.json", "mlmctl demo-task"), (model, "mlmctl pretrain")):
         if not path.exists():
             print(f"bench_finetune_seeds: {path} not found; run the demo chain first "
@@ -69,7 +76,7 @@ def main() -> int:
     for seed in range(args.seeds):
         for init in ("pretrained", "random"):
             run_dir = out / f"{init}-seed{seed}"
-            argv = ["finetune", "-c", args.config, "--input", str(model), "--output", str(run_dir), "--force",
+            argv = ["finetune", "-c", config, "--input", str(model), "--output", str(run_dir), "--force",
                     "--set", f"seed={seed}", "--set", f"init={init}", "--set", f"train_file={train_file}",
                     "--set", f"dev_file={task / 'dev.tsv'}", "--set", f"test_file={task / 'test.tsv'}"]
             if args.quick:

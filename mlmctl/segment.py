@@ -31,8 +31,9 @@ from mlmctl.pretokenize import WORD_JOINER
 from mlmctl.scripts import HAN_RANGES
 
 _HAN = "".join(f"{chr(a)}-{chr(b)}" for a, b in HAN_RANGES)
-_HAN_RUN = re.compile(f"[{_HAN}]+")
 _HAN_CHAR = re.compile(f"[{_HAN}]")
+_HAN_END = max(hi for _, hi in HAN_RANGES)
+_HAN_TABLE = None  # numpy bool per code point up to _HAN_END (+1 for everything above), built on first use
 
 
 @dataclass
@@ -72,34 +73,72 @@ class Segmenter:
         self._hmm = bool(spec["hmm"])
         self.unaligned = 0
 
-    def continuations(self, sentence: str) -> list[bool]:
-        """One flag per Han character of the sentence: True when it continues the previous one's word."""
-        flags: list[bool] = []
-        for word in self._jieba.cut(sentence, self._hmm):
-            for run in _HAN_RUN.findall(word):
-                flags.append(False)
-                flags.extend([True] * (len(run) - 1))
-        return flags
-
     def mark(self, sentence: str, words: list[str]) -> str:
-        """The sentence's output line: pre-tokens joined by spaces, or WORD_JOINER inside a word."""
-        line = " ".join(words)
-        if not _HAN_CHAR.search(sentence):
-            return line
-        flags = self.continuations(sentence)
-        # With one pre-token per Han character, the Han characters of the line are those pre-tokens.
-        pos = [m.start() for m in _HAN_CHAR.finditer(line)]
-        if len(pos) != len(flags):
-            self.unaligned += 1
-            return line
-        chars = None
-        for k in range(1, len(pos)):
-            # A continuation is joined only to the Han pre-token right before it (one space between).
-            if flags[k] and pos[k] - pos[k - 1] == 2:
-                if chars is None:
-                    chars = list(line)
-                chars[pos[k] - 1] = WORD_JOINER
-        return line if chars is None else "".join(chars)
+        """One sentence's output line: `mark_lines` for a single sentence."""
+        return self.mark_lines([sentence], [words])[0]
+
+    def mark_lines(self, sentences: list[str], words: list[list[str]]) -> list[str]:
+        """Output lines for many sentences at once (a batch of documents): pre-tokens joined by
+        spaces, or by WORD_JOINER between the Han characters of one word.
+
+        One rjieba call for the whole batch and numpy on UTF-32 code points: a Python step per
+        sentence, word or character cost 3-5x what rjieba itself takes (docs/benchmarks.md).
+        """
+        import numpy as np
+
+        lines = [" ".join(w) for w in words]
+        n = len(sentences)
+        # Sentences joined by line breaks: jieba's Han blocks stop at a line break, so the batch
+        # is cut exactly as each sentence alone (tests/test_zh_tokenize.py checks it).
+        text = "\n".join(sentences)
+        sent_sid = np.repeat(np.arange(n), [len(x) + 1 for x in sentences])
+        sent_han = _is_han(_codepoints(text + "\n"))
+        per_sentence = np.bincount(sent_sid[sent_han], minlength=n)
+        if not per_sentence.any():
+            return lines
+        words_cut = self._jieba.cut(text, self._hmm)
+        # NUL between words: a Han character continues a word exactly when the one before is Han.
+        cut = _codepoints("\0".join(words_cut))
+        assert len(cut) - len(words_cut) + 1 == len(text), "rjieba's words do not give the text back"
+        cut_han = _is_han(cut)
+        flags = (cut_han & np.concatenate(([False], cut_han[:-1])))[cut_han]  # one per Han character
+
+        line = _codepoints("\n".join(lines) + "\n")  # lines never hold a line break (pretokenize)
+        line_sid = np.repeat(np.arange(n), [len(x) + 1 for x in lines])
+        line_han = _is_han(line)
+        # The k-th Han character of a sentence is its line's k-th (one pre-token per Han character,
+        # order kept); a sentence where the counts differ is written without joins and counted.
+        active = per_sentence > 0
+        aligned = active & (per_sentence == np.bincount(line_sid[line_han], minlength=n))
+        self.unaligned += int(np.count_nonzero(active & ~aligned))
+        flags = flags[aligned[sent_sid[sent_han]]]
+        pos = np.flatnonzero(line_han & aligned[line_sid])
+        # A continuation is joined only to the Han pre-token right before it (one space between).
+        join = pos[1:][flags[1:] & (np.diff(pos) == 2)] - 1
+        if not len(join):
+            return lines
+        line = line.copy()
+        line[join] = ord(WORD_JOINER)
+        return line[:-1].tobytes().decode("utf-32-le").split("\n")
+
+
+def _codepoints(text: str):
+    import numpy as np
+
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _is_han(cps):
+    """Boolean mask of the Han code points (scripts.HAN_RANGES, BERT's CJK ranges): one table lookup."""
+    import numpy as np
+
+    global _HAN_TABLE
+    if _HAN_TABLE is None:
+        table = np.zeros(_HAN_END + 2, dtype=bool)
+        for lo, hi in HAN_RANGES:
+            table[lo:hi + 1] = True
+        _HAN_TABLE = table
+    return _HAN_TABLE[np.minimum(cps, _HAN_END + 1)]
 
 
 def _rjieba():

@@ -46,11 +46,11 @@ def test_zh_chain_and_fill_mask_agree_with_transformers(tmp_path, run_cli):
     assert " " not in train_tsv[1].split("\t")[0]  # Chinese extracts keep their original spacing
 
     # [MASK] inside a Chinese sentence, no spaces around it; output joined without spaces.
-    text = "他们在球场上打[MASK]球。"
+    text = "学生们常常说起足[MASK]和篮球。"  # characters of the generated corpus (no [UNK])
     model_dir = d / "pretrain" / "final"
     ours = fill_mask(model_dir, text, top_k=3)
     assert len(ours["masks"]) == 1
-    assert ours["filled"].startswith("他们在球场上打") and " " not in ours["filled"]
+    assert ours["filled"].startswith("学生们常常说起足") and " " not in ours["filled"]
     pipe = transformers.pipeline("fill-mask", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
     theirs = [c for c in pipe(text, top_k=20)
               if c["token_str"] not in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")][:3]

@@ -105,3 +105,49 @@ def test_bad_settings_are_one_line_errors(tmp_path, run_cli):
     code, _, err = run_cli("tokenize", "--input", clean, "--output", tmp_path / "t2", *SEG,
                            "--set", "pretokenizer.kind=byte-level")
     assert code != 0 and "segment.kind" in err and "Traceback" not in err
+
+
+def _reference_line(jieba, sentence: str, words: list[str]) -> tuple[str, bool]:
+    """The joining rule written out per character (slow and plain), and whether it aligned."""
+    from mlmctl.scripts import HAN_RANGES
+
+    def is_han(c):
+        return any(lo <= ord(c) <= hi for lo, hi in HAN_RANGES)
+
+    line = " ".join(words)
+    flags = []  # per Han character of the sentence: continues the previous character's word
+    for word in jieba.cut(sentence, True):
+        flags += [is_han(c) and i > 0 and is_han(word[i - 1]) for i, c in enumerate(word) if is_han(c)]
+    pos = [i for i, c in enumerate(line) if is_han(c)]
+    if not flags:
+        return line, True
+    if len(pos) != len(flags):
+        return line, False
+    chars = list(line)
+    for k in range(1, len(pos)):
+        if flags[k] and pos[k] - pos[k - 1] == 2:
+            chars[pos[k] - 1] = WORD_JOINER
+    return "".join(chars), True
+
+
+def test_batched_marking_equals_the_per_sentence_rule():
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+    from mlmctl.segment import SegmentConfig, Segmenter, segmenter_spec
+
+    sentences = [d["text"] for d in zh_corpus.documents(40, seed=8)] + zh_corpus.mixed(10, seed=8) + [
+        "A股和B股都涨了。", "我用iPhone15拍照", "GitHub上有3.12版本", "北京是中国的首都\n上海是最大的城市",
+        "No Chinese here at all.", "豈更車賈滑串句龜契金喇奈懶癩羅蘿。", "𠀀𠀁𠀂是扩展B区的字", "ＡＢＣ和１２３全角",
+        "他说：“今天天气很好！”然后走了……", "abc", "中", "def北京", "Ｃａｆé和naïve混在中文里"]
+    pre = Pretokenizer(pipeline_json(PretokenizerConfig()))
+    words = [pre.words(s) for s in sentences]
+    seg = Segmenter(segmenter_spec(SegmentConfig(kind="jieba")))
+    reference = rjieba.Jieba()
+    expected = [_reference_line(reference, s, w)[0] for s, w in zip(sentences, words)]
+    assert seg.mark_lines(sentences, words) == expected
+    assert [seg.mark(s, w) for s, w in zip(sentences, words)] == expected
+    assert seg.unaligned == 0 and any(WORD_JOINER in x for x in expected)
+
+    # Pre-tokens that do not match the sentence's Han characters: written without joins, counted.
+    bad = [["北", "京"], ["上", "海", "是"]]
+    assert seg.mark_lines(["北京是", "上海是"], bad) == ["北 京", f"上{WORD_JOINER}海 是"]
+    assert seg.unaligned == 1

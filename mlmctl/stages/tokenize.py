@@ -45,6 +45,7 @@ INPUT_STAGE = "clean"
 TEXT_SUFFIX = ".txt.gz"
 COUNTS_SUFFIX = ".counts.tsv.gz"
 PIPELINE_FILE = "pretokenizer.json"
+DOCS_PER_BATCH = 256  # documents aligned with their segmentation in one vectorised call
 
 
 @dataclass
@@ -159,8 +160,7 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
                     repaired_docs=0)
     name = f"shard-{unit.index:05d}"
-    buf: list[str] = []
-    buffered = 0
+    batch: list[tuple[list[str], list[list[str]]]] = []  # (sentences, their words) per document
     with atomic_write(part / f"{name}{TEXT_SUFFIX}") as raw:
         with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
             for lineno, line in enumerate(open_shard_lines(unit.src), 1):
@@ -169,26 +169,17 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
                 text = _doc_text(line, unit.src, lineno)
                 stats["docs_in"] += 1
                 try:
-                    lines = _doc_lines(text, pre, seg, split_sentences, unit.newline_is_boundary, counts, stats)
+                    batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
                 except UnicodeError:
                     # Lone surrogates (from a JSON "\ud800" escape) cannot reach the Rust library;
                     # replace them and count the document rather than drop it.
                     stats["repaired_docs"] += 1
                     text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-                    lines = _doc_lines(text, pre, seg, split_sentences, unit.newline_is_boundary, counts, stats)
-                if not lines:
-                    stats["empty_docs"] += 1
-                    continue
-                stats["docs"] += 1
-                lines.append("\n")
-                chunk = "\n".join(lines)
-                buf.append(chunk)
-                buffered += len(chunk)
-                if buffered >= 1 << 20:
-                    gz.write("".join(buf).encode("utf-8"))
-                    buf.clear()
-                    buffered = 0
-            gz.write("".join(buf).encode("utf-8"))
+                    batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
+                if len(batch) >= DOCS_PER_BATCH:
+                    gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
+                    batch.clear()
+            gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
     # Most frequent first, ties by code point: a deterministic file for a given shard.
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     with atomic_write(part / f"{name}{COUNTS_SUFFIX}") as raw:
@@ -211,19 +202,36 @@ def _doc_text(line: str, src: str, lineno: int) -> str:
     return text
 
 
-def _doc_lines(text, pre, seg, split_sentences, newline_is_boundary, counts, stats) -> list[str]:
-    """The document's output lines (one per sentence with words), updating the counters."""
-    lines = []
-    sentences = split_sentences(text, newline_is_boundary)
-    for sentence, words in zip(sentences, pre.sentence_words(sentences)):
-        if not words:
+def _doc_words(text, pre, split_sentences, newline_is_boundary, counts, stats):
+    """The document's sentences that have words, and their words, updating the counters."""
+    sentences, words = [], []
+    split = split_sentences(text, newline_is_boundary)
+    for sentence, sentence_words in zip(split, pre.sentence_words(split)):
+        if not sentence_words:
             stats["empty_sentences"] += 1
             continue
-        counts.update(words)
-        stats["words"] += len(words)
-        lines.append(" ".join(words) if seg is None else seg.mark(sentence, words))
-    stats["sentences"] += len(lines)
-    return lines
+        counts.update(sentence_words)
+        stats["words"] += len(sentence_words)
+        sentences.append(sentence)
+        words.append(sentence_words)
+    stats["sentences"] += len(words)
+    return sentences, words
+
+
+def _batch_text(batch, seg, stats) -> str:
+    """The output text of a batch of documents: a line per sentence, a blank line after each document."""
+    sentences = [s for doc_sentences, _ in batch for s in doc_sentences]
+    words = [w for _, doc_words in batch for w in doc_words]
+    # Segmentation aligns a whole batch at once: its per-call cost is what a per-sentence call paid.
+    lines = iter([" ".join(w) for w in words] if seg is None else seg.mark_lines(sentences, words))
+    chunks = []
+    for _, doc_words in batch:
+        if not doc_words:
+            stats["empty_docs"] += 1
+            continue
+        stats["docs"] += 1
+        chunks.append("\n".join([*(next(lines) for _ in doc_words), "\n"]))
+    return "".join(chunks)
 
 
 def read_documents(path: str | Path):
