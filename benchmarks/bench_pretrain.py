@@ -58,14 +58,17 @@ def make_batches(n_batches: int, batch_size: int, seq_len: int, vocab: int, seed
 
 
 def train(step_fn, model, batches, warmup, device="cpu", bf16=False):
-    import contextlib
-
+    """Time `warmup + steps` optimizer steps of mlmctl's own `training.train_step` (what
+    `mlmctl pretrain` runs), with `step_fn(model, (ids, labels))` as the loss."""
     import torch
 
-    from mlmctl.optim import make_adamw
+    from mlmctl.training import OptimSettings, Process, train_step
 
+    proc = Process(rank=0, world=1, device=torch.device(device), use_bf16=bf16)
+    optim = OptimSettings(lr=1e-4, total_steps=len(batches), decay="constant", weight_decay=0.01, betas=(0.9, 0.98),
+                          eps=1e-6, grad_clip=1.0)
     model.to(device)
-    opt = make_adamw(model, 1e-4, 0.01, (0.9, 0.98), 1e-6, torch.device(device).type)
+    opt = optim.make_optimizer(model, proc.device)
     model.train()
     losses, t0, tokens = [], None, 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -74,18 +77,13 @@ def train(step_fn, model, batches, warmup, device="cpu", bf16=False):
         if i == warmup:
             sync()
             t0 = time.perf_counter()
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with amp:
-            loss = step_fn(model, ids, labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
+        loss, _ = train_step(model, opt, [(ids, labels)], step_fn, lr=optim.lr_at(i), grad_clip=optim.grad_clip,
+                             proc=proc)
+        losses.append(loss)
         if i >= warmup:
             tokens += ids.numel()
     sync()
-    return tokens / (time.perf_counter() - t0), [float(x) for x in losses]
+    return tokens / (time.perf_counter() - t0), losses
 
 
 def main() -> None:
@@ -116,10 +114,12 @@ def main() -> None:
           f"{args.device}{' bf16' if args.bf16 else ''}")
     batches = make_batches(args.warmup + args.steps, args.batch_size, args.seq_len, args.vocab)
 
-    def ours_step(model, ids, labels):
+    def ours_step(model, batch):
+        ids, labels = batch
         return model(ids, labels=labels)[1]
 
-    def hf_step(model, ids, labels):
+    def hf_step(model, batch):
+        ids, labels = batch
         return model(input_ids=ids, labels=labels).loss
 
     rows = []

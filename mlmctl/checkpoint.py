@@ -27,15 +27,11 @@ import threading
 from pathlib import Path
 
 from mlmctl.errors import Interrupted, MlmctlError
+from mlmctl.layout import CHECKPOINTS, step_dir_name
 
-CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "checkpoint.json"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def save_checkpoint(run_dir: Path, step: int, model, state: dict, meta: dict, *, tokenizer_dir,

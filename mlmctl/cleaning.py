@@ -61,6 +61,15 @@ class Filter(Step):
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def has_surrogates(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` as valid Unicode: every lone surrogate becomes U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
 @dataclass
 class DecodeConfig:
     """Settings of the `decode` step."""
@@ -76,11 +85,11 @@ class Decode(Step):
     Config = DecodeConfig
 
     def process(self, text: str) -> tuple[str, str | None]:
-        if text.isascii() or _SURROGATE.search(text) is None:
+        if not has_surrogates(text):
             return text, None
         if self.cfg.on_invalid == "drop":
             return text, "invalid_utf8"
-        return _SURROGATE.sub("\ufffd", text), None
+        return replace_surrogates(text), None
 
 
 # --------------------------------------------------------------------------- BOM

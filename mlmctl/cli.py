@@ -7,6 +7,7 @@ answers at once.
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ import typer
 
 from mlmctl import __version__
 from mlmctl.errors import Interrupted, MlmctlError
+from mlmctl.stages import REGISTRY, StageSpec
+from mlmctl.stages import module as stage_module
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,8 +32,6 @@ app = typer.Typer(
     "finetune -> eval. Each reads a YAML config (-c) and writes manifest.json last. "
     "`mlmctl STAGE --print-config > STAGE.yaml` writes a starter config.",
 )
-
-_DEBUG = False
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("-c", "--config", metavar="YAML", help="Stage YAML file (defaults if omitted).")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="DIR", help="Input directory (sets `input`).")]
@@ -54,40 +55,18 @@ def _set_opt(example: str):
                                                        help=f"Override a config key, e.g. --set {example} (repeatable).")]
 
 
-# One runnable example per stage (the demo chain's paths); `--set` examples are real keys of
-# that stage (tests run each one through --print-config).
-SET_EXAMPLE = {
-    "clean": "validation_fraction=0.05",
-    "tokenize": "pretokenizer.lowercase=false",
-    "build_vocab": "vocab_size=16000",
-    "pretrain": "train.lr=3e-4",
-    "finetune": "epochs=5",
-    "eval": "batch_size=128",
-    "demo_task": "num_classes=3",
-}
-EXAMPLES = {
-    "clean": "mlmctl clean -c configs/demo/clean.yaml --workers 2",
-    "tokenize": "mlmctl tokenize -c configs/demo/tokenize.yaml --workers 2",
-    "build_vocab": "mlmctl build-vocab -c configs/demo/build-vocab.yaml",
-    "pretrain": "mlmctl pretrain -c configs/demo/pretrain.yaml",
-    "finetune": "mlmctl finetune -c configs/demo/finetune.yaml",
-    "eval": "mlmctl eval -c configs/demo/eval.yaml",
-    "demo_task": "mlmctl demo-task -c configs/demo/demo-task.yaml",
-}
-NOTES = {
-    "clean": "Fan out over machines: --task I/N per machine, then once without --task.",
-    "pretrain": "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues.",
-    "finetune": "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues.",
-}
+ResumeFromOpt = Annotated[
+    Optional[str], typer.Option("--resume-from", metavar="DIR", help="Continue from this checkpoint directory (of any run).")
+]
 
 
-def _epilog(module: str) -> str:
+def _epilog(spec: StageSpec) -> str:
     # "\b" keeps click from re-wrapping the example lines into one paragraph.
-    lines = ["\b", "Examples:", f"  {EXAMPLES[module]}", f"  {EXAMPLES[module].split(' -c ')[0]} -c CONFIG.yaml "
-             f"--set {SET_EXAMPLE[module]}", f"  {EXAMPLES[module].split(' -c ')[0]} --print-config > my.yaml   "
-             f"# a starter config"]
-    if module in NOTES:
-        lines += ["", NOTES[module]]
+    cmd = spec.example.split(" -c ")[0]
+    lines = ["\b", "Examples:", f"  {spec.example}", f"  {cmd} -c CONFIG.yaml --set {spec.set_example}",
+             f"  {cmd} --print-config > my.yaml   # a starter config"]
+    if spec.note:
+        lines += ["", spec.note]
     return "\n".join(lines)
 
 
@@ -106,23 +85,19 @@ def _root(
     pass
 
 
-def _run(stage: str, config, set_, input, output, print_config, force, debug, workers=1, task=None, rebuild=False,
-         **extra) -> None:
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
-    import importlib
+def _run(spec: StageSpec, config, set_, input, output, print_config, force, rebuild, workers=1, task=None,
+         resume=False, resume_from=None, debug=False) -> None:
+    from mlmctl.stage import RunOptions, parse_task, run_stage
 
-    from mlmctl.shards import parse_task
-    from mlmctl.stage import RunOptions, run_stage
-
-    module = importlib.import_module(f"mlmctl.stages.{stage}")
+    module = stage_module(spec)
     set_ = list(set_ or [])
     if print_config and config is None:
         # A starter file: defaults plus the few values a stage cannot default (e.g. how long to train).
         set_ = [f"{k}={v}" for k, v in getattr(module, "STARTER", {}).items()] + set_
-        print(f"# Starter config for `mlmctl {module.STAGE}` (mlmctl {__version__}): set the paths, then run\n"
-              f"#   mlmctl {module.STAGE} -c THIS_FILE.yaml")
-    opts = RunOptions(workers=workers, task=parse_task(task), force=force, debug=debug, rebuild=rebuild, **extra)
+        print(f"# Starter config for `mlmctl {spec.command}` (mlmctl {__version__}): set the paths, then run\n"
+              f"#   mlmctl {spec.command} -c THIS_FILE.yaml")
+    opts = RunOptions(workers=workers, task=parse_task(task), force=force, rebuild=rebuild,
+                      resume=resume or resume_from is not None, resume_from=resume_from)
     previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
     try:
         code = run_stage(module, config, set_, inputs=input, output=output, opts=opts, print_config=print_config)
@@ -131,7 +106,7 @@ def _run(stage: str, config, set_, input, output, print_config, force, debug, wo
         # other stage, or a stop before training began. Finished work is kept (atomic writes,
         # completed units) and a rerun of the same command continues from it.
         name = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
-        print(f"mlmctl: {module.STAGE} stopped by {name}; finished parts are kept, rerun the same command to "
+        print(f"mlmctl: {spec.command} stopped by {name}; finished parts are kept, rerun the same command to "
               f"continue", file=sys.stderr)
         raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
     finally:
@@ -155,72 +130,32 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _command(name: str, module: str, doc: str):
-    return app.command(name, help=doc, epilog=_epilog(module))
+def _stage_command(spec: StageSpec) -> None:
+    """Register `mlmctl <spec.command>` with the options the stage honours (and no others)."""
+    options = [("config", ConfigOpt, None), ("set_", _set_opt(spec.set_example), None), ("input", InputOpt, None),
+               ("output", OutputOpt, None), ("print_config", PrintOpt, False), ("force", ForceOpt, False),
+               ("rebuild", RebuildOpt, False)]
+    if spec.fans_out:
+        options += [("workers", WorkersOpt, 1), ("task", TaskOpt, None)]
+    if spec.trains:
+        options.append(("resume", ResumeOpt, False))
+    if spec.resume_from:
+        options.append(("resume_from", ResumeFromOpt, None))
+    options.append(("debug", DebugOpt, False))
+
+    def command(**kwargs) -> None:
+        _run(spec, **kwargs)
+
+    # typer reads the options from the signature: build it from the list above.
+    command.__signature__ = pyinspect.Signature(
+        [pyinspect.Parameter(name, pyinspect.Parameter.KEYWORD_ONLY, default=default, annotation=tp)
+         for name, tp, default in options])
+    command.__name__ = spec.module
+    app.command(spec.command, help=spec.help, epilog=_epilog(spec))(command)
 
 
-CleanSet, TokenizeSet, VocabSet = _set_opt(SET_EXAMPLE["clean"]), _set_opt(SET_EXAMPLE["tokenize"]), _set_opt(SET_EXAMPLE["build_vocab"])
-PretrainSet, FinetuneSet = _set_opt(SET_EXAMPLE["pretrain"]), _set_opt(SET_EXAMPLE["finetune"])
-EvalSet, TaskSet = _set_opt(SET_EXAMPLE["eval"]), _set_opt(SET_EXAMPLE["demo_task"])
-
-
-@_command("clean", "clean", "Clean raw text (.txt, .jsonl, .gz, or the built-in corpus) into deduplicated document shards.")
-def clean(config: ConfigOpt = None, set_: CleanSet = None, input: InputOpt = None, output: OutputOpt = None,
-          print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1, task: TaskOpt = None,
-          debug: DebugOpt = False) -> None:
-    _run("clean", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
-
-
-@_command("tokenize", "tokenize", "Split clean documents into sentences and pre-tokens (classic BERT corpus format).")
-def tokenize(config: ConfigOpt = None, set_: TokenizeSet = None, input: InputOpt = None, output: OutputOpt = None,
-             print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1, task: TaskOpt = None,
-             debug: DebugOpt = False) -> None:
-    _run("tokenize", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
-
-
-@_command("build-vocab", "build_vocab", "Train a sub-word vocabulary and index the corpus into memory-mappable token ids.")
-def build_vocab(config: ConfigOpt = None, set_: VocabSet = None, input: InputOpt = None, output: OutputOpt = None,
-                print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, workers: WorkersOpt = 1,
-                task: TaskOpt = None, debug: DebugOpt = False) -> None:
-    _run("build_vocab", config, set_, input, output, print_config, force, debug, workers, task, rebuild=rebuild)
-
-
-@_command("pretrain", "pretrain", "Pretrain a BERT encoder with masked-language modelling (runs under torchrun too).")
-def pretrain(
-    config: ConfigOpt = None,
-    set_: PretrainSet = None,
-    input: InputOpt = None,
-    output: OutputOpt = None,
-    print_config: PrintOpt = False,
-    force: ForceOpt = False, rebuild: RebuildOpt = False,
-    resume: ResumeOpt = False,
-    resume_from: Annotated[
-        Optional[str], typer.Option("--resume-from", metavar="DIR", help="Continue from this checkpoint directory (of any run).")
-    ] = None,
-    debug: DebugOpt = False,
-) -> None:
-    _run("pretrain", config, set_, input, output, print_config, force, debug, rebuild=rebuild,
-         resume=resume or resume_from is not None, resume_from=resume_from)
-
-
-@_command("finetune", "finetune", "Fine-tune a pretrained (or randomly initialised) encoder for sequence classification.")
-def finetune(config: ConfigOpt = None, set_: FinetuneSet = None, input: InputOpt = None, output: OutputOpt = None,
-             print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, resume: ResumeOpt = False,
-             debug: DebugOpt = False) -> None:
-    _run("finetune", config, set_, input, output, print_config, force, debug, rebuild=rebuild, resume=resume)
-
-
-@_command("eval", "eval", "Score a model: classifier metrics on a labelled file, or masked-LM perplexity on held-out text.")
-def eval_(config: ConfigOpt = None, set_: EvalSet = None, input: InputOpt = None, output: OutputOpt = None,
-          print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, debug: DebugOpt = False) -> None:
-    _run("eval", config, set_, input, output, print_config, force, debug, rebuild=rebuild)
-
-
-@_command("demo-task", "demo_task",
-          "Build the demo classification task (which library a docstring comes from) from a clean directory.")
-def demo_task(config: ConfigOpt = None, set_: TaskSet = None, input: InputOpt = None, output: OutputOpt = None,
-              print_config: PrintOpt = False, force: ForceOpt = False, rebuild: RebuildOpt = False, debug: DebugOpt = False) -> None:
-    _run("demo_task", config, set_, input, output, print_config, force, debug, rebuild=rebuild)
+for _spec in REGISTRY:
+    _stage_command(_spec)
 
 
 @app.command("fill-mask")
@@ -231,8 +166,6 @@ def fill_mask(
     debug: DebugOpt = False,
 ) -> None:
     """Show the most likely tokens for each [MASK] in a text."""
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
     from mlmctl import fill_mask as impl
 
     impl.run(model_dir, text, top_k)
@@ -244,8 +177,6 @@ def inspect(
     debug: DebugOpt = False,
 ) -> None:
     """Describe what a stage, run or model directory holds."""
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
     from mlmctl import inspect_dir as impl
 
     impl.run(path)
@@ -262,8 +193,6 @@ def report(
 ) -> None:
     """Sum up a chain: corpus, vocabulary, pretraining, and downstream scores against baselines
     (data/demo and runs/demo when nothing is given)."""
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
     from mlmctl import report as impl
 
     impl.run(list(dirs or []), data, runs, html=html)
@@ -294,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     Typer/click handle usage errors themselves (exit 2, usage printed); mlmctl's own errors and
     the OS errors a user can fix become one line on stderr and exit 1.
     """
-    global _DEBUG
-    _DEBUG = os.environ.get("MLMCTL_DEBUG", "") not in ("", "0")
+    debug = _debug_requested(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="mlmctl", standalone_mode=True)
         return 0
@@ -306,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlmctl: {e}", file=sys.stderr)
         return e.exit_code
     except MlmctlError as e:
-        if _DEBUG:
+        if debug:
             raise
         # Several problems (all the config errors of a file): one `mlmctl: error:` line each.
         # A message that quotes user input (a key, a file name) may hold a line break: escape it,
@@ -317,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (OSError, MemoryError) as e:
         # Disk full, permission denied, out of memory: the user's to fix, so one line, no traceback.
-        if _DEBUG:
+        if debug:
             raise
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"mlmctl: error: {type(e).__name__}: {getattr(e, 'strerror', None) or e}{where}", file=sys.stderr)
         return 1
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """`--debug` (any command) or MLMCTL_DEBUG=1: the one switch for tracebacks. Read from the
+    arguments before click parses them, because errors are caught here, outside the command."""
+    return "--debug" in args or os.environ.get("MLMCTL_DEBUG", "") not in ("", "0")

@@ -274,7 +274,7 @@ class _Loader:
                     errors.append(e)
             if len(errors) == 1:
                 raise errors[0]
-            raise self._fail(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+            raise self._fail(path, f"expected {type_name(tp)}, got {_describe(value)}")
         if origin is Literal:
             choices = get_args(tp)
             if value in choices and type(value) is type(choices[choices.index(value)]):
@@ -316,16 +316,16 @@ class _Loader:
                 return value
         else:
             raise TypeError(f"config type {tp!r} at {path} is not supported")
-        raise self._fail(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+        raise self._fail(path, f"expected {type_name(tp)}, got {_describe(value)}")
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     if tp in names:
         return names[tp]
     if get_origin(tp) in (Union, types.UnionType):
         arms = [a for a in get_args(tp) if a is not type(None)]
-        text = " or ".join(_type_name(a) for a in arms)
+        text = " or ".join(type_name(a) for a in arms)
         return text + (" or null" if len(arms) < len(get_args(tp)) else "")
     if get_origin(tp) is list:
         return "a list"

@@ -7,13 +7,12 @@ reference can never drift from the code.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import typing
 
-from mlmctl.config import _type_name, field_docs, yaml_key
-
-STAGES = ["clean", "tokenize", "build_vocab", "pretrain", "finetune", "eval", "demo_task"]
+from mlmctl.config import field_docs, type_name, yaml_key
+from mlmctl.stages import REGISTRY
+from mlmctl.stages import module as stage_module
 
 
 def _default(f: dataclasses.Field) -> object:
@@ -43,7 +42,7 @@ def _rows(cls: type, prefix: str = "") -> list[str]:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         doc = docs.get(f.name, "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{yaml_key(f)}` | {_type_name(tp)} | `{shown}` | {doc} |")
+        rows.append(f"| `{prefix}{yaml_key(f)}` | {type_name(tp)} | `{shown}` | {doc} |")
     return rows
 
 
@@ -57,11 +56,8 @@ def render() -> str:
         "shows the resolved values.",
         "",
     ]
-    for name in STAGES:
-        try:
-            module = importlib.import_module(f"mlmctl.stages.{name}")
-        except ModuleNotFoundError:
-            continue
+    for spec in REGISTRY:
+        module = stage_module(spec)
         out += [f"## `mlmctl {module.STAGE}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         out += _rows(module.CONFIG)
         extra = getattr(module, "SUB_CONFIGS", {})

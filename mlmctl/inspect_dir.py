@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 from mlmctl.errors import InputError
+from mlmctl.layout import CHECKPOINTS, CONFIG_NAME, EVAL_JSON, MANIFEST, METRICS_FILE, MODEL_SUBDIRS, WORK
 
 
 def run(path: Path) -> None:
@@ -31,23 +32,23 @@ def describe(path: Path) -> list[tuple[str, list[tuple[str, object]]]]:
     if not path.is_dir():
         raise InputError(f"inspect: {path} is not a directory (give a stage, run or model directory)")
     sections = []
-    if (path / "manifest.json").is_file():
+    if (path / MANIFEST).is_file():
         sections.append(_manifest_section(path))
-    elif (path / ".work").is_dir():
+    elif (path / WORK).is_dir():
         sections.append((f"{path}", [("status", "unfinished: .work/ present but no manifest.json; "
                                                "rerun the stage to finish it (or --force to start over)")]))
-    if (path / "config.json").is_file():
+    if (path / CONFIG_NAME).is_file():
         sections.append(_model_section(path))
-    for sub in ("final", "best"):
-        if (path / sub / "config.json").is_file():
+    for sub in MODEL_SUBDIRS:
+        if (path / sub / CONFIG_NAME).is_file():
             sections.append(_model_section(path / sub))
-    ckpts = sorted(p.name for p in (path / "checkpoints").glob("step-*")) if (path / "checkpoints").is_dir() else []
+    ckpts = sorted(p.name for p in (path / CHECKPOINTS).glob("step-*")) if (path / CHECKPOINTS).is_dir() else []
     if ckpts:
         sections.append(("checkpoints", [("count", len(ckpts)), ("latest", ckpts[-1])]))
-    if (path / "metrics.jsonl").is_file():
-        sections.append(_metrics_section(path / "metrics.jsonl"))
-    if (path / "eval.json").is_file():
-        sections.append(_eval_section(path / "eval.json"))
+    if (path / METRICS_FILE).is_file():
+        sections.append(_metrics_section(path / METRICS_FILE))
+    if (path / EVAL_JSON).is_file():
+        sections.append(_eval_section(path / EVAL_JSON))
     if not sections:
         raise InputError(f"inspect: {path} is not an mlmctl stage, run or model directory "
                          "(no manifest.json, config.json or eval.json)")

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from mlmctl import safe_json
 from mlmctl.errors import InputError
+from mlmctl.layout import CONFIG_NAME, MANIFEST, MODEL_SUBDIRS, TOKENIZER_FILE
 
-FORMATS = ("auto", "tsv", "csv", "jsonl")
 MAX_FIELD_CHARS = 10_000_000
 """Default longest TSV/CSV field, in characters (the `max_field_chars` config keys)."""
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -256,11 +256,11 @@ def resolve_model_dir(path: str | Path, reader: str) -> Path:
     """A model directory from what users pass: the model directory itself, a pretrain run
     directory (its `final/`) or a finetune run directory (its `best/`)."""
     path = Path(path)
-    if (path / "config.json").is_file():
+    if (path / CONFIG_NAME).is_file():
         return path
-    for sub in ("final", "best"):
-        if (path / sub / "config.json").is_file():
-            if not (path / "manifest.json").is_file():
+    for sub in MODEL_SUBDIRS:
+        if (path / sub / CONFIG_NAME).is_file():
+            if not (path / MANIFEST).is_file():
                 raise InputError(
                     f"{reader}: {path} has no manifest.json (the run did not finish); "
                     f"pass a model directory such as {path / sub} or a checkpoint directly"
@@ -294,7 +294,7 @@ class TextEncoder:
     def __init__(self, model_dir: Path, max_seq_len: int, reader: str):
         from tokenizers import Tokenizer
 
-        tok_file = Path(model_dir) / "tokenizer.json"
+        tok_file = Path(model_dir) / TOKENIZER_FILE
         if not tok_file.is_file():
             raise InputError(f"{reader}: {model_dir} has no tokenizer.json (a fast tokenizer is needed)")
         try:

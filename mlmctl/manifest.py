@@ -15,9 +15,9 @@ from typing import Any
 
 from mlmctl import __version__, safe_json
 from mlmctl.errors import InputError
+from mlmctl.layout import MANIFEST
 from mlmctl.shards import ShardInfo, atomic_write_json, file_sha256, inside
 
-MANIFEST = "manifest.json"
 FORMAT = 1
 
 
@@ -159,3 +159,19 @@ def digest(*parts: str) -> str:
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
+
+
+def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> str:
+    """Identity of an input that is no stage directory: a model directory's files and the named
+    files' bytes (what finetune and eval read)."""
+    parts = []
+    for p in sorted(model_dir.iterdir()):
+        if p.is_file() and p.name.endswith((".json", ".safetensors", ".txt", ".bin")):
+            parts.append(f"model/{p.name}:{file_sha256(p)}")
+    for key, path in named_files:
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise InputError(f"{reader}: `{key}` {path} does not exist")
+        parts.append(f"{key}:{file_sha256(path)}")
+    return digest(*parts)

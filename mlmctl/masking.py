@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
-NUM_SPECIAL = 5
+from mlmctl.layout import MASK_ID, SPECIAL_TOKENS
+
+NUM_SPECIAL = len(SPECIAL_TOKENS)
 IGNORE_INDEX = -100
 
 # Distinct stream tags so that training masks, validation masks and data order never share a stream.

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlmctl.masking import IGNORE_INDEX, MASK_ID, STREAM_VAL_MASK, MaskSpec, mask_tokens, sequence_rng
+from mlmctl.layout import MASK_ID
+from mlmctl.masking import IGNORE_INDEX, STREAM_VAL_MASK, MaskSpec, mask_tokens, sequence_rng
 
 TOP_K = 5
 KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2

@@ -304,15 +304,13 @@ class BertForPreTraining(nn.Module):
         self.cls.apply(lambda m: _init_weights(m, cfg.initializer_range))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, loss_denominator=None, nsp_denominator=None, return_parts=False):
+                next_sentence_label=None, loss_denominator=None, nsp_denominator=None):
         """Returns (logits, loss). With `labels`, logits are (N, V) at the N positions where
         labels != -100 (in row-major order) and loss is the MLM cross-entropy over them: their
         mean, or their sum / `loss_denominator` when given. Without labels, logits are (B, T, V).
         With `next_sentence_label` the NSP loss is added: the batch mean, or the batch sum /
-        `nsp_denominator` when given.
-        `return_parts=True` appends a dict of detached component losses."""
+        `nsp_denominator` when given."""
         h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        parts = {}
         if labels is None:
             logits, loss = self.cls.predictions(h, self.bert.embeddings.word_embeddings.weight), None
         else:
@@ -323,17 +321,14 @@ class BertForPreTraining(nn.Module):
             loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
             denom = loss_denominator if loss_denominator is not None else targets.numel()
             loss = loss_sum / max(denom, 1)
-            parts["mlm_loss"] = loss.detach()
         if next_sentence_label is not None:
             if not self.nsp:
                 raise ValueError("next_sentence_label given but the model was built with nsp=False")
             nsp_logits = self.cls.seq_relationship(self.bert.pooler(h))  # (B, 2)
             nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label, reduction="sum")
             nsp_loss = nsp_loss / (nsp_denominator if nsp_denominator is not None else next_sentence_label.numel())
-            parts["nsp_loss"] = nsp_loss.detach()
-            parts["nsp_logits"] = nsp_logits.detach()
             loss = nsp_loss if loss is None else loss + nsp_loss
-        return (logits, loss, parts) if return_parts else (logits, loss)
+        return logits, loss
 
 
 class BertForSequenceClassification(nn.Module):

@@ -25,15 +25,13 @@ import shutil
 from pathlib import Path
 
 from mlmctl.errors import InputError
+from mlmctl.layout import CONFIG_NAME, TOKENIZER_FILE, VOCAB_FILE, WEIGHTS_NAME
+from mlmctl.layout import HF_SPECIAL_TOKENS as SPECIAL_TOKENS
 from mlmctl.safe_json import read_json_file
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # Tokenizer files copied verbatim when the tokenizer directory has them.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, "vocab.json", "merges.txt",
                    "tokenizer_config.json", "special_tokens_map.json")
-SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-                  "sep_token": "[SEP]", "mask_token": "[MASK]"}
 
 
 def save_model_dir(model, path, *, tokenizer_dir=None, architectures, extra_config=None) -> Path:
@@ -98,7 +96,7 @@ def load_model_dir(path, cls, **cls_kwargs):
         "architectures": raw.get("architectures") or [],
         "config": raw,
         "tokenizer_files": tok_files,
-        "tokenizer_dir": str(path) if "tokenizer.json" in tok_files else None,
+        "tokenizer_dir": str(path) if TOKENIZER_FILE in tok_files else None,
     }
     return model, cfg, info
 
@@ -195,7 +193,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _copy_tokenizer(src: Path, dst: Path, model_max_length: int) -> None:
-    if not (src / "tokenizer.json").is_file():
+    if not (src / TOKENIZER_FILE).is_file():
         raise InputError(f"{src} has no tokenizer.json; point the model at a build-vocab output directory")
     for name in TOKENIZER_FILES:
         if (src / name).is_file():

@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlmctl.errors import MlmctlError
+from mlmctl.layout import LOCK_FILE, MANIFEST, RUN_FILE, WORK
 
-LOCK_FILE = ".mlmctl.lock"
-WORK = ".work"
-RUN_FILE = "run.json"
-MANIFEST = "manifest.json"
 # `.NAME.tmp-PID-HEX` (shards.atomic_write) and `.step-NNNNNN.tmp-PID` (checkpoint.save_checkpoint)
 TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")
 

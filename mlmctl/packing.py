@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlmctl.masking import CLS_ID, PAD_ID, SEP_ID
+from mlmctl.layout import CLS_ID, PAD_ID, SEP_ID
 
 STREAM_ORDER = 0x4F524452  # "ORDR": the data-order stream of masking.sequence_rng's seeding
 

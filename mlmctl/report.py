@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mlmctl.errors import MlmctlError
+from mlmctl.layout import EVAL_JSON, MANIFEST, METRICS_FILE, STATS_FILE
 
-EVAL_JSON = "eval.json"
 # The names scripts/chain.sh gives its eval directories, shown as what they measure.
 LABELS = {"eval-random": "random init + finetune", "eval-pretrained": "pretrained + finetune"}
 
@@ -34,7 +34,7 @@ def _load(path: Path) -> Any:
 
 
 def _extra(stage_dir: Path) -> dict:
-    manifest = _load(stage_dir / "manifest.json")
+    manifest = _load(stage_dir / MANIFEST)
     return manifest.get("extra", {}) if manifest else {}
 
 
@@ -62,7 +62,7 @@ def find_evals(runs: Path) -> list[Path]:
 def _find_pretrain(runs: Path) -> Path:
     if (runs / "pretrain").is_dir():
         return runs / "pretrain"
-    for manifest in sorted(runs.rglob("manifest.json")):
+    for manifest in sorted(runs.rglob(MANIFEST)):
         if (_load(manifest) or {}).get("stage") == "pretrain":
             return manifest.parent
     return runs / "pretrain"
@@ -133,7 +133,7 @@ def _data_rows(data: Path) -> list[tuple[str, str]]:
     else:
         rows.append(("corpus", "missing (clean did not finish)"))
     # stats.json is written just before the manifest: read it only from a finished stage.
-    vocab = _load(data / "vocab" / "stats.json") if _extra(data / "vocab") else None
+    vocab = _load(data / "vocab" / STATS_FILE) if _extra(data / "vocab") else None
     if not vocab:
         rows.append(("vocabulary", "missing (build-vocab did not finish)"))
     else:
@@ -150,7 +150,7 @@ def _data_rows(data: Path) -> list[tuple[str, str]]:
 def _pretrain_rows(run: Path) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     pre = _extra(run)
-    metrics = _metrics(run / "metrics.jsonl")
+    metrics = _metrics(run / METRICS_FILE)
     if pre:
         losses = [m["loss"] for m in metrics if "loss" in m]
         vals = [m["val_ppl"] for m in metrics if "val_ppl" in m]

@@ -23,12 +23,7 @@ from typing import IO, Any
 
 from mlmctl.errors import InputError, MlmctlError
 
-SPLITS = ("train", "validation")
 DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024  # uncompressed bytes per shard
-
-
-def shard_name(index: int, suffix: str) -> str:
-    return f"shard-{index:05d}{suffix}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,16 +359,3 @@ def open_shard_lines(path: str | Path) -> Iterator[str]:
 
 # ----------------------------------------------------------------------------------------------
 # Fan-out
-
-
-def parse_task(text: str | None) -> tuple[int, int] | None:
-    """`--task I/N` -> (I, N), 0 <= I < N; e.g. a Slurm array's `$SLURM_ARRAY_TASK_ID/$N`."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise MlmctlError(f"--task {text!r}: expected I/N, e.g. --task 0/4 (I counts from 0)") from None
-    if n < 1 or not 0 <= i < n:
-        raise MlmctlError(f"--task {text}: need 0 <= I < N (I counts from 0)")
-    return i, n

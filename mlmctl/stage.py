@@ -46,7 +46,8 @@ from typing import Any
 from mlmctl import __version__
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config
 from mlmctl.errors import MlmctlError
-from mlmctl.manifest import MANIFEST, Manifest, manifest_hash, read_manifest, verify_files, write_manifest
+from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
+from mlmctl.manifest import Manifest, manifest_hash, read_manifest, verify_files, write_manifest
 from mlmctl.outdir import (
     LOCK_FILE, RUN_FILE, WORK, DirLock, delete_ours, exchange, finish_cleanup, is_empty, old_dir, read_marker,
     rebuild_dir, recover_rebuild, remove_temporaries, survey,
@@ -54,7 +55,6 @@ from mlmctl.outdir import (
 from mlmctl.progress import log, print_summary, progress
 from mlmctl.shards import DiskFullError, ShardInfo, atomic_link, atomic_write_json, disk_error, file_sha256, fsync_dir, inside
 
-DONE_FILE = "done.json"
 
 
 @dataclass
@@ -64,12 +64,23 @@ class RunOptions:
     workers: int = 1
     task: tuple[int, int] | None = None
     force: bool = False
-    debug: bool = False
     resume: bool = False
     resume_from: str | None = None
-    quiet: bool = False
     rebuild: bool = False
     """Replace an output built from another config or input, once the new one is complete."""
+
+
+def parse_task(text: str | None) -> tuple[int, int] | None:
+    """`--task I/N` -> (I, N), 0 <= I < N; e.g. a Slurm array's `$SLURM_ARRAY_TASK_ID/$N`."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise MlmctlError(f"--task {text!r}: expected I/N, e.g. --task 0/4 (I counts from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise MlmctlError(f"--task {text}: need 0 <= I < N (I counts from 0)")
+    return i, n
 
 
 @dataclass
@@ -103,7 +114,7 @@ class StageContext:
         return self.rank == 0
 
     def log(self, message: str) -> None:
-        if self.is_main and not self.opts.quiet:
+        if self.is_main:
             log(self.stage, message)
 
     # ------------------------------------------------------------------------------------------
@@ -131,7 +142,7 @@ class StageContext:
             mine = range(i, len(units), n)
         todo, records = [], {}
         for j in mine:
-            part = phase_dir / f"unit-{j:05d}"
+            part = phase_dir / unit_dir_name(j)
             record = _unit_done(part, keys[j])
             if record is not None:
                 records[j] = record
@@ -142,10 +153,10 @@ class StageContext:
         if records:
             self.log(f"{phase}: reusing {len(records)} completed {unit_name} from an earlier run")
         workers = max(1, min(self.opts.workers, len(todo)))
-        with progress(len(todo), f"{self.stage}", unit_name, enabled=self.is_main and not self.opts.quiet) as bar:
+        with progress(len(todo), f"{self.stage}", unit_name, enabled=self.is_main) as bar:
             if workers == 1:
                 for j in todo:
-                    _run_unit(fn, units[j], phase_dir / f"unit-{j:05d}", keys[j])
+                    _run_unit(fn, units[j], phase_dir / unit_dir_name(j), keys[j])
                     bar.update(1)
             else:
                 import multiprocessing
@@ -157,7 +168,7 @@ class StageContext:
                 with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
                                          initargs=(os.getpid(),)) as pool:
                     futures = {
-                        pool.submit(_run_unit, fn, units[j], phase_dir / f"unit-{j:05d}", keys[j])
+                        pool.submit(_run_unit, fn, units[j], phase_dir / unit_dir_name(j), keys[j])
                         for j in todo
                     }
                     pending = futures
@@ -181,7 +192,7 @@ class StageContext:
             return None
         results = []
         for j in range(len(units)):
-            part = phase_dir / f"unit-{j:05d}"
+            part = phase_dir / unit_dir_name(j)
             # Units verified before the run keep that verification; the ones just run are read back.
             record = records.get(j) or _unit_done(part, keys[j])
             if record is None:
@@ -427,7 +438,7 @@ class _Job:
             if not isinstance(e, MlmctlError) and (err := disk_error(e, target)) is not None:
                 raise DiskFullError(f"{self.stage}: {err}") from None
             raise
-        if summary is not None and rank == 0 and not self.opts.quiet:
+        if summary is not None and rank == 0:
             rows = dict(summary)
             rows.setdefault("time", f"{time.monotonic() - ctx.started:.1f} s")
             rows.setdefault("output", str(self.out))

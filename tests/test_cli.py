@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from pathlib import Path
 
+import pytest
+
+from mlmctl.stages import REGISTRY
+from mlmctl.stages import module as stage_module
+
+STAGES = [s.command for s in REGISTRY]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +34,19 @@ def test_python_dash_m_and_version():
     assert out.returncode == 0 and out.stdout.startswith("mlmctl ")
 
 
-@pytest.mark.parametrize("stage", ["clean", "tokenize", "build-vocab", "pretrain", "finetune", "eval"])
+def test_every_registered_stage_is_a_command_and_nothing_else_is(run_cli):
+    import typer
+
+    from mlmctl.cli import app
+
+    commands = set(typer.main.get_command(app).commands)
+    assert set(STAGES) <= commands
+    assert commands - set(STAGES) == {"fill-mask", "inspect", "report"}
+    code, out, _ = run_cli("--help")
+    assert code == 0 and all(f"  {stage} " in out for stage in STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_has_help(run_cli, stage):
     code, out, _ = run_cli(stage, "--help")
     assert code == 0 and "--config" in out and "--set" in out
@@ -70,9 +86,6 @@ def test_debug_shows_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-STAGES = ["clean", "tokenize", "build-vocab", "pretrain", "finetune", "eval", "demo-task"]
-
-
 @pytest.mark.parametrize("stage", STAGES)
 def test_help_has_a_runnable_example_and_a_valid_set_example(run_cli, stage, tmp_path):
     import re
@@ -90,20 +103,23 @@ def test_help_has_a_runnable_example_and_a_valid_set_example(run_cli, stage, tmp
     assert code == 0, err
 
 
-@pytest.mark.parametrize("stage, offers", [("clean", True), ("tokenize", True), ("build-vocab", True),
-                                           ("pretrain", False), ("finetune", False), ("eval", False),
-                                           ("demo-task", False)])
-def test_a_stage_offers_only_the_options_it_honours(run_cli, stage, offers):
-    code, out, _ = run_cli(stage, "--help")
+@pytest.mark.parametrize("spec", REGISTRY, ids=STAGES)
+def test_a_stage_offers_only_the_options_it_honours(run_cli, spec):
+    code, out, _ = run_cli(spec.command, "--help")
+    offers = spec.fans_out
     assert ("--workers" in out) == offers and ("--task" in out) == offers
+    assert ("--resume" in out) == spec.trains and ("--resume-from" in out) == spec.resume_from
     if not offers:
-        assert run_cli(stage, "--task", "0/2")[0] == 2
+        assert run_cli(spec.command, "--task", "0/2")[0] == 2
+
+
+def test_the_fanning_out_stages_are_the_data_stages():
+    assert [s.command for s in REGISTRY if s.fans_out] == ["clean", "tokenize", "build-vocab"]
+    assert [s.command for s in REGISTRY if s.trains] == ["pretrain", "finetune"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_print_config_without_c_is_a_starter_that_loads_back(run_cli, stage, tmp_path):
-    import importlib
-
     from mlmctl.config import config_to_dict, load_config
 
     code, out, err = run_cli(stage, "--print-config")
@@ -112,7 +128,7 @@ def test_print_config_without_c_is_a_starter_that_loads_back(run_cli, stage, tmp
     starter.write_text(out)
     code, again, err = run_cli(stage, "-c", starter, "--print-config")
     assert code == 0, err
-    module = importlib.import_module(f"mlmctl.stages.{stage.replace('-', '_')}")
+    module = stage_module(next(s for s in REGISTRY if s.command == stage))
     cfg = load_config(module.CONFIG, starter, ["output=elsewhere"])
     assert config_to_dict(cfg)["output"] == "elsewhere"
     values = lambda text: [x for x in text.splitlines() if not x.lstrip().startswith("#")]  # noqa: E731

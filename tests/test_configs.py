@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 
 from mlmctl.config import load_config
+from mlmctl.stages import REGISTRY
+from mlmctl.stages import module as stage_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 # configs/<set>/<file>.yaml -> stage module; files named after their stage, with variants allowed
 # as `<stage>-<variant>.yaml` (e.g. eval-mlm.yaml).
-MODULES = {
-    "clean": "clean", "tokenize": "tokenize", "build-vocab": "build_vocab", "pretrain": "pretrain",
-    "finetune": "finetune", "eval": "eval", "demo-task": "demo_task",
-}
-
-
 def _module_for(path: Path):
     stem = path.stem
-    for prefix in sorted(MODULES, key=len, reverse=True):
-        if stem == prefix or stem.startswith(prefix + "-"):
-            return importlib.import_module(f"mlmctl.stages.{MODULES[prefix]}")
+    for spec in sorted(REGISTRY, key=lambda s: len(s.command), reverse=True):
+        if stem == spec.command or stem.startswith(spec.command + "-"):
+            return stage_module(spec)
     return None
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from mlmctl.layout import MASK_ID
 from mlmctl.masking import (
     IGNORE_INDEX,
-    MASK_ID,
     NUM_SPECIAL,
     STREAM_VAL_MASK,
     MaskSpec,

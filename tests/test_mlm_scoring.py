@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlmctl.masking import MASK_ID, MaskSpec
+from mlmctl.layout import MASK_ID
+from mlmctl.masking import MaskSpec
 from mlmctl.mlm_scoring import KIND_KEEP, KIND_MASK, KIND_RANDOM, pseudo_nll, score_masked
 from mlmctl.model import BertForPreTraining, ModelConfig
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mlmctl.masking import CLS_ID, SEP_ID
+from mlmctl.layout import CLS_ID, SEP_ID
 from mlmctl.packing import CorpusPart, FullSentences, SentencePairs, collate, epoch_order, rank_slice
 
 

@@ -28,11 +28,16 @@ def test_smoke_chain_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, runs = tmp_path / "data" / "smoke", tmp_path / "runs" / "smoke"
 
-    for d in ("clean", "tokens", "vocab", "task"):
-        assert (data / d / "manifest.json").exists(), d
-    for d in ("pretrain", "eval-mlm", "finetune-pretrained", "finetune-random", "eval-pretrained", "eval-random"):
-        assert (runs / d / "manifest.json").exists(), d
-        assert not (runs / d / ".work").exists()
+    from mlmctl.layout import MANIFEST, WORK
+    from mlmctl.manifest import read_manifest
+
+    # Every stage finished: a manifest whose every file is present with its recorded sha256.
+    for d in [data / x for x in ("clean", "tokens", "vocab", "task")] + [
+            runs / x for x in ("pretrain", "eval-mlm", "finetune-pretrained", "finetune-random", "eval-pretrained",
+                               "eval-random")]:
+        assert (d / MANIFEST).exists(), d
+        assert read_manifest(d, verify=True).shards + read_manifest(d).files, d
+        assert not (d / WORK).exists()
 
     # Pretraining learned something: finite loss, lower at the end than at the start.
     lines = [json.loads(line) for line in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
@@ -40,13 +45,23 @@ def test_smoke_chain_end_to_end(tmp_path):
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
+    pre = read_manifest(runs / "pretrain").extra
+    assert pre["steps"] == 30 and math.isfinite(pre["final_loss"]) and pre["final_loss"] < losses[0]
+
     mlm = json.loads((runs / "eval-mlm" / "eval.json").read_text())
-    assert math.isfinite(mlm["mlm_ppl"]) and mlm["mlm_ppl"] > 1 and mlm["unigram_ppl"] > 1
+    vocab_size = read_manifest(data / "vocab").extra["vocab_size"]
+    # Better than a uniform guess over the vocabulary, and the 15% masking of the config.
+    assert math.isfinite(mlm["mlm_ppl"]) and 1 < mlm["mlm_ppl"] < vocab_size and mlm["unigram_ppl"] > 1
+    assert mlm["mask_prob"] == 0.15 and 0 < mlm["masked_tokens"] < mlm["tokens"]
+    assert 0 <= mlm["mlm_acc"] <= mlm["mlm_top5_acc"] <= 1
     for init in ("pretrained", "random"):
         ev = json.loads((runs / f"eval-{init}" / "eval.json").read_text())
         for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_class", "confusion_matrix", "labels"):
             assert key in ev, key
-        assert 0 <= ev["accuracy"] <= 1
+        cm = ev["confusion_matrix"]
+        assert len(cm) == len(ev["labels"]) >= 2 and sum(map(sum, cm)) == ev["n"] > 0
+        assert ev["accuracy"] == pytest.approx(sum(cm[i][i] for i in range(len(cm))) / ev["n"])
+        assert 0 <= ev["macro_f1"] <= 1 and ev["accuracy_ci"][0] <= ev["accuracy"] <= ev["accuracy_ci"][1]
     assert "pretrained" in proc.stdout and "random" in proc.stdout  # the closing summary
     assert mlm["mlm_ppl_ci"][0] <= mlm["mlm_ppl"] <= mlm["mlm_ppl_ci"][1]
     assert "pretraining effect" in proc.stdout and "paired bootstrap" in proc.stdout

@@ -40,7 +40,9 @@ def test_recipe_shapes():
         assert run.split()[0] == "make" and set(run.split()[1:]) <= targets, run
     makefile = recipe("makefile")
     assert "\t" in makefile  # recipes need real tabs
-    for stage in ("clean", "tokenize", "build-vocab", "pretrain", "finetune", "eval", "demo-task"):
+    from mlmctl.stages import REGISTRY
+
+    for stage in (s.command for s in REGISTRY):
         assert re.search(rf"\$\(STAGE\) {stage} .*--rebuild", makefile.replace("\\\n", " ")), stage
 
 

@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 from mlmctl.errors import MlmctlError
-from mlmctl.shards import ShardWriter, atomic_write, file_sha256, open_shard_lines, parse_task
+from mlmctl.shards import ShardWriter, atomic_write, file_sha256, open_shard_lines
+from mlmctl.stage import parse_task
 
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):

@@ -1,1 +1,65 @@
-"""One module per stage; each defines CONFIG, STAGE, INPUT_STAGE and run(ctx). See mlmctl.stage."""
+"""The stages, one module each (CONFIG, STAGE, INPUT_STAGE, run(ctx); see mlmctl.stage), and their registry.
+
+`REGISTRY` is the one list of stage commands: the CLI builds its commands from it, the docs
+generator its sections, the tests their parametrisations. Adding a stage means one module here,
+one entry below, one demo YAML and one test file. Importing this package imports no stage module
+(so `mlmctl --help` stays instant); `module(spec)` does, when a command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    command: str
+    """The subcommand (`mlmctl build-vocab`)."""
+    module: str
+    """Its module under mlmctl.stages."""
+    help: str
+    """One line for `mlmctl --help`."""
+    example: str
+    """A runnable example (the demo chain's config)."""
+    set_example: str
+    """A real `--set` of that stage (a test runs it through --print-config)."""
+    fans_out: bool = False
+    """Parallel over shards: gets --workers and --task."""
+    trains: bool = False
+    """A training loop: stops at a step boundary on Ctrl-C/SIGTERM, resumes on rerun."""
+    resume_from: bool = False
+    """Offers --resume-from DIR (continue from a checkpoint of any run)."""
+    note: str = ""
+    """An extra line for the command's help."""
+
+
+_STOP = "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues."
+
+REGISTRY: tuple[StageSpec, ...] = (
+    StageSpec("clean", "clean", "Clean raw text (.txt, .jsonl, .gz, or the built-in corpus) into deduplicated "
+              "document shards.", "mlmctl clean -c configs/demo/clean.yaml --workers 2", "validation_fraction=0.05",
+              fans_out=True, note="Fan out over machines: --task I/N per machine, then once without --task."),
+    StageSpec("tokenize", "tokenize", "Split clean documents into sentences and pre-tokens (classic BERT corpus "
+              "format).", "mlmctl tokenize -c configs/demo/tokenize.yaml --workers 2", "pretokenizer.lowercase=false",
+              fans_out=True),
+    StageSpec("build-vocab", "build_vocab", "Train a sub-word vocabulary and index the corpus into memory-mappable "
+              "token ids.", "mlmctl build-vocab -c configs/demo/build-vocab.yaml", "vocab_size=16000", fans_out=True),
+    StageSpec("pretrain", "pretrain", "Pretrain a BERT encoder with masked-language modelling (runs under torchrun "
+              "too).", "mlmctl pretrain -c configs/demo/pretrain.yaml", "train.lr=3e-4", trains=True, resume_from=True,
+              note=_STOP),
+    StageSpec("finetune", "finetune", "Fine-tune a pretrained (or randomly initialised) encoder for sequence "
+              "classification.", "mlmctl finetune -c configs/demo/finetune.yaml", "epochs=5", trains=True, note=_STOP),
+    StageSpec("eval", "eval", "Score a model: classifier metrics on a labelled file, or masked-LM perplexity on "
+              "held-out text.", "mlmctl eval -c configs/demo/eval.yaml", "batch_size=128"),
+    StageSpec("demo-task", "demo_task", "Build the demo classification task (which library a docstring comes from) "
+              "from a clean directory.", "mlmctl demo-task -c configs/demo/demo-task.yaml", "num_classes=3"),
+)
+
+BY_COMMAND = {s.command: s for s in REGISTRY}
+
+
+def module(spec: StageSpec) -> ModuleType:
+    """The stage's module (imports torch or tokenizers for the stages that use them)."""
+    return importlib.import_module(f"{__name__}.{spec.module}")

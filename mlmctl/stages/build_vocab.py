@@ -46,15 +46,16 @@ from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.layout import (
+    CLS, HF_SPECIAL_TOKENS, SEP, SPECIAL_TOKENS, SPLITS, STATS_FILE, TOKENIZER_FILE, UNK, UNK_ID, VOCAB_FILE, shard_name,
+)
 from mlmctl.pretokenize import WORD_JOINER
-from mlmctl.shards import SPLITS, atomic_write, atomic_write_json, atomic_write_text, file_sha256
+from mlmctl.shards import atomic_write, atomic_write_json, atomic_write_text, file_sha256
 
 STAGE = "build-vocab"
 INPUT_STAGE = "tokenize"
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-UNK_ID = SPECIAL_IDS["[UNK]"]
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -123,7 +124,7 @@ def run(ctx) -> dict | None:
     pipeline = _read_pipeline(ctx.input_dir)
 
     vocab_dir = ctx.work_dir / "vocab"
-    tok_path = vocab_dir / "tokenizer.json"
+    tok_path = vocab_dir / TOKENIZER_FILE
     if not _trained(vocab_dir):
         if ctx.opts.task is not None and ctx.opts.task[0] != 0:
             raise MlmctlError(
@@ -159,7 +160,7 @@ def run(ctx) -> dict | None:
               for split in SPLITS}
     used = np.zeros(vocab_size, dtype=bool)
     for unit, res in zip(units, results):
-        base = f"shard-{unit.index:05d}"
+        base = shard_name(unit.index)
         sha = {f["name"]: f["sha256"] for f in res.files}
         rec = res.result
         shard_infos.append(ctx.place(res.dir / f"{base}.ids.bin", f"{unit.split}/{base}.ids.bin", unit.split,
@@ -176,7 +177,7 @@ def run(ctx) -> dict | None:
         files += _write_offsets(ctx, split, [(u, r) for u, r in zip(units, results) if u.split == split])
 
     files += _write_tokenizer_files(ctx, tok_path, pipeline, cfg)
-    tokenizer_sha = file_sha256(out / "tokenizer.json")
+    tokenizer_sha = file_sha256(out / TOKENIZER_FILE)
     stats = {"vocab_size": vocab_size, "dtype": dtype, "vocab_used_by_train": round(float(used.mean()), 6)}
     for split, t in totals.items():
         stats[split] = dict(t) | {
@@ -184,14 +185,14 @@ def run(ctx) -> dict | None:
             "subwords_per_word": round(t["tokens"] / max(t["words"], 1), 4),
             "word_coverage": round(t["single_token_words"] / max(t["words"], 1), 6),
         }
-    atomic_write_json(out / "stats.json", stats)
-    files.append(ctx.describe("stats.json"))
+    atomic_write_json(out / STATS_FILE, stats)
+    files.append(ctx.describe(STATS_FILE))
     extra = {
         "vocab_size": vocab_size,
         "tokenizer_sha256": tokenizer_sha,
         "dtype": dtype,
         "special_ids": dict(SPECIAL_IDS),
-        "model": _model_type(out / "tokenizer.json"),
+        "model": _model_type(out / TOKENIZER_FILE),
         "pretokenizer": pipeline.get("kind"),
         "splits": {s: {k: totals[s][k] for k in ("docs", "sentences", "tokens")} for s in SPLITS},
     }
@@ -221,7 +222,7 @@ def _read_pipeline(input_dir: Path) -> dict:
 def _trained(vocab_dir: Path) -> bool:
     try:
         record = json.loads((vocab_dir / "trained.json").read_text())
-        return record["sha256"] == file_sha256(vocab_dir / "tokenizer.json")
+        return record["sha256"] == file_sha256(vocab_dir / TOKENIZER_FILE)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -250,7 +251,7 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
                 f"{len(SPECIAL_TOKENS)} special tokens + {len(alphabet)} characters + {len(seeds)} \"##\" forms); "
                 f"raise `vocab_size` or lower `character_coverage`/`limit_alphabet`"
             )
-    common = {"vocab_size": cfg.vocab_size, "special_tokens": SPECIAL_TOKENS + seeds, "show_progress": False,
+    common = {"vocab_size": cfg.vocab_size, "special_tokens": [*SPECIAL_TOKENS, *seeds], "show_progress": False,
               "initial_alphabet": alphabet}
     if cfg.model == "wordpiece":
         model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##",
@@ -345,12 +346,12 @@ def _canonical_ids(doc: dict) -> dict:
     if model["type"] in ("WordPiece", "BPE"):
         rest = sorted((t for t in model["vocab"] if t not in SPECIAL_IDS),
                       key=lambda t: (t.startswith("##"), len(t), t))
-        model["vocab"] = {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
+        model["vocab"] = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *rest])}
     elif model["type"] == "Unigram":
         head = [p for p in model["vocab"] if p[0] in SPECIAL_IDS]
         rest = sorted((p for p in model["vocab"] if p[0] not in SPECIAL_IDS), key=lambda p: (-p[1], p[0]))
         model["vocab"] = sorted(head, key=lambda p: SPECIAL_IDS[p[0]]) + rest
-        model["unk_id"] = SPECIAL_IDS["[UNK]"]
+        model["unk_id"] = SPECIAL_IDS[UNK]
     return doc
 
 
@@ -383,7 +384,7 @@ def _complete(doc: dict, pipeline: dict, model: str) -> dict:
         "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                  {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
                  {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-        "special_tokens": {t: {"id": t, "ids": [SPECIAL_IDS[t]], "tokens": [t]} for t in ("[CLS]", "[SEP]")},
+        "special_tokens": {t: {"id": t, "ids": [SPECIAL_IDS[t]], "tokens": [t]} for t in (CLS, SEP)},
     }
     wordpiece = {"type": "WordPiece", "prefix": "##", "cleanup": True}
     strip_prefix = {"type": "Replace", "pattern": {"Regex": "^##"}, "content": ""}
@@ -505,7 +506,7 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     tok = _model_only(unit.tokenizer, unit.tokenizer_sha256)
     vocab_size = tok.get_vocab_size()
     dtype = np.dtype("<u2" if unit.dtype == "uint16" else "<u4")
-    base = f"shard-{unit.index:05d}"
+    base = shard_name(unit.index)
     sent_ends: list[np.ndarray] = []
     doc_ends: list[int] = []
     n_tokens = n_sents = n_words = n_unk = n_single = 0
@@ -617,16 +618,15 @@ def _write_tokenizer_files(ctx, tok_path: Path, pipeline: dict, cfg: BuildVocabC
     from mlmctl.shards import atomic_link
 
     out = ctx.output_dir
-    atomic_link(tok_path, out / "tokenizer.json")
-    names = ["tokenizer.json"]
+    atomic_link(tok_path, out / TOKENIZER_FILE)
+    names = [TOKENIZER_FILE]
     doc = json.loads(tok_path.read_text(encoding="utf-8"))
     model = doc["model"]
     if model.get("type") == "WordPiece":
         vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])
-        atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in vocab))
-        names.append("vocab.txt")
-    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                "mask_token": "[MASK]"}
+        atomic_write_text(out / VOCAB_FILE, "".join(f"{t}\n" for t, _ in vocab))
+        names.append(VOCAB_FILE)
+    specials = HF_SPECIAL_TOKENS
     bert = pipeline.get("kind") == "bert" and model.get("type") == "WordPiece"
     tcfg = {
         # transformers loads tokenizer.json as it stands for both classes; BertTokenizerFast also

@@ -61,13 +61,13 @@ from mlmctl.near_dedup import MINHASH_FILE, NearDedupConfig
 from mlmctl.repetition import FineWebQualityConfig, GopherRepetitionConfig
 from mlmctl.config import check
 from mlmctl.errors import MlmctlError
-from mlmctl.shards import SPLITS, ShardInfo, atomic_write, atomic_write_json
+from mlmctl.layout import SPLITS, STATS_FILE, shard_name
+from mlmctl.shards import ShardInfo, atomic_write, atomic_write_json
 
 STAGE = "clean"
 INPUT_STAGE = None
 
 SUFFIX = ".jsonl.gz"
-STATS_FILE = "stats.json"
 _DOCS, _HASHES, _SIZES, _CHARS = "docs.jsonl", "hashes.u64", "sizes.u64", "chars.u64"
 
 
@@ -414,11 +414,9 @@ def _minhasher(u: _ReadUnit):
 def _valid(name: str) -> str:
     """A file name or JSON value as valid Unicode: undecodable bytes in file names (kept by
     os.listdir as surrogates) and lone surrogates from JSON escapes become U+FFFD."""
-    if name.isascii():
-        return name
-    from mlmctl.cleaning import _SURROGATE
+    from mlmctl.cleaning import replace_surrogates
 
-    return _SURROGATE.sub("\ufffd", name)
+    return replace_surrogates(name)
 
 
 def _guarded(docs, unit):
@@ -640,7 +638,7 @@ def _assemble(ctx, written) -> list[ShardInfo]:
             counts[key] = counts.get(key, 0) + rec["documents"]
     shards = []
     for split, num in sorted(by_shard, key=lambda k: (SPLITS.index(k[0]), k[1])):
-        rel = f"{split}/shard-{num:05d}{SUFFIX}"
+        rel = f"{split}/{shard_name(num, SUFFIX)}"
         sha = hashlib.sha256()
         size = 0
         with atomic_write(ctx.output_dir / rel) as out:

@@ -36,9 +36,8 @@ from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.layout import EVAL_JSON, PREDICTIONS
 
-EVAL_JSON = "eval.json"
-PREDICTIONS = "predictions.jsonl"
 
 
 @dataclass
@@ -123,8 +122,8 @@ INPUT_STAGE = None
 
 def input_fingerprint(cfg: EvalConfig) -> str:
     from mlmctl.labelled import resolve_model_dir
-    from mlmctl.manifest import MANIFEST
-    from mlmctl.stages.finetune import fingerprint_files
+    from mlmctl.layout import MANIFEST
+    from mlmctl.manifest import fingerprint_files
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
     named = [("test_file", cfg.test_file)]

@@ -29,7 +29,6 @@ and only rank 0 writes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -40,7 +39,9 @@ from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.layout import BEST, METRICS_FILE
 from mlmctl.metrics import METRIC_NAMES
+from mlmctl.training import OptimSettings, check_optimiser
 
 MetricName = Literal["accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall"]
 
@@ -128,10 +129,8 @@ class FinetuneConfig:
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         check(self.epochs >= 1, "epochs", "must be >= 1")
         check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = use epochs)")
-        check(self.lr > 0, "lr", "must be positive")
+        check_optimiser(self)
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         check(self.classifier_dropout is None or 0 <= self.classifier_dropout < 1, "classifier_dropout",
               "must be in [0, 1) or null")
         check(self.eval_every >= 0, "eval_every", "must be >= 0")
@@ -142,296 +141,342 @@ class FinetuneConfig:
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
         check(self.metric in METRIC_NAMES, "metric", f"one of {', '.join(METRIC_NAMES)}")
 
+    def optim(self, total_steps: int) -> OptimSettings:
+        """AdamW with BERT's fine-tuning betas and epsilon, decaying to 0 at the last step."""
+        return OptimSettings(lr=self.lr, total_steps=total_steps, warmup_steps=int(self.warmup_ratio * total_steps),
+                             decay=self.decay, min_lr_ratio=0.0, weight_decay=self.weight_decay, betas=(0.9, 0.999),
+                             eps=1e-8, grad_clip=self.grad_clip)
+
 
 CONFIG = FinetuneConfig
 STAGE = "finetune"
 INPUT_STAGE = None
 
-BEST = "best"
-METRICS = "metrics.jsonl"
-
 
 def input_fingerprint(cfg: FinetuneConfig) -> str:
     """Identity of everything read: the model directory's files and the labelled files' bytes."""
     from mlmctl.labelled import resolve_model_dir
+    from mlmctl.manifest import fingerprint_files
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
     return fingerprint_files(STAGE, model_dir, [("train_file", cfg.train_file), ("dev_file", cfg.dev_file),
                                                 ("test_file", cfg.test_file)])
 
 
-def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> str:
-    from mlmctl.manifest import digest
-    from mlmctl.shards import file_sha256
-
-    parts = []
-    for p in sorted(model_dir.iterdir()):
-        if p.is_file() and p.name.endswith((".json", ".safetensors", ".txt", ".bin")):
-            parts.append(f"model/{p.name}:{file_sha256(p)}")
-    for key, path in named_files:
-        if path is None:
-            continue
-        if not Path(path).is_file():
-            raise InputError(f"{reader}: `{key}` {path} does not exist")
-        parts.append(f"{key}:{file_sha256(path)}")
-    return digest(*parts)
-
-
 def run(ctx) -> dict:
-    import torch
+    tuner = Finetuner(ctx)
+    tuner.open_data()
+    tuner.build_model()
+    tuner.resume()
+    tuner.fit()
+    return tuner.finish()
 
-    from mlmctl.devices import pick_device
-    from mlmctl.labelled import TextEncoder, label_list, resolve_model_dir
-    from mlmctl.model import BertForSequenceClassification, ModelConfig, num_parameters
-    from mlmctl.model_dir import load_model_dir, read_model_config, save_model_dir
-    from mlmctl.optim import lr_at, make_adamw, set_lr
 
-    cfg: FinetuneConfig = ctx.cfg
-    out: Path = ctx.output_dir
-    rank, world = ctx.rank, ctx.world_size
-    started = time.monotonic()
+def _fresh_loop_state() -> dict:
+    """Everything the loop carries from step to step: a checkpoint holds all of it."""
+    return {"step": 0, "epoch": 0, "pos": 0, "best_value": -math.inf, "best_step": 0, "best_report": None,
+            "evals_since_best": 0, "loss_sum": 0.0, "loss_count": 0, "train_s": 0.0}
 
-    # -- processes and device ------------------------------------------------------------------
-    device = pick_device(cfg.device, "finetune")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if world > 1:
-        import torch.distributed as dist
 
-        if cfg.batch_size % world:
-            raise MlmctlError(f"finetune: `batch_size` {cfg.batch_size} is not divisible by the {world} processes")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+class Finetuner:
+    """The fine-tuning run in named steps: set up (here), open_data, build_model, resume, fit
+    (train_step, evaluate, save), finish. Every rank runs all of them; only rank 0 writes."""
 
-    # -- data ----------------------------------------------------------------------------------
-    model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
-    train = _read_labelled(cfg.train_file, cfg)
-    labels = label_list(train.labels, cfg.labels or None)
-    if len(labels) < 2:
-        raise InputError(f"finetune: {cfg.train_file} has a single label ({labels[0]!r}); need at least 2 classes")
-    label2id = {name: i for i, name in enumerate(labels)}
-    encoder = TextEncoder(model_dir, cfg.max_seq_len, STAGE)
-    train_enc = encoder.encode(train, label2id)
-    dev = _read_labelled(cfg.dev_file, cfg) if cfg.dev_file else None
-    dev_enc = encoder.encode(dev, label2id) if dev else None  # unseen label -> error, before training
-    test = _read_labelled(cfg.test_file, cfg) if cfg.test_file else None
-    test_enc = encoder.encode(test, label2id) if test else None
-    dropped = {f"{k} ({Path(d.path).name})": v for d in (train, dev, test) if d for k, v in d.dropped.items()}
-    for what, n in dropped.items():
-        ctx.log(f"dropped {n} examples: {what}")
+    def __init__(self, ctx):
+        from mlmctl.training import Process
 
-    # -- model ---------------------------------------------------------------------------------
-    torch.manual_seed(cfg.seed)
-    if cfg.init == "pretrained":
-        model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=len(labels),
-                                           classifier_dropout=cfg.classifier_dropout)
-        fresh = sorted({k.split(".")[0] if not k.startswith("bert.") else ".".join(k.split(".")[:2])
-                        for k in info["missing"]})
-        ctx.log(f"loaded {model_dir}; freshly initialised: {', '.join(fresh) or 'nothing'}")
-    else:
+        self.ctx, self.cfg, self.out = ctx, ctx.cfg, ctx.output_dir
+        self.started = time.monotonic()
+        self.proc = Process.setup(STAGE, rank=ctx.rank, world=ctx.world_size, device=self.cfg.device,
+                                  threads=self.cfg.threads)
+        if self.cfg.batch_size % self.proc.world:
+            raise MlmctlError(f"finetune: `batch_size` {self.cfg.batch_size} is not divisible by the "
+                              f"{self.proc.world} processes")
+        self.t = _fresh_loop_state()
+        self.best_state = None
+
+    def open_data(self) -> None:
+        """The labelled files, encoded with the model's tokenizer (an unseen label is an error here)."""
+        from mlmctl.labelled import TextEncoder, label_list, resolve_model_dir
+
+        cfg, ctx = self.cfg, self.ctx
+        self.model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
+        train = _read_labelled(cfg.train_file, cfg)
+        self.labels = label_list(train.labels, cfg.labels or None)
+        if len(self.labels) < 2:
+            raise InputError(f"finetune: {cfg.train_file} has a single label ({self.labels[0]!r}); "
+                             f"need at least 2 classes")
+        self.label2id = {name: i for i, name in enumerate(self.labels)}
+        self.encoder = TextEncoder(self.model_dir, cfg.max_seq_len, STAGE)
+        self.train_enc = self.encoder.encode(train, self.label2id)
+        dev = _read_labelled(cfg.dev_file, cfg) if cfg.dev_file else None
+        self.dev_enc = self.encoder.encode(dev, self.label2id) if dev else None
+        test = _read_labelled(cfg.test_file, cfg) if cfg.test_file else None
+        self.test_enc = self.encoder.encode(test, self.label2id) if test else None
+        self.dropped = {f"{k} ({Path(d.path).name})": v for d in (train, dev, test) if d for k, v in d.dropped.items()}
+        for what, n in self.dropped.items():
+            ctx.log(f"dropped {n} examples: {what}")
+
+    def build_model(self) -> None:
+        import torch
+
+        from mlmctl.model import num_parameters
+
+        cfg, proc = self.cfg, self.proc
+        torch.manual_seed(cfg.seed)
+        self.raw_model, mcfg = self._load_or_init()
+        self.encoder.check_fits(mcfg, self.model_dir, STAGE, pairs=cfg.text_pair_field is not None)
+        if cfg.max_seq_len > mcfg.max_position_embeddings:
+            raise MlmctlError(f"finetune: `max_seq_len` {cfg.max_seq_len} exceeds the model's "
+                              f"max_position_embeddings {mcfg.max_position_embeddings}")
+        self.raw_model.to(proc.device)
+        self.model = proc.wrap(self.raw_model)
+        self.class_weights = self._class_weights()
+        n = len(self.train_enc.ids)
+        self.steps_per_epoch = sum(len(b) >= proc.world for b in _epoch_batches(self.train_enc, cfg, 0))
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.optim = cfg.optim(self.total_steps)
+        self.optimizer = self.optim.make_optimizer(self.raw_model, proc.device)
+        self.eval_every = cfg.eval_every or self.steps_per_epoch
+        self.ctx.log(f"{n} train examples, {len(self.labels)} labels, {self.steps_per_epoch} steps/epoch, "
+                     f"{self.total_steps} steps, {num_parameters(self.raw_model) / 1e6:.2f}M parameters, "
+                     f"{proc.world} process(es), {proc.device.type}"
+                     + (f", {self.train_enc.truncated} truncated to {cfg.max_seq_len} tokens"
+                        if self.train_enc.truncated else ""))
+        self.extra_config = {
+            "id2label": {str(i): x for i, x in enumerate(self.labels)}, "label2id": self.label2id,
+            "problem_type": "single_label_classification",
+            "mlmctl_finetune": {"max_seq_len": cfg.max_seq_len, "text_field": cfg.text_field,
+                                "text_pair_field": cfg.text_pair_field, "label_field": cfg.label_field,
+                                "init": cfg.init}}
+        # What a resumed checkpoint must agree on.
+        self.run_meta = {"model": {**asdict(mcfg), "num_labels": len(self.labels)},
+                         "data": {"labels": self.labels, "train_examples": n, "batch_size": cfg.batch_size,
+                                  "seed": cfg.seed}}
+
+    def _load_or_init(self):
+        from mlmctl.model import BertForSequenceClassification
+        from mlmctl.model_dir import load_model_dir, read_model_config
+
+        cfg, model_dir, n_labels = self.cfg, self.model_dir, len(self.labels)
+        if cfg.init == "pretrained":
+            model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=n_labels,
+                                               classifier_dropout=cfg.classifier_dropout)
+            fresh = sorted({k.split(".")[0] if not k.startswith("bert.") else ".".join(k.split(".")[:2])
+                            for k in info["missing"]})
+            self.ctx.log(f"loaded {model_dir}; freshly initialised: {', '.join(fresh) or 'nothing'}")
+            return model, mcfg
         mcfg = read_model_config(model_dir, STAGE)
-        model = BertForSequenceClassification(mcfg, len(labels), classifier_dropout=cfg.classifier_dropout)
-        ctx.log(f"random init with the architecture of {model_dir}")
-    encoder.check_fits(mcfg, model_dir, STAGE, pairs=cfg.text_pair_field is not None)
-    if cfg.max_seq_len > mcfg.max_position_embeddings:
-        raise MlmctlError(f"finetune: `max_seq_len` {cfg.max_seq_len} exceeds the model's "
-                          f"max_position_embeddings {mcfg.max_position_embeddings}")
-    model.to(device)
-    raw_model = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        self.ctx.log(f"random init with the architecture of {model_dir}")
+        return BertForSequenceClassification(mcfg, n_labels, classifier_dropout=cfg.classifier_dropout), mcfg
 
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_adamw(raw_model, cfg.lr, cfg.weight_decay, (0.9, 0.999), 1e-8, device.type)
-    class_weights = None
-    if cfg.class_weights == "balanced":
-        counts = [0] * len(labels)
-        for y in train_enc.labels:
+    def _class_weights(self):
+        import torch
+
+        if self.cfg.class_weights != "balanced":
+            return None
+        counts = [0] * len(self.labels)
+        for y in self.train_enc.labels:
             counts[y] += 1
-        class_weights = torch.tensor([len(train_enc.labels) / (len(labels) * c) for c in counts],
-                                     dtype=torch.float32, device=device)
+        return torch.tensor([len(self.train_enc.labels) / (len(self.labels) * c) for c in counts],
+                            dtype=torch.float32, device=self.proc.device)
 
-    n = len(train_enc.ids)
-    steps_per_epoch = sum(len(b) >= world for b in _epoch_batches(train_enc, cfg, 0))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_ratio * total_steps)
-    eval_every = cfg.eval_every or steps_per_epoch
-    ctx.log(f"{n} train examples, {len(labels)} labels, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-            f"{num_parameters(raw_model) / 1e6:.2f}M parameters, {world} process(es), {device.type}"
-            + (f", {train_enc.truncated} truncated to {cfg.max_seq_len} tokens" if train_enc.truncated else ""))
+    def resume(self) -> None:
+        """Continue from the checkpoint in .work/ (resumable checkpoints never reach the output)."""
+        from mlmctl import checkpoint as ckpts
+        from mlmctl.model import BertForSequenceClassification
+        from mlmctl.model_dir import load_model_dir
+        from mlmctl.training import MetricsWriter
 
-    # -- training ------------------------------------------------------------------------------
-    from mlmctl import checkpoint as ckpts
-    from mlmctl.progress import progress, timed_row
+        ctx, cfg, proc = self.ctx, self.cfg, self.proc
+        ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
+        if ckpt is not None:
+            ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
+            loaded, _, _ = load_model_dir(ckpt, BertForSequenceClassification, num_labels=len(self.labels),
+                                          classifier_dropout=cfg.classifier_dropout)
+            self.raw_model.load_state_dict(loaded.state_dict())
+            state = ckpts.load_trainer_state(ckpt, STAGE)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.t = {k: state[k] for k in self.t}
+            self.best_state = state["best_state"]
+            if self.best_state is None and self.t["best_report"] is not None:
+                self.best_state = _copy_state(self.raw_model)
+            ckpts.restore_rng(state["rng"], proc.rank, proc.world, proc.device, cfg.seed + 1000003 * self.t["step"],
+                              ctx.log)
+            ctx.log(f"resuming from {ckpt} at step {self.t['step']}")
+        self.metrics = MetricsWriter(self.out / METRICS_FILE, ctx.started, enabled=ctx.is_main,
+                                     resume_step=self.t["step"] if ckpt is not None else -1)
 
-    work_best = ctx.work_dir / BEST
-    metrics_path = out / METRICS
-    extra_config = {"id2label": {str(i): x for i, x in enumerate(labels)}, "label2id": label2id,
-                    "problem_type": "single_label_classification",
-                    "mlmctl_finetune": {"max_seq_len": cfg.max_seq_len, "text_field": cfg.text_field,
-                                        "text_pair_field": cfg.text_pair_field, "label_field": cfg.label_field,
-                                        "init": cfg.init}}
-    # Resumable checkpoints live in .work/ (removed when the run finishes): the output holds only best/.
-    run_meta = {"model": {**asdict(mcfg), "num_labels": len(labels)},
-                "data": {"labels": labels, "train_examples": n, "batch_size": cfg.batch_size, "seed": cfg.seed}}
+    def save_best(self) -> None:
+        from mlmctl.model_dir import save_model_dir
 
-    def save_best():
-        if ctx.is_main:
-            save_model_dir(raw_model, work_best, tokenizer_dir=model_dir,
-                           architectures=["BertForSequenceClassification"], extra_config=extra_config)
+        if self.ctx.is_main:
+            save_model_dir(self.raw_model, self.ctx.work_dir / BEST, tokenizer_dir=self.model_dir,
+                           architectures=["BertForSequenceClassification"], extra_config=self.extra_config)
 
-    def write(record: dict):
-        if ctx.is_main:
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(timed_row(record, ctx.started)) + "\n")
+    def save(self) -> None:
+        """A resumable checkpoint in .work/ (a collective: every rank calls it)."""
+        from mlmctl import checkpoint as ckpts
 
-    # Everything the loop carries from step to step: a checkpoint holds all of it.
-    t = {"step": 0, "epoch": 0, "pos": 0, "best_value": -math.inf, "best_step": 0, "best_report": None,
-         "evals_since_best": 0, "loss_sum": 0.0, "loss_count": 0, "train_s": 0.0}
-    best_state = None
-
-    def save():
-        states = ckpts.gather_rng(device, world)  # a collective: every rank calls save()
-        if ctx.is_main:
+        t = self.t
+        states = ckpts.gather_rng(self.proc.device, self.proc.world)
+        if self.ctx.is_main:
             # The best weights travel with the checkpoint unless they are the current ones.
-            best = None if t["best_step"] == t["step"] else best_state
-            ckpts.save_checkpoint(ctx.work_dir, t["step"], raw_model,
-                                  {**t, "optimizer": optimizer.state_dict(), "rng": states, "best_state": best},
-                                  run_meta, tokenizer_dir=model_dir, architectures="BertForSequenceClassification",
-                                  keep_last=1, extra_config=extra_config)
-        if world > 1:
-            torch.distributed.barrier()
+            best = None if t["best_step"] == t["step"] else self.best_state
+            ckpts.save_checkpoint(self.ctx.work_dir, t["step"], self.raw_model,
+                                  {**t, "optimizer": self.optimizer.state_dict(), "rng": states, "best_state": best},
+                                  self.run_meta, tokenizer_dir=self.model_dir,
+                                  architectures="BertForSequenceClassification", keep_last=1,
+                                  extra_config=self.extra_config)
+        self.proc.barrier()
 
-    resume_ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
-    if resume_ckpt is not None:
-        ckpts.check_compatible(ckpts.read_meta(resume_ckpt), run_meta, resume_ckpt, STAGE)
-        loaded, _, _ = load_model_dir(resume_ckpt, BertForSequenceClassification, num_labels=len(labels),
-                                      classifier_dropout=cfg.classifier_dropout)
-        raw_model.load_state_dict(loaded.state_dict())
-        state = ckpts.load_trainer_state(resume_ckpt, STAGE)
-        optimizer.load_state_dict(state["optimizer"])
-        t = {k: state[k] for k in t}
-        best_state = state["best_state"]
-        if best_state is None and t["best_report"] is not None:
-            best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
-        ckpts.restore_rng(state["rng"], rank, world, device, cfg.seed + 1000003 * t["step"], ctx.log)
-        ctx.log(f"resuming from {resume_ckpt} at step {t['step']}")
-    if ctx.is_main:
-        ckpts.trim_metrics(metrics_path, t["step"] if resume_ckpt is not None else -1)
+    def train_step(self, rows: list[int]) -> tuple[float, float]:
+        """One optimizer step on this rank's rows of a global batch: (loss, grad norm)."""
+        import torch
 
-    stop_signals = ckpts.StopSignals()
-    stop = False
-    with stop_signals, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet,
-                                initial=t["step"]) as bar:
-        while not stop and t["step"] < total_steps:
-            # a last batch too small to give every process an example is skipped
-            batches = [b for b in _epoch_batches(train_enc, cfg, t["epoch"]) if len(b) >= world]
-            while t["pos"] < len(batches):
-                if _stop_votes(stop_signals.requested, world, device):
-                    saved = None
-                    if t["step"]:
-                        save()
-                        saved = ctx.work_dir / ckpts.CHECKPOINTS / ckpts.step_dir_name(t["step"])
-                    raise stop_signals.interrupted(STAGE, t["step"], saved)
-                batch = batches[t["pos"]]
-                t["pos"] += 1
-                t0 = time.perf_counter()
-                mine = batch[rank * len(batch) // world:(rank + 1) * len(batch) // world]
-                model.train()
-                step = t["step"]
-                lr = lr_at(step, lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps, decay=cfg.decay,
-                           min_lr_ratio=0.0)
-                set_lr(optimizer, lr)
-                ids, mask, types = (x.to(device) for x in _pad(encoder, train_enc, mine))
-                y = torch.tensor([train_enc.labels[r] for r in mine], dtype=torch.long, device=device)
-                _, loss = model(ids, attention_mask=mask, token_type_ids=types, labels=y,
-                                class_weights=class_weights)
-                if not torch.isfinite(loss):
-                    raise MlmctlError(f"finetune: the loss became {loss.item()} at step {step}; lower `lr`")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(),
-                                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                optimizer.step()
-                step = t["step"] = step + 1
-                t["train_s"] += time.perf_counter() - t0
-                t["loss_sum"], t["loss_count"] = t["loss_sum"] + loss.item(), t["loss_count"] + 1
-                bar.update(1, loss=loss.item())
-                if step % cfg.log_every == 0 or step == total_steps:
-                    write({"step": step, "epoch": t["epoch"], "loss": t["loss_sum"] / t["loss_count"], "lr": lr,
-                           "grad_norm": float(gnorm)})
-                    t["loss_sum"], t["loss_count"] = 0.0, 0
-                evaluated = dev_enc is not None and (step % eval_every == 0 or step == total_steps)
-                if evaluated:
-                    report = _evaluate(raw_model, encoder, dev_enc, labels, cfg.eval_batch_size, device)
-                    value = report[cfg.metric]
-                    improved = value > t["best_value"]
-                    write({"step": step, "epoch": t["epoch"], **{f"dev_{k}": report[k] for k in METRIC_NAMES},
-                           "best": improved})
-                    ctx.log(f"step {step}: dev {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
-                    if improved:
-                        t.update(best_value=value, best_step=step, best_report=report, evals_since_best=0)
-                        best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
-                        save_best()
-                    else:
-                        t["evals_since_best"] += 1
-                        if cfg.patience and t["evals_since_best"] >= cfg.patience:
-                            ctx.log(f"early stop at step {step}: no better dev {cfg.metric} "
-                                    f"for {t['evals_since_best']} evaluations")
-                            stop = True
-                if stop or step >= total_steps:
-                    break
-                if (cfg.save_every and step % cfg.save_every == 0) or (not cfg.save_every and evaluated):
-                    save()
-            t["epoch"], t["pos"] = t["epoch"] + 1, 0
+        from mlmctl.labelled import pad_batch
+        from mlmctl.training import NonFiniteLoss, train_step
 
-    step, epoch = t["step"], t["epoch"]
-    best_step, best_report = t["best_step"], t["best_report"]
-    if dev_enc is None:  # no model selection: the last model is the result
-        best_step = step
-        best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
-        save_best()
-    raw_model.load_state_dict(best_state)
+        enc, device = self.train_enc, self.proc.device
+        ids, mask, types = (x.to(device) for x in pad_batch(enc, rows, self.encoder.pad_id))
+        y = torch.tensor([enc.labels[r] for r in rows], dtype=torch.long, device=device)
 
-    test_report = None
-    if test_enc is not None:
-        test_report = _evaluate(raw_model, encoder, test_enc, labels, cfg.eval_batch_size, device)
+        def loss_fn(model, _):
+            return model(ids, attention_mask=mask, token_type_ids=types, labels=y,
+                         class_weights=self.class_weights)[1]
 
-    summary = {"labels": ", ".join(labels), "train examples": n, "steps": step, "best step": best_step}
-    extra = {"labels": labels, "best_step": best_step, "steps": step, "epochs_started": epoch,
-             "train_examples": n, "init": cfg.init, "model_dir": str(model_dir),
-             "seconds": round(time.monotonic() - started, 2), "dropped": dropped}
-    if best_report is not None:
-        extra["dev"] = _brief(best_report)
-        summary[f"dev {cfg.metric}"] = f"{best_report[cfg.metric]:.4f}"
-        summary["dev accuracy"] = f"{best_report['accuracy']:.4f}"
-    if test_report is not None:
-        extra["test"] = _brief(test_report)
-        summary["test accuracy"] = f"{test_report['accuracy']:.4f}"
-        summary["test macro_f1"] = f"{test_report['macro_f1']:.4f}"
-    warning = single_class_warning(test_report or best_report, "test" if test_report else "dev")
-    if warning:
-        extra["warning"] = summary["warning"] = warning
-        ctx.log(f"warning: {warning}")
+        step = self.t["step"]
+        try:
+            return train_step(self.model, self.optimizer, [None], loss_fn, lr=self.optim.lr_at(step),
+                              grad_clip=self.optim.grad_clip, proc=self.proc)
+        except NonFiniteLoss as e:
+            raise MlmctlError(f"finetune: the loss became {e.loss} at step {step}; lower `lr`") from None
 
-    if ctx.is_main:
-        dst = out / BEST
+    def fit(self) -> None:
+        from mlmctl.checkpoint import StopSignals
+        from mlmctl.progress import progress
+
+        t, proc = self.t, self.proc
+        stop = StopSignals()
+        with stop, progress(self.total_steps, STAGE, "steps", enabled=self.ctx.is_main, initial=t["step"]) as bar:
+            done = False
+            while not done and t["step"] < self.total_steps:
+                # a last batch too small to give every process an example is skipped
+                batches = [b for b in _epoch_batches(self.train_enc, self.cfg, t["epoch"]) if len(b) >= proc.world]
+                while t["pos"] < len(batches):
+                    if proc.any(stop.requested):  # every rank stops at the same step boundary
+                        self._stop(stop)
+                    batch = batches[t["pos"]]
+                    t["pos"] += 1
+                    t0 = time.perf_counter()
+                    self.model.train()
+                    loss, gnorm = self.train_step(batch[proc.rank * len(batch) // proc.world:
+                                                        (proc.rank + 1) * len(batch) // proc.world])
+                    t["step"] += 1
+                    t["train_s"] += time.perf_counter() - t0
+                    t["loss_sum"], t["loss_count"] = t["loss_sum"] + loss, t["loss_count"] + 1
+                    bar.update(1, loss=loss)
+                    done = self._after_step(gnorm)
+                    if done:
+                        break
+                t["epoch"], t["pos"] = t["epoch"] + 1, 0
+
+    def _stop(self, stop) -> None:
+        from mlmctl.layout import CHECKPOINTS, step_dir_name
+
+        saved = None
+        if self.t["step"]:
+            self.save()
+            saved = self.ctx.work_dir / CHECKPOINTS / step_dir_name(self.t["step"])
+        raise stop.interrupted(STAGE, self.t["step"], saved)
+
+    def _after_step(self, gnorm: float) -> bool:
+        """The metrics row, the dev evaluation and the checkpoint of this step; True to stop."""
+        cfg, t = self.cfg, self.t
+        step = t["step"]
+        if step % cfg.log_every == 0 or step == self.total_steps:
+            self.metrics.write({"step": step, "epoch": t["epoch"], "loss": t["loss_sum"] / t["loss_count"],
+                                "lr": self.optim.lr_at(step - 1), "grad_norm": gnorm})
+            t["loss_sum"], t["loss_count"] = 0.0, 0
+        evaluated = self.dev_enc is not None and (step % self.eval_every == 0 or step == self.total_steps)
+        stop = self._evaluate_dev() if evaluated else False
+        if stop or step >= self.total_steps:
+            return True
+        if (cfg.save_every and step % cfg.save_every == 0) or (not cfg.save_every and evaluated):
+            self.save()
+        return False
+
+    def _evaluate_dev(self) -> bool:
+        """Score dev, keep the best weights; True when patience has run out."""
+        cfg, t, step = self.cfg, self.t, self.t["step"]
+        report = _evaluate(self.raw_model, self.encoder, self.dev_enc, self.labels, cfg.eval_batch_size,
+                           self.proc.device)
+        value = report[cfg.metric]
+        improved = value > t["best_value"]
+        self.metrics.write({"step": step, "epoch": t["epoch"], **{f"dev_{k}": report[k] for k in METRIC_NAMES},
+                            "best": improved})
+        self.ctx.log(f"step {step}: dev {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
+        if improved:
+            t.update(best_value=value, best_step=step, best_report=report, evals_since_best=0)
+            self.best_state = _copy_state(self.raw_model)
+            self.save_best()
+            return False
+        t["evals_since_best"] += 1
+        if cfg.patience and t["evals_since_best"] >= cfg.patience:
+            self.ctx.log(f"early stop at step {step}: no better dev {cfg.metric} "
+                         f"for {t['evals_since_best']} evaluations")
+            return True
+        return False
+
+    def finish(self) -> dict:
+        cfg, t = self.cfg, self.t
+        best_step, best_report = t["best_step"], t["best_report"]
+        if self.dev_enc is None:  # no model selection: the last model is the result
+            best_step = t["step"]
+            self.best_state = _copy_state(self.raw_model)
+            self.save_best()
+        self.raw_model.load_state_dict(self.best_state)
+        test_report = None
+        if self.test_enc is not None:
+            test_report = _evaluate(self.raw_model, self.encoder, self.test_enc, self.labels, cfg.eval_batch_size,
+                                    self.proc.device)
+        summary, extra = self._summary(best_step, best_report, test_report)
+        if self.ctx.is_main:
+            self._place_best(extra)
+        self.proc.close()
+        summary["model"] = str(self.out / BEST)
+        return summary
+
+    def _summary(self, best_step: int, best_report: dict | None, test_report: dict | None) -> tuple[dict, dict]:
+        cfg, n = self.cfg, len(self.train_enc.ids)
+        summary = {"labels": ", ".join(self.labels), "train examples": n, "steps": self.t["step"],
+                   "best step": best_step}
+        extra = {"labels": self.labels, "best_step": best_step, "steps": self.t["step"],
+                 "epochs_started": self.t["epoch"], "train_examples": n, "init": cfg.init,
+                 "model_dir": str(self.model_dir), "seconds": round(time.monotonic() - self.started, 2),
+                 "dropped": self.dropped}
+        if best_report is not None:
+            extra["dev"] = _brief(best_report)
+            summary[f"dev {cfg.metric}"] = f"{best_report[cfg.metric]:.4f}"
+            summary["dev accuracy"] = f"{best_report['accuracy']:.4f}"
+        if test_report is not None:
+            extra["test"] = _brief(test_report)
+            summary["test accuracy"] = f"{test_report['accuracy']:.4f}"
+            summary["test macro_f1"] = f"{test_report['macro_f1']:.4f}"
+        warning = single_class_warning(test_report or best_report, "test" if test_report else "dev")
+        if warning:
+            extra["warning"] = summary["warning"] = warning
+            self.ctx.log(f"warning: {warning}")
+        return summary, extra
+
+    def _place_best(self, extra: dict) -> None:
+        ctx, dst = self.ctx, self.out / BEST
         if dst.exists():
             shutil.rmtree(dst)
-        os.replace(work_best, dst)
+        os.replace(ctx.work_dir / BEST, dst)
         files = [ctx.describe(f"{BEST}/{p.name}") for p in sorted(dst.iterdir()) if p.is_file()]
-        files.append(ctx.describe(METRICS))
+        files.append(ctx.describe(METRICS_FILE))
         ctx.finish([], files, extra)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-    summary["model"] = str(out / BEST)
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,27 +512,13 @@ def single_class_warning(report: dict | None, split: str) -> str | None:
             f"it has learnt nothing beyond the majority class (try more steps, another lr, or class_weights: balanced)")
 
 
-def _stop_votes(requested: bool, world: int, device) -> bool:
-    """Whether any process was asked to stop (every process must stop at the same step)."""
-    if world == 1:
-        return requested
-    import torch
-    import torch.distributed as dist
-
-    flag = torch.tensor([float(requested)], device=device)
-    dist.all_reduce(flag)
-    return bool(flag.item())
+def _copy_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _brief(report: dict) -> dict:
     keys = (*METRIC_NAMES, "n")
     return {k: report[k] for k in keys} | {"per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}}
-
-
-def _pad(encoder, enc, rows):
-    from mlmctl.labelled import pad_batch
-
-    return pad_batch(enc, rows, encoder.pad_id)
 
 
 def _evaluate(model, encoder, enc, labels, batch_size, device) -> dict:

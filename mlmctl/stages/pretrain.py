@@ -27,9 +27,7 @@ SIGKILL), and the final weights are byte-identical to those of an uninterrupted 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,11 +35,11 @@ from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
+from mlmctl.layout import FINAL, METRICS_FILE, SPECIAL_TOKENS, SPLITS, TOKENIZER_FILE, TRAIN, VALIDATION
+from mlmctl.training import OptimSettings, check_optimiser
 
 STAGE = "pretrain"
 INPUT_STAGE = "build-vocab"
-METRICS = "metrics.jsonl"
-FINAL = "final"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,6 +126,13 @@ class MaskingSection:
               f"must be in [0, 1 - mask_token_prob] = [0, {1.0 - self.mask_token_prob:g}]")
         check(self.max_predictions is None or self.max_predictions >= 1, "max_predictions", "must be >= 1 or null")
 
+    def spec(self, vocab_size: int):
+        from mlmctl.masking import MaskSpec
+
+        return MaskSpec(vocab_size=vocab_size, mask_prob=self.mask_prob, mask_token_prob=self.mask_token_prob,
+                        random_token_prob=self.random_token_prob, max_predictions=self.max_predictions,
+                        whole_word=self.whole_word)
+
 
 @dataclass
 class TrainSection:
@@ -180,17 +185,20 @@ class TrainSection:
         for key in ("max_steps", "max_tokens", "epochs"):
             v = getattr(self, key)
             check(v is None or v >= 1, key, f"must be >= 1 or null, got {v}")
-        check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        check_optimiser(self)
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
-        check(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         for key in ("adam_beta1", "adam_beta2"):
             v = getattr(self, key)
             check(0.0 <= v < 1.0, key, f"must be in [0, 1), got {v}")
         check(self.adam_eps > 0, "adam_eps", f"must be > 0, got {self.adam_eps}")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+    def optim(self, total_steps: int) -> OptimSettings:
+        return OptimSettings(lr=self.lr, total_steps=total_steps, warmup_steps=self.warmup_steps, decay=self.decay,
+                             min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                             betas=(self.adam_beta1, self.adam_beta2), eps=self.adam_eps, grad_clip=self.grad_clip)
 
 
 @dataclass
@@ -267,139 +275,157 @@ STARTER = {"train.max_steps": 10000}
 
 
 def run(ctx) -> dict:
-    import numpy as np
-    import torch
-    import torch.distributed as dist
+    trainer = Pretrainer(ctx)
+    trainer.open_data()
+    trainer.build_model()
+    trainer.resume()
+    trainer.fit()
+    return trainer.finish()
 
-    from mlmctl import checkpoint as ckpts
-    from mlmctl.devices import pick_device
-    from mlmctl.masking import MASK_ID, STREAM_TRAIN_MASK, STREAM_VAL_MASK, MaskSpec, mask_batch
-    from mlmctl.model import BertForPreTraining, num_parameters
-    from mlmctl.optim import lr_at, make_adamw, set_lr
-    from mlmctl.packing import FullSentences, SentencePairs, collate, epoch_order, rank_slice
-    from mlmctl.progress import progress, timed_row, tokens_per_s
 
-    cfg: PretrainConfig = ctx.cfg
-    out: Path = ctx.output_dir
-    tc = cfg.train
+@dataclass
+class TrainState:
+    """Everything the loop carries from step to step (a checkpoint holds it)."""
 
-    # -- processes and device ------------------------------------------------------------------
-    rank, world = ctx.rank, ctx.world_size
-    device = pick_device(tc.device, "pretrain", "train.device")
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
-    if use_bf16 and device.type != "cuda":
-        raise MlmctlError("pretrain: `train.precision: bf16` needs a CUDA device; use fp32 (or auto) on CPU")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else _nullcontext())
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    step: int = 0
+    tokens: int = 0
+    train_s: float = 0.0  # training time so far, see progress.tokens_per_s
+    losses: list = field(default_factory=list)
+    first_val: dict | None = None
+    last_val: dict | None = None
+
+
+class Pretrainer:
+    """The pretraining run in named steps: set up (here), open_data, build_model, resume, fit
+    (train_step, validate, save), finish. Every rank runs all of them; only rank 0 writes."""
+
+    def __init__(self, ctx):
+        from mlmctl.training import Process
+
+        self.ctx, self.cfg, self.out = ctx, ctx.cfg, ctx.output_dir
+        tc = self.cfg.train
+        self.proc = Process.setup(STAGE, rank=ctx.rank, world=ctx.world_size, device=tc.device, threads=tc.threads,
+                                  precision=tc.precision, key="train.device")
+        self.state = TrainState()
+        self._order_cache: dict = {}
 
     # -- data ----------------------------------------------------------------------------------
-    corpus = _open_corpus(ctx.input_dir, ctx.input_manifest)
-    vocab_size = corpus["vocab_size"]
-    if cfg.model.vocab_size is not None and cfg.model.vocab_size != vocab_size:
-        raise MlmctlError(
-            f"pretrain: `model.vocab_size` is {cfg.model.vocab_size} but {ctx.input_dir} has a vocabulary of "
-            f"{vocab_size}; set model.vocab_size to null (or {vocab_size}) or use the matching build-vocab output"
-        )
-    T = cfg.data.max_seq_len
-    if cfg.data.packing == "full-sentences":
-        train_ds = FullSentences(corpus["train"], T)
-        val_ds = FullSentences(corpus["validation"], T)
-    else:
-        train_ds = SentencePairs(corpus["train"], T, cfg.data.short_seq_prob, cfg.data.seed)
-        val_ds = SentencePairs(corpus["validation"], T, cfg.data.short_seq_prob, cfg.data.seed + 1)
-        if train_ds.num_docs < 2:
-            raise InputError(f"pretrain: sentence-pair packing needs at least 2 non-empty training documents, "
-                             f"{ctx.input_dir} has {train_ds.num_docs}")
-    word_starts_ok = train_ds.has_word_starts
-    if cfg.masking.whole_word and not word_starts_ok:
-        raise InputError(f"pretrain: `masking.whole_word` needs word-start flags, which {ctx.input_dir} does not have")
-    spec = MaskSpec(vocab_size=vocab_size, mask_prob=cfg.masking.mask_prob,
-                    mask_token_prob=cfg.masking.mask_token_prob, random_token_prob=cfg.masking.random_token_prob,
-                    max_predictions=cfg.masking.max_predictions, whole_word=cfg.masking.whole_word)
-    B = tc.batch_size
-    micro = tc.micro_batch_size or max(1, B // world)
-    if B % (world * micro):
-        raise MlmctlError(
-            f"pretrain: `train.batch_size` {B} is not a multiple of world size {world} x "
-            f"`train.micro_batch_size` {micro}; change one of them"
-        )
-    accum = B // (world * micro)
-    steps_per_epoch = len(train_ds) // B  # the last incomplete global batch of an epoch is skipped
-    if steps_per_epoch == 0:
-        raise InputError(
-            f"pretrain: {ctx.input_dir} gives {len(train_ds)} training sequences of {T} tokens, fewer than one "
-            f"batch (`train.batch_size` {B}); lower train.batch_size or data.max_seq_len, or add data"
-        )
-    avg_len = train_ds.num_tokens / max(1, len(train_ds))
-    limits = []
-    if tc.max_steps:
-        limits.append(tc.max_steps)
-    if tc.max_tokens:
-        limits.append(math.ceil(tc.max_tokens / (B * avg_len)))
-    if tc.epochs:
-        limits.append(tc.epochs * steps_per_epoch)
-    total_steps = max(1, min(limits))
+    def open_data(self) -> None:
+        """The packed train/validation sequences, the masking, the batch geometry and the length."""
+        from mlmctl.packing import FullSentences, SentencePairs
+
+        cfg, ctx = self.cfg, self.ctx
+        corpus = _open_corpus(ctx.input_dir, ctx.input_manifest)
+        self.vocab_size, self.tokenizer_sha256 = corpus["vocab_size"], corpus["tokenizer_sha256"]
+        if cfg.model.vocab_size is not None and cfg.model.vocab_size != self.vocab_size:
+            raise MlmctlError(
+                f"pretrain: `model.vocab_size` is {cfg.model.vocab_size} but {ctx.input_dir} has a vocabulary of "
+                f"{self.vocab_size}; set model.vocab_size to null (or {self.vocab_size}) or use the matching "
+                f"build-vocab output")
+        T = cfg.data.max_seq_len
+        if cfg.data.packing == "full-sentences":
+            self.train_ds = FullSentences(corpus[TRAIN], T)
+            self.val_ds = FullSentences(corpus[VALIDATION], T)
+        else:
+            self.train_ds = SentencePairs(corpus[TRAIN], T, cfg.data.short_seq_prob, cfg.data.seed)
+            self.val_ds = SentencePairs(corpus[VALIDATION], T, cfg.data.short_seq_prob, cfg.data.seed + 1)
+            if self.train_ds.num_docs < 2:
+                raise InputError(f"pretrain: sentence-pair packing needs at least 2 non-empty training documents, "
+                                 f"{ctx.input_dir} has {self.train_ds.num_docs}")
+        if cfg.masking.whole_word and not self.train_ds.has_word_starts:
+            raise InputError(f"pretrain: `masking.whole_word` needs word-start flags, which {ctx.input_dir} does "
+                             f"not have")
+        self.spec = cfg.masking.spec(self.vocab_size)
+        self._batch_geometry()
+
+    def _batch_geometry(self) -> None:
+        tc, world, ds = self.cfg.train, self.proc.world, self.train_ds
+        B = self.batch_size = tc.batch_size
+        micro = self.micro = tc.micro_batch_size or max(1, B // world)
+        if B % (world * micro):
+            raise MlmctlError(f"pretrain: `train.batch_size` {B} is not a multiple of world size {world} x "
+                              f"`train.micro_batch_size` {micro}; change one of them")
+        self.accum = B // (world * micro)
+        self.steps_per_epoch = len(ds) // B  # the last incomplete global batch of an epoch is skipped
+        if self.steps_per_epoch == 0:
+            raise InputError(
+                f"pretrain: {self.ctx.input_dir} gives {len(ds)} training sequences of {self.cfg.data.max_seq_len} "
+                f"tokens, fewer than one batch (`train.batch_size` {B}); lower train.batch_size or "
+                f"data.max_seq_len, or add data")
+        avg_len = ds.num_tokens / max(1, len(ds))
+        limits = []
+        if tc.max_steps:
+            limits.append(tc.max_steps)
+        if tc.max_tokens:
+            limits.append(math.ceil(tc.max_tokens / (B * avg_len)))
+        if tc.epochs:
+            limits.append(tc.epochs * self.steps_per_epoch)
+        self.total_steps = max(1, min(limits))
+        self.optim = tc.optim(self.total_steps)
 
     # -- model ---------------------------------------------------------------------------------
-    torch.manual_seed(tc.seed)
-    mcfg = _model_config(cfg.model, vocab_size)
-    model = BertForPreTraining(mcfg, nsp=cfg.data.nsp)
-    if cfg.model.init_from:
-        _init_from(model, cfg.model.init_from, corpus["tokenizer_sha256"])
-    model.to(device)
-    optimizer = make_adamw(model, tc.lr, tc.weight_decay, (tc.adam_beta1, tc.adam_beta2), tc.adam_eps, device.type)
-    architectures = "BertForPreTraining" if cfg.data.nsp else "BertForMaskedLM"
-    # What a checkpoint must agree on to be resumed: the model and everything that decides which
-    # tokens each step sees (schedule and limits may change, e.g. to train longer).
-    run_meta = {
-        "model": asdict(mcfg) | {"nsp": cfg.data.nsp},
-        "data": {**asdict(cfg.data), **{f"masking.{k}": v for k, v in asdict(cfg.masking).items()},
-                 "batch_size": B, "tokenizer_sha256": corpus["tokenizer_sha256"], "vocab_size": vocab_size,
-                 "train_sequences": len(train_ds)},
-    }
+    def build_model(self) -> None:
+        import torch
 
-    # -- resume --------------------------------------------------------------------------------
-    step, tokens_seen, train_s = 0, 0, 0.0  # train_s: training time so far, see progress.tokens_per_s
-    resume_ckpt = ckpts.find_resume(STAGE, out, ctx.opts, ctx.log)
-    if resume_ckpt is not None:
-        meta = ckpts.read_meta(resume_ckpt)
-        ckpts.check_compatible(meta, run_meta, resume_ckpt, STAGE)
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        self.raw_model = build_model(cfg, self.vocab_size)
+        if cfg.model.init_from:
+            _init_from(self.raw_model, cfg.model.init_from, self.tokenizer_sha256)
+        self.raw_model.to(self.proc.device)
+        self.optimizer = self.optim.make_optimizer(self.raw_model, self.proc.device)
+        self.architectures = "BertForPreTraining" if cfg.data.nsp else "BertForMaskedLM"
+        # What a checkpoint must agree on to be resumed: the model and everything that decides which
+        # tokens each step sees (schedule and limits may change, e.g. to train longer).
+        self.run_meta = {
+            "model": asdict(self.raw_model.config) | {"nsp": cfg.data.nsp},
+            "data": {**asdict(cfg.data), **{f"masking.{k}": v for k, v in asdict(cfg.masking).items()},
+                     "batch_size": self.batch_size, "tokenizer_sha256": self.tokenizer_sha256,
+                     "vocab_size": self.vocab_size, "train_sequences": len(self.train_ds)},
+        }
+
+    def resume(self) -> None:
+        """Continue from the newest valid checkpoint (or --resume-from), then wrap the model."""
+        import torch
+
+        from mlmctl import checkpoint as ckpts
+        from mlmctl.model import BertForPreTraining, num_parameters
         from mlmctl.model_dir import load_model_dir
+        from mlmctl.training import MetricsWriter
 
-        loaded, _, _ = load_model_dir(resume_ckpt, BertForPreTraining, nsp=cfg.data.nsp)
-        model.load_state_dict(loaded.state_dict())
-        state = ckpts.load_trainer_state(resume_ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        step, tokens_seen = int(state["step"]), int(state["tokens"])
-        train_s = float(state.get("train_s", 0.0))
-        ckpts.restore_rng(state.get("rng") or [], rank, world, device, tc.seed + 1000003 * step, ctx.log)
-        ctx.log(f"resuming from {resume_ckpt} at step {step}")
-    if step >= total_steps:
-        ctx.log(f"the checkpoint is at step {step}, which already reaches the limit of {total_steps} steps")
+        ctx, cfg, proc, st = self.ctx, self.cfg, self.proc, self.state
+        ckpt = ckpts.find_resume(STAGE, self.out, ctx.opts, ctx.log)
+        if ckpt is not None:
+            ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
+            loaded, _, _ = load_model_dir(ckpt, BertForPreTraining, nsp=cfg.data.nsp)
+            self.raw_model.load_state_dict(loaded.state_dict())
+            saved = ckpts.load_trainer_state(ckpt, STAGE)
+            self.optimizer.load_state_dict(saved["optimizer"])
+            st.step, st.tokens, st.train_s = int(saved["step"]), int(saved["tokens"]), float(saved.get("train_s", 0.0))
+            ckpts.restore_rng(saved.get("rng") or [], proc.rank, proc.world, proc.device,
+                              cfg.train.seed + 1000003 * st.step, ctx.log)
+            ctx.log(f"resuming from {ckpt} at step {st.step}")
+        if st.step >= self.total_steps:
+            ctx.log(f"the checkpoint is at step {st.step}, which already reaches the limit of {self.total_steps} steps")
+        # keep the metric lines up to the resumed step; a fresh start keeps none
+        self.metrics = MetricsWriter(self.out / METRICS_FILE, ctx.started, enabled=ctx.is_main,
+                                     resume_step=st.step if ckpt is not None else -1)
+        self.model = torch.compile(self.raw_model) if cfg.train.compile else self.raw_model
+        self.model = proc.wrap(self.model)
+        ctx.log(f"{num_parameters(self.raw_model) / 1e6:.2f}M parameters, {len(self.train_ds)} training sequences "
+                f"of <= {cfg.data.max_seq_len} tokens, {self.steps_per_epoch} steps/epoch, {self.total_steps} steps, "
+                f"{proc.world} process(es), {proc.device.type}{', bf16' if proc.use_bf16 else ''}, "
+                f"accumulation {self.accum}")
 
-    raw_model = model
-    if cfg.train.compile:
-        model = torch.compile(model)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    ctx.log(f"{num_parameters(raw_model) / 1e6:.2f}M parameters, {len(train_ds)} training sequences of <= {T} "
-            f"tokens, {steps_per_epoch} steps/epoch, {total_steps} steps, {world} process(es), {device.type}"
-            f"{', bf16' if use_bf16 else ''}, accumulation {accum}")
-
-    # -- helpers over the data -----------------------------------------------------------------
-    def make_batch(ds, indices, epoch, stream):
+    # -- batches -------------------------------------------------------------------------------
+    def make_batch(self, ds, indices, epoch: int, stream: int):
         """(numpy arrays of one masked micro-batch, masked-token count, token count)."""
+        import numpy as np
+
+        from mlmctl.masking import mask_batch
+        from mlmctl.packing import collate
+
+        cfg, spec = self.cfg, self.spec
         exs = [ds.get(int(i)) for i in indices]
         inputs, labels = mask_batch([e.ids for e in exs], [int(i) for i in indices], epoch, cfg.data.seed, spec,
                                     [e.word_starts for e in exs] if spec.whole_word else None, stream=stream)
@@ -410,56 +436,67 @@ def run(ctx) -> dict:
         return dict(input_ids=ids, labels=lab, attention_mask=am, token_type_ids=tts,
                     next_sentence_label=nsl), int((lab != -100).sum()), n_tokens
 
-    def to_device(arrays):
-        return {k: None if a is None else torch.from_numpy(a).to(device, non_blocking=True)
+    def to_device(self, arrays: dict) -> dict:
+        import torch
+
+        return {k: None if a is None else torch.from_numpy(a).to(self.proc.device, non_blocking=True)
                 for k, a in arrays.items()}
 
-    order_cache = {}
-
-    def step_batches(at_step):
+    def step_batches(self, at_step: int) -> list:
         """This rank's micro-batches of optimizer step `at_step`: a pure function of the step."""
-        epoch, epoch_step = divmod(at_step, steps_per_epoch)
-        if epoch not in order_cache:
-            order_cache.clear()
-            order_cache[epoch] = epoch_order(len(train_ds), cfg.data.seed, epoch)
-        mine = rank_slice(order_cache[epoch][epoch_step * B:(epoch_step + 1) * B], rank, world)
-        return [make_batch(train_ds, mine[j:j + micro], epoch, STREAM_TRAIN_MASK) for j in range(0, len(mine), micro)]
+        from mlmctl.masking import STREAM_TRAIN_MASK
+        from mlmctl.packing import epoch_order, rank_slice
 
-    def all_sum(values):
-        if world == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return t.tolist()
+        B, micro, seed = self.batch_size, self.micro, self.cfg.data.seed
+        epoch, epoch_step = divmod(at_step, self.steps_per_epoch)
+        if epoch not in self._order_cache:
+            self._order_cache.clear()
+            self._order_cache[epoch] = epoch_order(len(self.train_ds), seed, epoch)
+        mine = rank_slice(self._order_cache[epoch][epoch_step * B:(epoch_step + 1) * B], self.proc.rank,
+                          self.proc.world)
+        return [self.make_batch(self.train_ds, mine[j:j + micro], epoch, STREAM_TRAIN_MASK)
+                for j in range(0, len(mine), micro)]
 
-    def validate():
+    # -- one step, validation, checkpoints -----------------------------------------------------
+    def train_step(self, micro_batches: list) -> tuple[float, float, int]:
+        """One optimizer step on the micro-batches of `step_batches`: (loss, grad norm, tokens).
+
+        The loss is normalised by the masked tokens of the whole global batch, so that the gradient
+        is the same however the batch is split over ranks and accumulation steps."""
+        from mlmctl.training import train_step
+
+        proc, B, world = self.proc, self.batch_size, self.proc.world
+        n_masked, n_tokens = (sum(m[k] for m in micro_batches) for k in (1, 2))
+        n_masked, n_tokens = proc.all_sum([n_masked, n_tokens])
+
+        def loss_fn(model, arrays):
+            # DDP averages gradients over ranks, hence the factor `world` in the denominators.
+            return model(**self.to_device(arrays), loss_denominator=max(n_masked, 1) / world,
+                         nsp_denominator=B / world)[1]
+
+        loss, norm = train_step(self.model, self.optimizer, [m[0] for m in micro_batches], loss_fn,
+                                lr=self.optim.lr_at(self.state.step), grad_clip=self.optim.grad_clip, proc=proc)
+        return loss, norm, int(n_tokens)
+
+    def validate(self) -> dict | None:
         """`val_loss` / `val_ppl` leak-free (every chosen token [MASK], like eval's `mlm_ppl`);
         `val_loss_801010` / `val_ppl_801010` with the training replacement (comparable with the
         training loss, but flattered by the tokens left unchanged); `val_acc` / `val_top5_acc`."""
-        from mlmctl.mlm_scoring import position_scores
+        import numpy as np
+        import torch
 
-        n_val = min(len(val_ds), cfg.validation.max_sequences)
+        n_val = min(len(self.val_ds), self.cfg.validation.max_sequences)
         if n_val == 0:
             return None
-        mine = np.arange(n_val)[rank::world]
+        mine = np.arange(n_val)[self.proc.rank::self.proc.world]
         sums = [0.0] * 5  # leak-free NLL, 80/10/10 NLL, top-1 hits, top-5 hits, masked tokens
-        raw_model.eval()
+        self.raw_model.eval()
         with torch.no_grad():
-            for j in range(0, len(mine), cfg.validation.batch_size):
-                arrays, n_masked, _ = make_batch(val_ds, mine[j:j + cfg.validation.batch_size], 0, STREAM_VAL_MASK)
-                batch = to_device(arrays)
-                batch.pop("next_sentence_label")
-                labels = batch["labels"]
-                leak_free_ids = torch.where(labels != -100, MASK_ID, batch["input_ids"])  # same positions
-                with autocast:
-                    _, loss = raw_model(**batch, loss_denominator=1)  # sum over masked tokens
-                    logits, _ = raw_model(**{**batch, "input_ids": leak_free_ids})  # (N, V) at masked positions
-                nll, top1, top5 = position_scores(logits, labels[labels != -100])
-                for k, v in enumerate((nll.sum(), loss, top1.sum(), top5.sum())):
-                    sums[k] += float(v)
-                sums[4] += n_masked
-        raw_model.train()
-        sums = all_sum(sums)
+            for j in range(0, len(mine), self.cfg.validation.batch_size):
+                for k, v in enumerate(self._validation_sums(mine[j:j + self.cfg.validation.batch_size])):
+                    sums[k] += v
+        self.raw_model.train()
+        sums = self.proc.all_sum(sums)
         if sums[4] == 0:
             return None
         val_loss, val_loss_801010 = sums[0] / sums[4], sums[1] / sums[4]
@@ -467,146 +504,166 @@ def run(ctx) -> dict:
                 "val_loss_801010": val_loss_801010, "val_ppl_801010": math.exp(min(val_loss_801010, 700.0)),
                 "val_acc": sums[2] / sums[4], "val_top5_acc": sums[3] / sums[4]}
 
-    metrics_path = out / METRICS
-    if ctx.is_main:  # keep the lines up to the resumed step; a fresh start keeps none
-        ckpts.trim_metrics(metrics_path, step if resume_ckpt is not None else -1)
+    def _validation_sums(self, indices) -> list[float]:
+        import torch
 
-    def write_metrics(row):
-        if ctx.is_main:
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(timed_row(row, ctx.started)) + "\n")
+        from mlmctl.layout import MASK_ID
+        from mlmctl.masking import STREAM_VAL_MASK
+        from mlmctl.mlm_scoring import position_scores
 
-    def save(step_now, epoch_now, epoch_step_now):
-        states = ckpts.gather_rng(device, world)
-        if ctx.is_main:
-            state = {"step": step_now, "tokens": tokens_seen, "epoch": epoch_now, "epoch_step": epoch_step_now,
-                     "optimizer": optimizer.state_dict(), "scheduler": {"step": step_now}, "rng": states,
-                     "world_size": world, "train_s": train_s}
-            ckpts.save_checkpoint(out, step_now, raw_model, state, run_meta, tokenizer_dir=ctx.input_dir,
-                                  architectures=architectures, keep_last=cfg.checkpoint.keep_last)
-        if world > 1:
-            dist.barrier()
+        arrays, n_masked, _ = self.make_batch(self.val_ds, indices, 0, STREAM_VAL_MASK)
+        batch = self.to_device(arrays)
+        batch.pop("next_sentence_label")
+        labels = batch["labels"]
+        leak_free_ids = torch.where(labels != -100, MASK_ID, batch["input_ids"])  # same positions
+        with self.proc.autocast():
+            _, loss = self.raw_model(**batch, loss_denominator=1)  # sum over masked tokens
+            logits, _ = self.raw_model(**{**batch, "input_ids": leak_free_ids})  # (N, V) at masked positions
+        nll, top1, top5 = position_scores(logits, labels[labels != -100])
+        return [float(nll.sum()), float(loss), float(top1.sum()), float(top5.sum()), n_masked]
 
-    # -- the training loop ---------------------------------------------------------------------
-    model.train()
-    first_val = last_val = None
-    if step == 0:
-        first_val = validate()
-        if first_val is not None:
-            write_metrics({"step": 0, "tokens": 0, **first_val})
-            ctx.log(f"step 0: val_loss {first_val['val_loss']:.4f}, val_ppl {first_val['val_ppl']:.1f}")
-    losses = []
-    # The next step's batches are built (read, packed, masked) in a thread while this step
-    # computes; they depend only on the step number, so this changes nothing but the speed.
-    from concurrent.futures import ThreadPoolExecutor
+    def checkpoint_dir(self, step: int) -> Path:
+        from mlmctl.layout import CHECKPOINTS, step_dir_name
 
-    prefetch = ThreadPoolExecutor(1, thread_name_prefix="mlmctl-batches")
-    pending = prefetch.submit(step_batches, step) if step < total_steps else None
-    stop = ckpts.StopSignals()
-    with stop, prefetch, progress(total_steps, STAGE, "steps", enabled=ctx.is_main and not ctx.opts.quiet,
-                                  initial=step) as bar:
-        while step < total_steps:
-            t0 = time.perf_counter()
-            micro_batches = pending.result()
-            if step + 1 < total_steps:
-                pending = prefetch.submit(step_batches, step + 1)
-            # Normalise by the masked tokens of the whole global batch, so that the gradient is the
-            # same however the batch is split over ranks and accumulation steps. The stop votes
-            # ride along, so that every rank stops at the same step boundary.
-            n_masked, n_tokens, stop_votes = all_sum([sum(m[1] for m in micro_batches),
-                                                      sum(m[2] for m in micro_batches), float(stop.requested)])
-            if stop_votes:
-                if step and not (out / ckpts.CHECKPOINTS / ckpts.step_dir_name(step)).is_dir():
-                    save(step, *divmod(step, steps_per_epoch))
-                saved = out / ckpts.CHECKPOINTS / ckpts.step_dir_name(step) if step else None
-                raise stop.interrupted(STAGE, step, saved)
-            lr = lr_at(step, lr=tc.lr, warmup_steps=tc.warmup_steps, total_steps=total_steps, decay=tc.decay,
-                       min_lr_ratio=tc.min_lr_ratio)
-            set_lr(optimizer, lr)
-            step_loss = torch.zeros((), device=device)
-            for k, (arrays, _, _) in enumerate(micro_batches):
-                sync = k == len(micro_batches) - 1
-                with (_nullcontext() if sync or world == 1 else model.no_sync()), autocast:
-                    # DDP averages gradients over ranks, hence the factor `world` in the denominators.
-                    _, loss = model(**to_device(arrays), loss_denominator=max(n_masked, 1) / world,
-                                    nsp_denominator=B / world)
-                loss.backward()
-                step_loss += loss.detach().float()  # stays on the device: no sync per micro-batch
-            max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")  # inf: measure, do not clip
-            norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
-            if world > 1:
-                dist.all_reduce(step_loss)
-            # One host sync per step, for the log and the non-finite check.
-            step_loss, norm = torch.stack([step_loss / world, norm.float()]).tolist()
-            if not (math.isfinite(step_loss) and math.isfinite(norm)):
-                last = ckpts.latest_valid(out)
-                raise MlmctlError(
-                    f"pretrain: the loss became {step_loss} (grad norm {norm}) at step {step + 1}; stopped. "
-                    f"The last good checkpoint is {last or 'none'}; lower train.lr or raise train.warmup_steps, "
-                    f"then continue with --resume-from"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(n_tokens)
-            train_s += time.perf_counter() - t0  # training time only: validation and saves come after
-            losses.append(step_loss)
-            bar.update(1, loss=step_loss, tok_s=tokens_per_s(tokens_seen, train_s))
-            row = None
-            if step % cfg.log_every == 0 or step == total_steps:
-                row = {"step": step, "tokens": tokens_seen, "loss": step_loss, "lr": lr, "grad_norm": norm,
-                       "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s}
-            if (cfg.validation.every and step % cfg.validation.every == 0) or step == total_steps:
-                last_val = validate()
-                if last_val is not None:
-                    row = {**(row or {"step": step, "tokens": tokens_seen}), **last_val}
-                    ctx.log(f"step {step}: val_loss {last_val['val_loss']:.4f}, val_ppl {last_val['val_ppl']:.1f}")
-            if row is not None:
-                write_metrics(row)
-            if step % cfg.checkpoint.save_every == 0 or step == total_steps:
-                save(step, *divmod(step, steps_per_epoch))
+        return self.out / CHECKPOINTS / step_dir_name(step)
+
+    def save(self) -> None:
+        """A checkpoint of the current step (a collective: every rank calls it)."""
+        from mlmctl import checkpoint as ckpts
+
+        st = self.state
+        epoch, epoch_step = divmod(st.step, self.steps_per_epoch)
+        states = ckpts.gather_rng(self.proc.device, self.proc.world)
+        if self.ctx.is_main:
+            state = {"step": st.step, "tokens": st.tokens, "epoch": epoch, "epoch_step": epoch_step,
+                     "optimizer": self.optimizer.state_dict(), "scheduler": {"step": st.step}, "rng": states,
+                     "world_size": self.proc.world, "train_s": st.train_s}
+            ckpts.save_checkpoint(self.out, st.step, self.raw_model, state, self.run_meta,
+                                  tokenizer_dir=self.ctx.input_dir, architectures=self.architectures,
+                                  keep_last=self.cfg.checkpoint.keep_last)
+        self.proc.barrier()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Train to `total_steps`; validate, log and save on schedule; stop cleanly on a signal."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from mlmctl.checkpoint import StopSignals
+        from mlmctl.progress import progress
+
+        st, ctx = self.state, self.ctx
+        self.model.train()
+        if st.step == 0:
+            st.first_val = self.validate()
+            if st.first_val is not None:
+                self.metrics.write({"step": 0, "tokens": 0, **st.first_val})
+                ctx.log(f"step 0: val_loss {st.first_val['val_loss']:.4f}, val_ppl {st.first_val['val_ppl']:.1f}")
+        # The next step's batches are built (read, packed, masked) in a thread while this step
+        # computes; they depend only on the step number, so this changes nothing but the speed.
+        prefetch = ThreadPoolExecutor(1, thread_name_prefix="mlmctl-batches")
+        pending = prefetch.submit(self.step_batches, st.step) if st.step < self.total_steps else None
+        stop = StopSignals()
+        with stop, prefetch, progress(self.total_steps, STAGE, "steps", enabled=ctx.is_main,
+                                      initial=st.step) as bar:
+            while st.step < self.total_steps:
+                t0 = time.perf_counter()
+                micro_batches = pending.result()
+                if st.step + 1 < self.total_steps:
+                    pending = prefetch.submit(self.step_batches, st.step + 1)
+                if self.proc.any(stop.requested):  # every rank stops at the same step boundary
+                    self._stop(stop)
+                loss, norm, n_tokens = self._guarded_step(micro_batches)
+                st.step += 1
+                st.tokens += n_tokens
+                st.train_s += time.perf_counter() - t0  # training time only: validation and saves come after
+                st.losses.append(loss)
+                bar.update(1, loss=loss, tok_s=self._tokens_per_s())
+                self._after_step(loss, norm)
+
+    def _stop(self, stop) -> None:
+        step = self.state.step
+        if step and not self.checkpoint_dir(step).is_dir():
+            self.save()
+        raise stop.interrupted(STAGE, step, self.checkpoint_dir(step) if step else None)
+
+    def _guarded_step(self, micro_batches) -> tuple[float, float, int]:
+        from mlmctl.checkpoint import latest_valid
+        from mlmctl.training import NonFiniteLoss
+
+        try:
+            return self.train_step(micro_batches)
+        except NonFiniteLoss as e:
+            raise MlmctlError(
+                f"pretrain: the loss became {e.loss} (grad norm {e.grad_norm}) at step {self.state.step + 1}; "
+                f"stopped. The last good checkpoint is {latest_valid(self.out) or 'none'}; lower train.lr or "
+                f"raise train.warmup_steps, then continue with --resume-from") from None
+
+    def _tokens_per_s(self) -> int:
+        from mlmctl.progress import tokens_per_s
+
+        return tokens_per_s(self.state.tokens, self.state.train_s)
+
+    def _after_step(self, loss: float, norm: float) -> None:
+        """The metrics row, the validation and the checkpoint that fall on this step."""
+        cfg, st, last = self.cfg, self.state, self.state.step == self.total_steps
+        row = None
+        if st.step % cfg.log_every == 0 or last:
+            row = {"step": st.step, "tokens": st.tokens, "loss": loss, "lr": self.optim.lr_at(st.step - 1),
+                   "grad_norm": norm, "tokens_per_s": self._tokens_per_s(), "train_s": st.train_s}
+        if (cfg.validation.every and st.step % cfg.validation.every == 0) or last:
+            st.last_val = self.validate()
+            if st.last_val is not None:
+                row = {**(row or {"step": st.step, "tokens": st.tokens}), **st.last_val}
+                self.ctx.log(f"step {st.step}: val_loss {st.last_val['val_loss']:.4f}, "
+                             f"val_ppl {st.last_val['val_ppl']:.1f}")
+        if row is not None:
+            self.metrics.write(row)
+        if st.step % cfg.checkpoint.save_every == 0 or last:
+            self.save()
 
     # -- the final model and the manifest ------------------------------------------------------
-    files = []
-    if ctx.is_main:
+    def finish(self) -> dict:
+        from mlmctl.model import num_parameters
         from mlmctl.model_dir import save_model_dir
 
-        final = save_model_dir(raw_model, out / FINAL, tokenizer_dir=ctx.input_dir, architectures=architectures)
-        files = [ctx.describe(f"{FINAL}/{p.name}") for p in sorted(final.iterdir()) if p.is_file()]
-        if metrics_path.exists():
-            files.append(ctx.describe(METRICS))
-    summary = {"steps": step, "tokens": tokens_seen, "parameters": f"{num_parameters(raw_model) / 1e6:.2f}M"}
-    if losses:
-        summary["final loss"] = f"{losses[-1]:.4f}"
-        summary["tokens/s"] = tokens_per_s(tokens_seen, train_s)
-    if first_val:
-        summary["val ppl (start)"] = f"{first_val['val_ppl']:.1f}"
-    if last_val:
-        summary["val loss"] = f"{last_val['val_loss']:.4f}"
-        summary["val ppl"] = f"{last_val['val_ppl']:.1f}"
-    extra = {"steps": step, "tokens": tokens_seen, "vocab_size": vocab_size,
-             "tokens_per_s": tokens_per_s(tokens_seen, train_s), "train_s": train_s,
-             "tokenizer_sha256": corpus["tokenizer_sha256"], "architectures": [architectures],
-             "final_loss": losses[-1] if losses else None, **(last_val or {})}
-    ctx.finish([], files, extra)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    summary["model"] = str(out / FINAL)
-    return summary
+        ctx, st, out = self.ctx, self.state, self.out
+        files = []
+        if ctx.is_main:
+            final = save_model_dir(self.raw_model, out / FINAL, tokenizer_dir=ctx.input_dir,
+                                   architectures=self.architectures)
+            files = [ctx.describe(f"{FINAL}/{p.name}") for p in sorted(final.iterdir()) if p.is_file()]
+            if (out / METRICS_FILE).exists():
+                files.append(ctx.describe(METRICS_FILE))
+        summary = {"steps": st.step, "tokens": st.tokens,
+                   "parameters": f"{num_parameters(self.raw_model) / 1e6:.2f}M"}
+        if st.losses:
+            summary["final loss"] = f"{st.losses[-1]:.4f}"
+            summary["tokens/s"] = self._tokens_per_s()
+        if st.first_val:
+            summary["val ppl (start)"] = f"{st.first_val['val_ppl']:.1f}"
+        if st.last_val:
+            summary["val loss"] = f"{st.last_val['val_loss']:.4f}"
+            summary["val ppl"] = f"{st.last_val['val_ppl']:.1f}"
+        extra = {"steps": st.step, "tokens": st.tokens, "vocab_size": self.vocab_size,
+                 "tokens_per_s": self._tokens_per_s(), "train_s": st.train_s,
+                 "tokenizer_sha256": self.tokenizer_sha256, "architectures": [self.architectures],
+                 "final_loss": st.losses[-1] if st.losses else None, **(st.last_val or {})}
+        ctx.finish([], files, extra)
+        self.proc.close()
+        summary["model"] = str(out / FINAL)
+        return summary
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
+def build_model(cfg: PretrainConfig, vocab_size: int):
+    """The model a pretrain config describes, freshly initialised (seed the RNG first). The one
+    place that picks the architecture."""
+    from mlmctl.model import BertForPreTraining
 
-    def __exit__(self, *exc):
-        return False
-
+    return BertForPreTraining(_model_config(cfg.model, vocab_size), nsp=cfg.data.nsp)
 
 
 def _model_config(m: ModelSection, vocab_size: int):
@@ -629,7 +686,7 @@ def _init_from(model, path: str, tokenizer_sha256: str) -> None:
     from mlmctl.shards import file_sha256
 
     src, src_cfg, info = load_model_dir(path, BertForPreTraining, nsp=model.nsp)
-    tok = Path(path) / "tokenizer.json"
+    tok = Path(path) / TOKENIZER_FILE
     if tok.is_file() and file_sha256(tok) != tokenizer_sha256:
         raise MlmctlError(f"pretrain: `model.init_from` {path} was trained with a different tokenizer than the input's; "
                           f"use the build-vocab directory it came from")
@@ -641,27 +698,26 @@ def _init_from(model, path: str, tokenizer_sha256: str) -> None:
 
 def _open_corpus(input_dir: Path, manifest) -> dict:
     """Train/validation CorpusParts, vocabulary size and tokenizer hash of a build-vocab directory."""
-    from mlmctl.masking import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
     from mlmctl.packing import CorpusPart
     from mlmctl.token_ids import open_vocab_dir
 
     # The runner has already verified the manifest and every file's sha256; sizes suffice here.
     vd = open_vocab_dir(input_dir, full_verify=False, reader=STAGE)
-    expect = {"[PAD]": PAD_ID, "[UNK]": UNK_ID, "[CLS]": CLS_ID, "[SEP]": SEP_ID, "[MASK]": MASK_ID}
+    expect = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     if any(vd.special_ids.get(k) != v for k, v in expect.items()):
         raise InputError(f"pretrain: {input_dir} has special token ids {vd.special_ids}, expected {expect}; "
                          f"rebuild it with `mlmctl build-vocab --force`")
     parts = {}
-    for split in ("train", "validation"):
+    for split in SPLITS:
         have = {s.split for s in vd.manifest.shards}
         if split not in have:
-            if split == "train":
+            if split == TRAIN:
                 raise InputError(f"pretrain: {input_dir} has no training data (split 'train' is empty)")
             parts[split] = []
             continue
         ts = vd.split(split)
         parts[split] = [CorpusPart(_Slicer(ts.tokens), ts.sent_offsets, ts.doc_sent_offsets, _Slicer(ts.word_starts))]
-    return {"train": parts["train"], "validation": parts["validation"], "vocab_size": vd.vocab_size,
+    return {TRAIN: parts[TRAIN], VALIDATION: parts[VALIDATION], "vocab_size": vd.vocab_size,
             "tokenizer_sha256": vd.tokenizer_sha256}
 
 

@@ -37,7 +37,8 @@ from mlmctl.config import check
 from mlmctl.errors import InputError
 from mlmctl.pretokenize import WORD_JOINER, PretokenizerConfig
 from mlmctl.segment import SegmentConfig
-from mlmctl.shards import SPLITS, atomic_write, atomic_write_json
+from mlmctl.layout import SPLITS, STATS_FILE, shard_name
+from mlmctl.shards import atomic_write, atomic_write_json
 
 STAGE = "tokenize"
 INPUT_STAGE = "clean"
@@ -121,7 +122,7 @@ def run(ctx) -> dict | None:
     for unit, res in zip(units, results):
         sha = {f["name"]: f["sha256"] for f in res.files}
         for suffix, target in ((TEXT_SUFFIX, shards), (COUNTS_SUFFIX, files)):
-            name = f"shard-{unit.index:05d}{suffix}"
+            name = shard_name(unit.index, suffix)
             records = res.result if suffix == TEXT_SUFFIX else {"unique_words": res.result["unique_words"]}
             target.append(ctx.place(res.dir / name, f"{unit.split}/{name}", unit.split, records, sha[name]))
         totals[unit.split].update(res.result)
@@ -134,8 +135,8 @@ def run(ctx) -> dict | None:
     files.append(ctx.describe(PIPELINE_FILE))
     # Unique words do not add up across shards; the per-shard figures stay in the manifest.
     stats = {split: {k: v for k, v in sorted(totals[split].items()) if k != "unique_words"} for split in SPLITS}
-    atomic_write_json(ctx.output_dir / "stats.json", stats)
-    files.append(ctx.describe("stats.json"))
+    atomic_write_json(ctx.output_dir / STATS_FILE, stats)
+    files.append(ctx.describe(STATS_FILE))
     ctx.finish(shards, files, extra={"pretokenizer": cfg.pretokenizer.kind, "totals": stats})
     rows = {}
     for split in SPLITS:
@@ -159,7 +160,7 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     counts: Counter = Counter()
     stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
                     repaired_docs=0)
-    name = f"shard-{unit.index:05d}"
+    name = shard_name(unit.index)
     batch: list[tuple[list[str], list[list[str]]]] = []  # (sentences, their words) per document
     with atomic_write(part / f"{name}{TEXT_SUFFIX}") as raw:
         with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
