@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.manifest import MANIFEST
-from mlmctl.stages.pretrain import METRICS
+from mlmctl.layout import METRICS_FILE as METRICS
 
 FORMATS = ("png", "svg")
 KINDS = ("pretrain", "finetune")

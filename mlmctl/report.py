@@ -59,7 +59,7 @@ def find_evals(runs: Path) -> list[Path]:
     return sorted(p.parent for p in Path(runs).rglob(EVAL_JSON) if p.is_file())
 
 
-def _find_pretrain(runs: Path) -> Path:
+def find_pretrain(runs: Path) -> Path:
     if (runs / "pretrain").is_dir():
         return runs / "pretrain"
     for manifest in sorted(runs.rglob(MANIFEST)):
@@ -78,12 +78,12 @@ def summary_rows(data: Path | None, runs: Path | None,
     if data is not None:
         rows += _data_rows(data)
     if runs is not None:
-        rows += _pretrain_rows(_find_pretrain(runs))
+        rows += _pretrain_rows(find_pretrain(runs))
     table: list[tuple[str, str, str]] = []
     scored = False
     for d in evals:
         ev = _load(d / EVAL_JSON) or {}
-        name = LABELS.get(d.name) or _label(d, runs)
+        name = LABELS.get(d.name) or eval_label(d, runs)
         if "mlm_ppl" in ev:
             suffix = "" if d.name == "eval-mlm" else f" ({name})"
             rows += [(key + suffix, value) for key, value in mlm_rows(ev)]
@@ -113,7 +113,7 @@ def summary_rows(data: Path | None, runs: Path | None,
     return rows, table
 
 
-def _label(d: Path, runs: Path | None) -> str:
+def eval_label(d: Path, runs: Path | None) -> str:
     try:
         return d.relative_to(runs).as_posix() if runs is not None else str(d)
     except ValueError:

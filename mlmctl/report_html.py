@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlmctl import plot
 from mlmctl.errors import MlmctlError
-from mlmctl.report import EVAL_JSON, LABELS, _find_pretrain, _label, find_evals
+from mlmctl.report import EVAL_JSON, LABELS, eval_label, find_evals, find_pretrain
 
 # A report table cell: "0.787" or "0.787 [0.745, 0.826]" (a figure with its 95% interval).
 _CELL = re.compile(r"^\s*(-?[\d.]+)(?:\s*\[(-?[\d.]+),\s*(-?[\d.]+)\])?")
@@ -54,7 +54,7 @@ def write(path: Path, rows: list[tuple[str, str]], table: list[tuple], data: Pat
     if not classifiers:
         parts.append("<p>no classifier eval.json found</p>")
     for d, ev in classifiers:
-        name = LABELS.get(d.name) or _label(d, runs)
+        name = LABELS.get(d.name) or eval_label(d, runs)
         parts.append(f"<h3>{_e(name)}</h3><p>{_e(str(d / EVAL_JSON))}: {ev.get('n', '?')} test examples, "
                      f"accuracy {ev['accuracy']:.3f}, macro-F1 {ev.get('macro_f1', 0):.3f}</p>")
         parts.append(_img(confusion_figure(ev, name), f"confusion matrix of {name}"))
@@ -173,7 +173,7 @@ def _curves_section(anchor: str, run_dirs: list[Path], what: str) -> list[str]:
 def _pretrain_dirs(runs: Path | None) -> list[Path]:
     if runs is None:
         return []
-    d = _find_pretrain(Path(runs))
+    d = find_pretrain(Path(runs))
     return [d] if (d / plot.METRICS).is_file() else []
 
 

@@ -305,8 +305,8 @@ STAGE_WRITES = {
     "tokenize": (*_SHARDS, "pretokenizer.json"),
     "build-vocab": (*_SHARDS, "train/*_offsets.bin", "validation/*_offsets.bin", "tokenizer.json", "vocab.txt",
                     "tokenizer_config.json", "special_tokens_map.json", "stats.json"),
-    "pretrain": ("checkpoints/*", "final/*", "metrics.jsonl"),
-    "finetune": ("checkpoints/*", "best/*", "metrics.jsonl"),
+    "pretrain": ("checkpoints/*", "final/*", "metrics.jsonl", "tensorboard/*"),
+    "finetune": ("checkpoints/*", "best/*", "metrics.jsonl", "tensorboard/*"),
     "eval": ("eval.json", "predictions.jsonl"),
     "demo-task": ("train.tsv", "dev.tsv", "test.tsv"),
 }

@@ -221,13 +221,29 @@ class MetricsWriter:
     started: float
     enabled: bool = True
     resume_step: int = -1
+    tensorboard_config: dict | None = None
+    """The resolved config, when the run asked for TensorBoard: RUN/tensorboard/ gets every row."""
     sinks: list[Callable[[dict], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from mlmctl.checkpoint import trim_metrics
 
-        if self.enabled:
-            trim_metrics(self.path, self.resume_step)
+        self._tensorboard = None
+        if not self.enabled:
+            return
+        trim_metrics(self.path, self.resume_step)
+        if self.tensorboard_config is not None:
+            from mlmctl.tensorboard_log import TensorBoardSink
+
+            # Same cut as metrics.jsonl: events after the resumed step are dropped (purge_step).
+            self._tensorboard = TensorBoardSink(self.path.parent, keep_through_step=self.resume_step)
+            self._tensorboard.log_config(self.tensorboard_config)
+            self.add_sink(self._tensorboard.log)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
     def add_sink(self, sink: Callable[[dict], None]) -> None:
         self.sinks.append(sink)

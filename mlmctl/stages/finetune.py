@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mlmctl.config import check
+from mlmctl.config import check, config_to_dict
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import BEST, METRICS_FILE
 from mlmctl.metrics import METRIC_NAMES
@@ -54,6 +54,8 @@ class FinetuneConfig:
     """Model to start from: a pretrain run directory (uses final/) or a model directory."""
     output: str = "runs/finetune"
     """Run directory (best/, metrics.jsonl, manifest.json)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to `OUTPUT/tensorboard/` (needs the `tensorboard` extra)."""
     train_file: str = "data/task/train.tsv"
     """Labelled training file (.tsv, .csv or .jsonl, optionally .gz)."""
     dev_file: str | None = "data/task/dev.tsv"
@@ -164,12 +166,20 @@ def input_fingerprint(cfg: FinetuneConfig) -> str:
 
 
 def run(ctx) -> dict:
+    if ctx.cfg.tensorboard:
+        from mlmctl.tensorboard_log import require
+
+        require(f"{STAGE}: `tensorboard: true`")  # before any work, not after the first hour
     tuner = Finetuner(ctx)
-    tuner.open_data()
-    tuner.build_model()
-    tuner.resume()
-    tuner.fit()
-    return tuner.finish()
+    try:
+        tuner.open_data()
+        tuner.build_model()
+        tuner.resume()
+        tuner.fit()
+        return tuner.finish()
+    finally:
+        if getattr(tuner, "metrics", None) is not None:
+            tuner.metrics.close()
 
 
 def _fresh_loop_state() -> dict:
@@ -305,7 +315,8 @@ class Finetuner:
                               ctx.log)
             ctx.log(f"resuming from {ckpt} at step {self.t['step']}")
         self.metrics = MetricsWriter(self.out / METRICS_FILE, ctx.started, enabled=ctx.is_main,
-                                     resume_step=self.t["step"] if ckpt is not None else -1)
+                                     resume_step=self.t["step"] if ckpt is not None else -1,
+                                     tensorboard_config=config_to_dict(cfg) if cfg.tensorboard else None)
 
     def save_best(self) -> None:
         from mlmctl.model_dir import save_model_dir

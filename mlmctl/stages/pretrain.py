@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mlmctl.config import check
+from mlmctl.config import check, config_to_dict
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import FINAL, METRICS_FILE, SPECIAL_TOKENS, SPLITS, TOKENIZER_FILE, TRAIN, VALIDATION
 from mlmctl.training import OptimSettings, check_optimiser
@@ -240,6 +240,8 @@ class PretrainConfig:
     """The build-vocab directory to train on."""
     output: str = "runs/pretrain"
     """The run directory (checkpoints/, final/, metrics.jsonl)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to `OUTPUT/tensorboard/` (needs the `tensorboard` extra)."""
     model: ModelSection = field(default_factory=ModelSection)
     """Model shape."""
     data: DataSection = field(default_factory=DataSection)
@@ -275,12 +277,20 @@ STARTER = {"train.max_steps": 10000}
 
 
 def run(ctx) -> dict:
+    if ctx.cfg.tensorboard:
+        from mlmctl.tensorboard_log import require
+
+        require(f"{STAGE}: `tensorboard: true`")  # before any work, not after the first hour
     trainer = Pretrainer(ctx)
-    trainer.open_data()
-    trainer.build_model()
-    trainer.resume()
-    trainer.fit()
-    return trainer.finish()
+    try:
+        trainer.open_data()
+        trainer.build_model()
+        trainer.resume()
+        trainer.fit()
+        return trainer.finish()
+    finally:
+        if getattr(trainer, "metrics", None) is not None:
+            trainer.metrics.close()
 
 
 @dataclass
@@ -409,7 +419,8 @@ class Pretrainer:
             ctx.log(f"the checkpoint is at step {st.step}, which already reaches the limit of {self.total_steps} steps")
         # keep the metric lines up to the resumed step; a fresh start keeps none
         self.metrics = MetricsWriter(self.out / METRICS_FILE, ctx.started, enabled=ctx.is_main,
-                                     resume_step=st.step if ckpt is not None else -1)
+                                     resume_step=st.step if ckpt is not None else -1,
+                                     tensorboard_config=config_to_dict(cfg) if cfg.tensorboard else None)
         self.model = torch.compile(self.raw_model) if cfg.train.compile else self.raw_model
         self.model = proc.wrap(self.model)
         ctx.log(f"{num_parameters(self.raw_model) / 1e6:.2f}M parameters, {len(self.train_ds)} training sequences "

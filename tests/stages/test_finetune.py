@@ -286,3 +286,20 @@ def test_sigterm_and_sigkill_then_the_same_command_continue(task, tmp_path, ft_r
     import signal
 
     _interrupt_then_rerun(task, ft_reference, tmp_path / "run", getattr(signal, sig), at_step)
+
+
+def test_tensorboard_gets_training_and_dev_rows(task, tmp_path, run_cli):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    code, _, err = run_cli(*_args(task, out, "--set", "epochs=2", "--set", "tensorboard=true"))
+    assert code == 0, err
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    for key, tag in (("loss", "train/loss"), ("dev_accuracy", "dev/accuracy"), ("dev_macro_f1", "dev/macro_f1")):
+        expect = [(r["step"], r[key]) for r in rows if key in r]
+        events = acc.Scalars(tag)
+        assert expect and [e.step for e in events] == [s for s, _ in expect], tag
+        assert [e.value for e in events] == pytest.approx([v for _, v in expect], rel=1e-6), tag

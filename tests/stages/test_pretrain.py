@@ -316,10 +316,38 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_same_command_continues(
     _rerun_matches(reference_run, cmd, out)
 
 
+def _tensorboard_matches_metrics(out: Path) -> None:
+    """RUN/tensorboard/ holds exactly one train/loss and val/ppl value per metrics.jsonl row, equal
+    to it: no gap and no duplicate, also after a kill and resume (tensorboard's own reader)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    rows = metrics(out)
+    for key, tag in (("loss", "train/loss"), ("val_ppl", "val/ppl")):
+        events = [(e.step, e.value) for e in acc.Scalars(tag)]
+        expect = [(r["step"], r[key]) for r in rows if key in r]
+        assert [s for s, _ in events] == [s for s, _ in expect], tag
+        assert [v for _, v in events] == pytest.approx([v for _, v in expect], rel=1e-6), tag
+
+
+def test_tensorboard_gets_every_metrics_row(tmp_path, run_cli, vocab_dir):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tb"
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=6", "--set", "validation.every=3",
+                            "--set", "tensorboard=true")
+    assert code == 0, err
+    _tensorboard_matches_metrics(out)
+    # --force may delete it again: it is one of the files pretrain writes
+    assert pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=5", "--set", "tensorboard=true",
+                    "--force")[0] == 0
+
+
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, reference_run):
     out = tmp_path / "run"
-    cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS)
+    cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS, "--set", "tensorboard=true")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "step-000020").exists() and time.monotonic() < deadline:
@@ -329,6 +357,7 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, referen
     proc.wait()
     assert not (out / "manifest.json").exists()
     _rerun_matches(reference_run, cmd, out)
+    _tensorboard_matches_metrics(out)
 
 
 @pytest.mark.slow
@@ -391,3 +420,14 @@ def test_one_tokens_per_s_everywhere_and_timed_metrics(tmp_path, run_cli, vocab_
     code, report, err = run_cli("report", "--runs", tmp_path)
     assert code == 0, err
     assert f"{figure} tokens/s" in report
+
+
+def test_tensorboard_without_the_package_fails_before_any_work(tmp_path, run_cli, vocab_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    out = tmp_path / "tb"
+    code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=2", "--set", "tensorboard=true")
+    assert code == 1 and err.count("\n") == 1 and 'pip install "mlmctl[tensorboard]"' in err
+    assert not (out / "metrics.jsonl").exists() and not (out / "manifest.json").exists()
