@@ -117,3 +117,101 @@ def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int], l
         counts[t] += 1
     top = max(range(len(labels)), key=lambda i: (counts[i], -i))
     return classification_report(test_labels, [top] * len(test_labels), labels)
+
+
+# ----------------------------------------------------------------------------------------------
+# Official metrics of the GLUE tasks beyond accuracy / F1: Matthews correlation (CoLA), Pearson
+# and Spearman correlation and MSE (STS-B and any `task: regression`).
+#
+# Undefined cases, decided once: MCC is 0 when a row or column sum of the confusion matrix makes
+# its denominator 0 (every gold label, or every prediction, the same class), as scikit-learn's
+# `matthews_corrcoef` returns. A correlation with a constant input is undefined: `pearson` and
+# `spearman` return NaN (as scipy does), and `regression_report` (the JSON-facing dict) reports
+# it as 0.0 and names it in `undefined`, because NaN is not valid JSON and a model that predicts
+# one value for everything has shown no correlation.
+
+
+def matthews_corrcoef(y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> float:
+    """Matthews correlation coefficient, multi-class form (Gorodkin's R_K; for two classes the
+    textbook (TP*TN - FP*FN) / sqrt(...)). In [-1, 1]; 0 when undefined (see above)."""
+    cm = confusion_matrix(y_true, y_pred, num_labels)
+    s = len(y_true)
+    c = sum(cm[k][k] for k in range(num_labels))
+    t = [sum(cm[k]) for k in range(num_labels)]  # gold counts
+    p = [sum(cm[i][k] for i in range(num_labels)) for k in range(num_labels)]  # predicted counts
+    cov_tp = c * s - sum(pk * tk for pk, tk in zip(p, t))
+    cov_pp = s * s - sum(pk * pk for pk in p)
+    cov_tt = s * s - sum(tk * tk for tk in t)
+    den = cov_pp * cov_tt
+    return cov_tp / den**0.5 if den else 0.0
+
+
+def _check_pairs(x: Sequence[float], y: Sequence[float]) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} items but y has {len(y)}")
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either input is constant or has fewer than 2 items."""
+    _check_pairs(x, y)
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return float("nan")
+    # Rounding can push |r| a hair above 1 for perfectly (anti-)correlated data.
+    return max(-1.0, min(1.0, sxy / (sxx * syy) ** 0.5))
+
+
+def average_ranks(x: Sequence[float]) -> list[float]:
+    """1-based ranks; tied values share the mean of the ranks they span (scipy's 'average')."""
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1  # mean of ranks i+1 .. j+1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation: Pearson of the average ranks (exact with ties)."""
+    _check_pairs(x, y)
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def mean_squared_error(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
+    _check_pairs(y_true, y_pred)
+    if not y_true:
+        raise ValueError("mean_squared_error of no items")
+    return sum((a - b) ** 2 for a, b in zip(y_true, y_pred)) / len(y_true)
+
+
+def regression_report(y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+    """Regression metrics as one JSON-ready dict: `n`, `pearson`, `spearman`, `mse`, and
+    `undefined` (the correlations that were NaN and are reported as 0.0; empty when none)."""
+    out: dict = {"n": len(y_true), "mse": mean_squared_error(y_true, y_pred), "undefined": []}
+    for name, fn in (("pearson", pearson), ("spearman", spearman)):
+        value = fn(y_true, y_pred)
+        if value != value:  # NaN
+            out["undefined"].append(name)
+            value = 0.0
+        out[name] = value
+    return out
+
+
+def binary_f1(y_true: Sequence[int], y_pred: Sequence[int], positive: int = 1) -> float:
+    """F1 of the positive class (MRPC and QQP's official F1); 0 when there is no true positive."""
+    _check_pairs(y_true, y_pred)
+    tp = sum(1 for t, p in zip(y_true, y_pred) if t == p == positive)
+    fp = sum(1 for t, p in zip(y_true, y_pred) if p == positive and t != positive)
+    fn = sum(1 for t, p in zip(y_true, y_pred) if t == positive and p != positive)
+    return _safe_div(2 * tp, 2 * tp + fp + fn)
