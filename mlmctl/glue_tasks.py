@@ -38,7 +38,7 @@ from pathlib import Path
 
 from mlmctl import metrics
 from mlmctl.errors import InputError
-from mlmctl.labelled import LabelledData, _read_text
+from mlmctl.labelled import LabelledData, read_text_file
 
 Column = str | int  # a header name, or a 0-based index for header-less files
 
@@ -103,7 +103,7 @@ def read_split(task: GlueTask, path: str | Path) -> LabelledData:
     """One train or dev file of `task` as `LabelledData` (labels are strings for classification,
     floats for STS-B)."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     out = LabelledData(str(path), [], [] if task.pair is not None else None, [])
     index: dict[Column, int] = {}

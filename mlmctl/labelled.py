@@ -79,7 +79,7 @@ def read_labelled(
     if not path.is_file():
         raise InputError(f"{path}: labelled file not found")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    text = _read_text(path)
+    text = read_text_file(path)
     fields = [f for f in (text_field, text_pair_field, label_field) if f is not None]
     if fmt == "jsonl":
         rows = _jsonl_rows(path, text, fields)
@@ -147,7 +147,7 @@ def _is_int(s: str) -> bool:
     return True
 
 
-def _read_text(path: Path, reader: str = "") -> str:
+def read_text_file(path: Path, reader: str = "") -> str:
     """The file's text, strictly UTF-8 (gunzipped when named .gz); errors name file and line."""
     where = f"{reader}: {path}" if reader else str(path)
     try:
@@ -174,7 +174,7 @@ def read_text_docs(path: str | Path, reader: str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{reader}: text file {path} does not exist")
-    text = _read_text(path, reader)
+    text = read_text_file(path, reader)
     return [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
 
 

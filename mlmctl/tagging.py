@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from mlmctl import safe_json
 from mlmctl.errors import InputError
-from mlmctl.labelled import _read_text
+from mlmctl.labelled import read_text_file
 from mlmctl.seq_metrics import SCHEMES, split_tag
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def read_tagged(
     name = path.name.lower().removesuffix(".gz")
     if fmt == "auto":
         fmt = "jsonl" if name.endswith((".jsonl", ".json")) else "conll"
-    text = _read_text(path)
+    text = read_text_file(path)
     out = TaggedData(str(path), [], [], [])
     rows = _jsonl(path, text, tokens_field, tags_field) if fmt == "jsonl" else _conll(path, text, tag_column)
     for line_no, toks, tags in rows:
