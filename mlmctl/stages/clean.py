@@ -597,29 +597,19 @@ def _plan_entries(path: str):
 
 
 class _Piece:
-    """One gzip member being written: buffered lines, compressed in ~1 MB batches."""
+    """One (split, shard) piece being written: a gzip member on its own file."""
 
     def __init__(self, path: Path, shard: int, level: int) -> None:
-        import zlib
+        from mlmctl.shards import GZIP_OS_UNIX, GzipMember
 
         self.shard = shard
         self.name = path.name
         self.file = open(path, "wb")
-        # wbits=31: a gzip member with mtime 0, so the bytes never depend on the clock.
-        self.comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-        self.buf: list[bytes] = []
-        self.size = 0
-
-    def write(self, line: bytes) -> None:
-        self.buf.append(line)
-        self.size += len(line)
-        if self.size >= 1 << 20:
-            self.file.write(self.comp.compress(b"".join(self.buf)))
-            self.buf.clear()
-            self.size = 0
+        self.gz = GzipMember(self.file, level, GZIP_OS_UNIX)
+        self.write = self.gz.write
 
     def close(self) -> None:
-        self.file.write(self.comp.compress(b"".join(self.buf)) + self.comp.flush())
+        self.gz.close()
         self.file.close()
 
 
