@@ -316,6 +316,12 @@ def _mb(chars: int) -> str:
 # --------------------------------------------------------------------------- read phase
 
 
+# One document's line of the read phase. Its id, the text hash in 16 hex digits, ends at byte
+# `_ID_END` (the template before it is ASCII), where the write phase inserts "-N" for a repeat.
+_DOC_LINE = '{"id": "%016x", "text": %s, "source": %s}\n'
+_ID_END = _DOC_LINE.index("%016x") + 16
+
+
 def _read_unit(u: _ReadUnit, part: Path) -> dict:
     """Read, clean and hash one unit; keep its documents as JSON lines for the write phase."""
     from array import array
@@ -375,7 +381,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             # The id is the text hash; the write phase appends "-N" to repeats when dedup is off.
             if doc.source is not source:
                 source, source_json = doc.source, encode(_valid(doc.source))
-            line = ('{"id": "%016x", "text": %s, "source": %s}\n' % (h, encode(text), source_json)).encode("utf-8")
+            line = (_DOC_LINE % (h, encode(text), source_json)).encode("utf-8")
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
@@ -577,7 +583,7 @@ def _write_unit(u: _WriteUnit, part: Path) -> dict:
                 pieces[name] = {"documents": 0}
                 piece.name = name
             if d & 0xFFFFF:
-                line = line[:24] + b"-%d" % ((d & 0xFFFFF) + 1) + line[24:]
+                line = line[:_ID_END] + b"-%d" % ((d & 0xFFFFF) + 1) + line[_ID_END:]
             piece.write(line)
             pieces[piece.name]["documents"] += 1
     for piece in open_pieces.values():
