@@ -32,7 +32,7 @@ def make_batches(n_batches: int, batch_size: int, seq_len: int, vocab: int, seed
     import numpy as np
     import torch
 
-    from mlmctl.masking import MaskSpec, mask_batch
+    from mlmctl.masking import Masking, mask_batch
     from mlmctl.packing import CorpusPart, FullSentences, collate
 
     rng = np.random.default_rng(seed)
@@ -45,12 +45,12 @@ def make_batches(n_batches: int, batch_size: int, seq_len: int, vocab: int, seed
     if docs[-1] != len(so) - 1:
         docs = np.append(docs, len(so) - 1)
     ds = FullSentences([CorpusPart(ranks.astype(np.uint16 if vocab < 65536 else np.uint32), so, docs)], seq_len)
-    spec = MaskSpec(vocab_size=vocab)
+    spec = Masking()
     out = []
     for b in range(n_batches):
         idx = list(range(b * batch_size, (b + 1) * batch_size))
         exs = [ds.get(i) for i in idx]
-        inp, lab = mask_batch([e.ids for e in exs], idx, 0, seed, spec)
+        inp, lab = mask_batch([e.ids for e in exs], idx, 0, seed, spec, vocab)
         ids, labels, am, _ = collate(inp, lab)
         assert am is None
         out.append((torch.from_numpy(ids), torch.from_numpy(labels)))

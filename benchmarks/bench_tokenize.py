@@ -43,7 +43,8 @@ def make_corpus(out: Path, size_mb: float, seed: int = 0, shard_mb: int = 16) ->
     import numpy as np
 
     from mlmctl.manifest import Manifest, write_manifest
-    from mlmctl.shards import ShardWriter
+    from mlmctl.layout import shard_name
+    from mlmctl.shards import ShardInfo, atomic_gzip
 
     rng = np.random.default_rng(seed)
     letters = np.array(list("etaoinshrdlcumwfgypbvkjxqz"))
@@ -60,8 +61,16 @@ def make_corpus(out: Path, size_mb: float, seed: int = 0, shard_mb: int = 16) ->
     target = int(size_mb * 1e6)
     total = 0
     infos = []
-    writers = {s: ShardWriter(out, s, ".jsonl.gz", max_bytes=shard_mb << 20, compresslevel=1)
-               for s in ("train", "validation")}
+    pending: dict[str, list[bytes]] = {"train": [], "validation": []}
+
+    def flush(split: str) -> None:  # one shard of the split's pending lines, as clean writes it
+        if pending[split]:
+            name = f"{split}/{shard_name(sum(i.split == split for i in infos), '.jsonl.gz')}"
+            with atomic_gzip(out / name, 1) as gz:
+                gz.write(b"".join(pending[split]))
+            infos.append(ShardInfo.of_file(out, name, split, {"docs": len(pending[split])}))
+            pending[split] = []
+
     doc_id = 0
     while total < target:
         words = rng.choice(len(lexicon), size=20_000, p=zipf)
@@ -79,11 +88,13 @@ def make_corpus(out: Path, size_mb: float, seed: int = 0, shard_mb: int = 16) ->
             text = " ".join(sents)
             split = "validation" if doc_id % 100 == 0 else "train"
             line = json.dumps({"id": f"d{doc_id}", "text": text, "source": "bench"}, ensure_ascii=False) + "\n"
-            writers[split].write(line, docs=1)
+            pending[split].append(line.encode("utf-8"))
+            if sum(map(len, pending[split])) >= shard_mb << 20:
+                flush(split)
             total += len(text.encode("utf-8"))
             doc_id += 1
-    for w in writers.values():
-        infos += w.close()
+    for split in pending:
+        flush(split)
     write_manifest(out, Manifest(stage="clean", config={}, config_hash="bench", input_hash=None, shards=infos))
     return total
 

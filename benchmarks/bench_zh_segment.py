@@ -41,7 +41,7 @@ def main() -> None:
     from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
     from mlmctl.segment import SegmentConfig, Segmenter, segmenter_spec
     from mlmctl.sentences import split_sentences
-    from mlmctl.shards import ShardWriter
+    from mlmctl.shards import ShardInfo, atomic_gzip
     from mlmctl.stages.tokenize import DOCS_PER_BATCH, _tokenize_shard, _Unit
 
     docs, size = [], 0
@@ -84,10 +84,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        w = ShardWriter(tmp / "clean", "train", ".jsonl.gz")
-        for i, t in enumerate(docs):
-            w.write(json.dumps({"id": str(i), "text": t}, ensure_ascii=False) + "\n", docs=1)
-        info = w.close()[0]
+        with atomic_gzip(tmp / "clean" / "train" / "shard-00000.jsonl.gz", 6) as gz:
+            for i, t in enumerate(docs):
+                gz.write((json.dumps({"id": str(i), "text": t}, ensure_ascii=False) + "\n").encode("utf-8"))
+        info = ShardInfo.of_file(tmp / "clean", "train/shard-00000.jsonl.gz", "train")
         src = str(tmp / "clean" / info.name)
         text = json.dumps(pipeline, sort_keys=True, ensure_ascii=False)
         for name, s in (("tokenize shard, segment: jieba", spec), ("tokenize shard, segment: none", None)):

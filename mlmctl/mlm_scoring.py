@@ -9,8 +9,8 @@ perplexity mixes prediction with copying. The leak-free figure replaces *every* 
 by [MASK] (same positions, same seed: `leak_free(spec)` only changes the replacement, and
 `mask_tokens` draws the positions before the replacements), so it measures prediction only.
 
-    spec = MaskSpec(vocab_size=V)                              # 80/10/10, as pretraining
-    s = score_masked(model, seqs, spec, seed=0, pad_id=0, batch_size=64, device="cpu")
+    spec = Masking()                                          # 80/10/10, as pretraining
+    s = score_masked(model, seqs, spec, V, seed=0, pad_id=0, batch_size=64, device="cpu")
     s.nll, s.top1, s.top5        # leak-free, one entry per chosen position (row-major order)
     s.nll_801010, s.kind_801010  # the same positions with 80/10/10; kind 0 mask, 1 random, 2 keep
     s.seq, s.target              # which sequence each position is in, and its true token
@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from mlmctl.layout import MASK_ID
-from mlmctl.masking import IGNORE_INDEX, STREAM_VAL_MASK, MaskSpec, mask_tokens, sequence_rng
+from mlmctl.masking import IGNORE_INDEX, STREAM_VAL_MASK, Masking, mask_tokens, sequence_rng
 
 TOP_K = 5
 KIND_MASK, KIND_RANDOM, KIND_KEEP = 0, 1, 2
 
 
-def leak_free(spec: MaskSpec) -> MaskSpec:
+def leak_free(spec: Masking) -> Masking:
     """The same choice of positions, every one replaced by [MASK]."""
     return replace(spec, mask_token_prob=1.0, random_token_prob=0.0)
 
@@ -75,8 +75,8 @@ def _forward(model, ids, att, labels, device):
     return logits
 
 
-def score_masked(model, seqs: list[np.ndarray], spec: MaskSpec, seed: int, pad_id: int, batch_size: int,
-                 device) -> MaskedScores:
+def score_masked(model, seqs: list[np.ndarray], spec: Masking, vocab_size: int, seed: int, pad_id: int,
+                 batch_size: int, device) -> MaskedScores:
     """Mask sequence i with the validation stream of (seed, i) and score the leak-free and the
     80/10/10 variants. Two forward passes per batch: the context differs between the variants."""
     free = leak_free(spec)
@@ -86,8 +86,8 @@ def score_masked(model, seqs: list[np.ndarray], spec: MaskSpec, seed: int, pad_i
             batch = seqs[b:b + batch_size]
             leak_in, free_in, labels = [], [], []
             for j, seq in enumerate(batch):
-                inp, lab = mask_tokens(seq, spec, sequence_rng(seed, 0, b + j, STREAM_VAL_MASK))
-                inp_free, lab_free = mask_tokens(seq, free, sequence_rng(seed, 0, b + j, STREAM_VAL_MASK))
+                inp, lab = mask_tokens(seq, spec, vocab_size, sequence_rng(seed, 0, b + j, STREAM_VAL_MASK))
+                inp_free, lab_free = mask_tokens(seq, free, vocab_size, sequence_rng(seed, 0, b + j, STREAM_VAL_MASK))
                 assert np.array_equal(lab, lab_free), "leak-free masking must choose the same positions"
                 leak_in.append(inp)
                 free_in.append(inp_free)

@@ -2,8 +2,9 @@
 
 A shard is `shard-00000<suffix>` inside a split folder (`train/`, `validation/`). Every file is
 written under a hidden temporary name, fsynced and renamed into place, so a killed stage leaves
-either a complete file or a `.*.tmp-*` leftover that nothing reads. gzip members are written with
-mtime 0 and no file name so that the same records always give the same bytes.
+either a complete file or a `.*.tmp-*` leftover that nothing reads. gzip members (`GzipMember`, the
+one gzip writer of clean and tokenize) are written with mtime 0 and no file name so that the same
+records always give the same bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import errno
 import gzip
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -22,9 +22,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mlmctl.errors import InputError, MlmctlError
-
-DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024  # uncompressed bytes per shard
-
 
 # ----------------------------------------------------------------------------------------------
 # A full disk
@@ -198,151 +195,59 @@ class ShardInfo:
         return cls(name, split, path.stat().st_size, file_sha256(path), dict(records or {}))
 
 
-class _HashingWriter(io.RawIOBase):
-    """Pass-through writer that counts and hashes the bytes going to disk."""
+# gzip's OS byte: Python's gzip module writes 255 (unknown), zlib's own gzip wrapper 3 (Unix).
+# tokenize wrote its shards with the former, clean with the latter; each keeps its byte so that
+# existing outputs (and the sha256s their manifests record) stay what they were.
+GZIP_OS_UNKNOWN, GZIP_OS_UNIX = 255, 3
 
-    def __init__(self, raw: IO[bytes]):
+
+class GzipMember:
+    """Writes one gzip member onto an open binary file, which stays open (members concatenated on
+    one file read as one stream). mtime 0 and no file name, so the bytes depend on the data, the
+    level and `os_code` only; the data is compressed in ~1 MB batches. `close()` writes the trailer."""
+
+    def __init__(self, raw: IO[bytes], level: int, os_code: int = GZIP_OS_UNKNOWN) -> None:
+        import zlib
+
         self.raw = raw
-        self.sha = hashlib.sha256()
-        self.nbytes = 0
+        # Raw deflate with gzip's defaults (memLevel 8, default strategy), framed below as the
+        # gzip module frames it: magic, deflate, no flags, mtime 0, XFL from the level, OS.
+        self.comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        xfl = 2 if level == 9 else 4 if level == 1 else 0
+        raw.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([xfl, os_code]))
+        self.crc = 0
+        self.size = 0
+        self.buf: list[bytes] = []
+        self.buffered = 0
 
-    def writable(self) -> bool:
-        return True
+    def write(self, data: bytes) -> None:
+        self.buf.append(data)
+        self.buffered += len(data)
+        if self.buffered >= 1 << 20:
+            self._compress()
 
-    def write(self, b) -> int:
-        self.sha.update(b)
-        self.nbytes += len(b)
-        return self.raw.write(b)
+    def _compress(self) -> None:
+        import zlib
+
+        data = b"".join(self.buf)
+        self.buf.clear()
+        self.buffered = 0
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        self.raw.write(self.comp.compress(data))
+
+    def close(self) -> None:
+        self._compress()
+        self.raw.write(self.comp.flush() + self.crc.to_bytes(4, "little") + (self.size & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
-class ShardWriter:
-    """Writes records into numbered, size-bounded shards `DIR/shard-NNNNN<suffix>`.
-
-    Records are bytes or str (a line, say); the caller adds its own newlines. A shard closes once
-    it holds at least `max_bytes` uncompressed bytes, so a record never straddles two shards.
-    Each shard is written under a temporary name and renamed into place when complete.
-    `close()` returns a `ShardInfo` per shard, named relative to `root`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str | None,
-        suffix: str,
-        *,
-        max_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-        compresslevel: int | None = None,
-        start_index: int = 0,
-        name_prefix: str = "shard-",
-    ):
-        self.root = Path(root)
-        self.split = split
-        self.dir = self.root / split if split else self.root
-        self.suffix = suffix
-        self.max_bytes = max_bytes
-        self.gzip = suffix.endswith(".gz")
-        self.compresslevel = 6 if compresslevel is None else compresslevel
-        self.index = start_index
-        self.name_prefix = name_prefix
-        self.infos: list[ShardInfo] = []
-        self._file = None
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._written = 0
-        self._counts: dict[str, int] = {}
-
-    def write(self, record: bytes | str, **counts: int) -> None:
-        try:
-            self._write(record, counts)
-        except OSError as e:
-            self._fail(e)
-
-    def _fail(self, e: OSError) -> None:
-        path = getattr(self, "_path", self.dir)
-        self.abort()
-        if (err := disk_error(e, path)) is not None:
-            raise err from None
-        raise e
-
-    def _write(self, record: bytes | str, counts: dict) -> None:
-        if isinstance(record, str):
-            record = record.encode("utf-8")
-        if self._file is None:
-            self._open()
-        self._buffer.append(record)
-        self._buffered += len(record)
-        self._written += len(record)
-        for key, n in counts.items():
-            self._counts[key] = self._counts.get(key, 0) + n
-        if self._buffered >= 1 << 20:
-            self._flush()
-        if self._written >= self.max_bytes:
-            self._close_shard()
-
-    def _open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._name = f"{self.name_prefix}{self.index:05d}{self.suffix}"
-        self._path = self.dir / self._name
-        self._tmp = _tmp_path(self._path)
-        self._raw = open(self._tmp, "wb")
-        self._hasher = _HashingWriter(self._raw)
-        if self.gzip:
-            self._file = gzip.GzipFile(
-                filename="", fileobj=self._hasher, mode="wb", compresslevel=self.compresslevel, mtime=0
-            )
-        else:
-            self._file = self._hasher
-        self._written = 0
-        self._counts = {}
-
-    def _flush(self) -> None:
-        if self._buffer:
-            self._file.write(b"".join(self._buffer))
-            self._buffer.clear()
-            self._buffered = 0
-
-    def _close_shard(self) -> None:
-        self._flush()
-        if self.gzip:
-            self._file.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        os.replace(self._tmp, self._path)
-        rel = self._path.relative_to(self.root).as_posix()
-        self.infos.append(
-            ShardInfo(rel, self.split, self._hasher.nbytes, self._hasher.sha.hexdigest(), self._counts)
-        )
-        self._file = None
-        self.index += 1
-
-    def close(self) -> list[ShardInfo]:
-        if self._file is not None:
-            try:
-                self._close_shard()
-            except OSError as e:
-                self._fail(e)
-        if self.dir.exists():
-            fsync_dir(self.dir)
-        return self.infos
-
-    def abort(self) -> None:
-        """Drop the shard being written (its temporary file) without renaming it into place."""
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._raw.close()
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
-            self._file = None
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+@contextlib.contextmanager
+def atomic_gzip(path: str | Path, level: int, os_code: int = GZIP_OS_UNKNOWN) -> Iterator[GzipMember]:
+    """`atomic_write` of one gzip member: the file appears complete, or not at all."""
+    with atomic_write(path) as raw:
+        gz = GzipMember(raw, level, os_code)
+        yield gz
+        gz.close()
 
 
 def open_shard_lines(path: str | Path) -> Iterator[str]:

@@ -8,7 +8,7 @@ from mlmctl.masking import (
     IGNORE_INDEX,
     NUM_SPECIAL,
     STREAM_VAL_MASK,
-    MaskSpec,
+    Masking,
     mask_batch,
     mask_tokens,
     sequence_rng,
@@ -26,8 +26,8 @@ def seq(T=128, seed=0):
 
 def test_count_specials_and_labels():
     ids = seq()
-    spec = MaskSpec(vocab_size=V)
-    inp, lab = mask_tokens(ids, spec, sequence_rng(1, 0, 7))
+    spec = Masking()
+    inp, lab = mask_tokens(ids, spec, V, sequence_rng(1, 0, 7))
     chosen = lab != IGNORE_INDEX
     n_cand = int((ids >= NUM_SPECIAL).sum())
     assert chosen.sum() == round(n_cand * 0.15)
@@ -38,11 +38,11 @@ def test_count_specials_and_labels():
 
 
 def test_80_10_10_proportions():
-    spec = MaskSpec(vocab_size=V)
+    spec = Masking()
     ids = seq(512)
     n_mask = n_rand = n_keep = 0
     for i in range(400):
-        inp, lab = mask_tokens(ids, spec, sequence_rng(0, 0, i))
+        inp, lab = mask_tokens(ids, spec, V, sequence_rng(0, 0, i))
         c = lab != IGNORE_INDEX
         n_mask += int((inp[c] == MASK_ID).sum())
         same = inp[c] == ids[c]
@@ -57,27 +57,27 @@ def test_80_10_10_proportions():
 
 def test_pure_function_of_seed_epoch_index():
     ids = seq()
-    spec = MaskSpec(vocab_size=V)
-    a = mask_tokens(ids, spec, sequence_rng(3, 1, 42))
-    b = mask_tokens(ids, spec, sequence_rng(3, 1, 42))
+    spec = Masking()
+    a = mask_tokens(ids, spec, V, sequence_rng(3, 1, 42))
+    b = mask_tokens(ids, spec, V, sequence_rng(3, 1, 42))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     for other in (sequence_rng(3, 2, 42), sequence_rng(3, 1, 43), sequence_rng(4, 1, 42),
                   sequence_rng(3, 1, 42, STREAM_VAL_MASK)):
-        c = mask_tokens(ids, spec, other)
+        c = mask_tokens(ids, spec, V, other)
         assert not np.array_equal(a[1], c[1])
     # Batching does not matter: the mask of index 42 is the same alone or in any batch position.
-    inps, labs = mask_batch([seq(seed=9), ids], [5, 42], epoch=1, seed=3, spec=spec)
+    inps, labs = mask_batch([seq(seed=9), ids], [5, 42], epoch=1, seed=3, spec=spec, vocab_size=V)
     assert np.array_equal(labs[1], a[1]) and np.array_equal(inps[1], a[0])
 
 
 def test_max_predictions_and_short_sequences():
-    spec = MaskSpec(vocab_size=V, max_predictions=5)
-    _, lab = mask_tokens(seq(128), spec, sequence_rng(0, 0, 0))
+    spec = Masking(max_predictions=5)
+    _, lab = mask_tokens(seq(128), spec, V, sequence_rng(0, 0, 0))
     assert (lab != IGNORE_INDEX).sum() == 5
     # A 3-token sentence still gets one prediction; an all-special one gets none.
-    _, lab = mask_tokens(np.array([2, 10, 11, 12, 3]), MaskSpec(vocab_size=V), sequence_rng(0, 0, 0))
+    _, lab = mask_tokens(np.array([2, 10, 11, 12, 3]), Masking(), V, sequence_rng(0, 0, 0))
     assert (lab != IGNORE_INDEX).sum() == 1
-    inp, lab = mask_tokens(np.array([2, 3, 0, 0]), MaskSpec(vocab_size=V), sequence_rng(0, 0, 0))
+    inp, lab = mask_tokens(np.array([2, 3, 0, 0]), Masking(), V, sequence_rng(0, 0, 0))
     assert (lab == IGNORE_INDEX).all() and np.array_equal(inp, [2, 3, 0, 0])
 
 
@@ -89,8 +89,8 @@ def test_whole_word_masking_masks_whole_words(index):
     ids[0], ids[-1] = 2, 3
     starts = rng.random(T) < 0.4
     starts[0] = starts[1] = True
-    spec = MaskSpec(vocab_size=V, whole_word=True)
-    _, lab = mask_tokens(ids, spec, sequence_rng(0, 0, index), word_starts=starts)
+    spec = Masking(whole_word=True)
+    _, lab = mask_tokens(ids, spec, V, sequence_rng(0, 0, index), word_starts=starts)
     chosen = lab != IGNORE_INDEX
     n_target = round(62 * 0.15)
     assert 1 <= chosen.sum() <= n_target
@@ -110,15 +110,15 @@ def test_whole_word_masks_whole_chinese_words_at_the_configured_rate():
     starts = np.zeros(n, dtype=bool)
     starts[np.cumsum(sizes) - sizes] = True
     word_of = np.cumsum(starts) - 1
-    spec = MaskSpec(vocab_size=3000, mask_prob=0.15, whole_word=True)
+    spec = Masking(mask_prob=0.15, whole_word=True)
     total = 0
     for index in range(20):
-        inp, lab = mask_tokens(ids, spec, sequence_rng(7, 0, index), starts)
+        inp, lab = mask_tokens(ids, spec, 3000, sequence_rng(7, 0, index), starts)
         masked = np.flatnonzero(lab != IGNORE_INDEX)
         for w in np.unique(word_of[masked]):  # every masked character's whole word is masked
             assert np.all(lab[word_of == w] != IGNORE_INDEX)
         assert len(masked) == round(n * 0.15)  # the configured share, exactly
-        again, _ = mask_tokens(ids, spec, sequence_rng(7, 0, index), starts)
+        again, _ = mask_tokens(ids, spec, 3000, sequence_rng(7, 0, index), starts)
         assert np.array_equal(inp, again)  # a pure function of (seed, epoch, index)
         total += len(masked)
     assert total == 20 * round(n * 0.15)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mlmctl.layout import MASK_ID
-from mlmctl.masking import MaskSpec
+from mlmctl.masking import Masking
 from mlmctl.mlm_scoring import KIND_KEEP, KIND_MASK, KIND_RANDOM, pseudo_nll, score_masked
 from mlmctl.model import BertForPreTraining, ModelConfig
 
@@ -38,7 +38,7 @@ def _seqs(n=60, T=64, seed=0):
 
 
 def _score(model, seqs):
-    return score_masked(model, seqs, MaskSpec(vocab_size=V), seed=0, pad_id=0, batch_size=16, device="cpu")
+    return score_masked(model, seqs, Masking(), V, seed=0, pad_id=0, batch_size=16, device="cpu")
 
 
 def test_a_copying_model_is_exposed_by_the_leak_free_figure():

@@ -1,4 +1,4 @@
-"""Atomic writes and shard writing: deterministic bytes, size bounds, nothing half-written."""
+"""Atomic writes and the gzip shard writer: deterministic bytes, nothing half-written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from mlmctl.errors import MlmctlError
-from mlmctl.shards import ShardWriter, atomic_write, file_sha256, open_shard_lines
+from mlmctl.shards import GZIP_OS_UNIX, GZIP_OS_UNKNOWN, GzipMember, atomic_gzip, atomic_write, open_shard_lines
 from mlmctl.stage import parse_task
 
 
@@ -36,11 +36,11 @@ def test_atomic_write_replaces_whole(tmp_path):
 def test_killed_writer_leaves_no_visible_shard(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
-        from mlmctl.shards import ShardWriter
-        w = ShardWriter({str(tmp_path)!r}, "train", ".jsonl.gz", max_bytes=10**9)
-        for i in range(10000):
-            w.write("x" * 100 + "\\n")
-        os.kill(os.getpid(), signal.SIGKILL)
+        from mlmctl.shards import atomic_gzip
+        with atomic_gzip({str(tmp_path / "train" / "shard-00000.jsonl.gz")!r}, 6) as gz:
+            for i in range(30000):
+                gz.write(b"x" * 100 + b"\\n")
+            os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -signal.SIGKILL
@@ -48,31 +48,36 @@ def test_killed_writer_leaves_no_visible_shard(tmp_path):
     assert visible == []
 
 
-def test_shards_are_bounded_and_deterministic(tmp_path):
-    def write(root):
-        with ShardWriter(root, "train", ".jsonl.gz", max_bytes=300) as w:
-            for i in range(100):
-                w.write(f'{{"i": {i}}}\n', docs=1)
-        return w.infos
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_gzip_member_matches_the_gzip_module_and_zlib_byte_for_byte(tmp_path, level):
+    import io
+    import zlib
 
-    a, b = write(tmp_path / "a"), write(tmp_path / "b")
-    assert [x.sha256 for x in a] == [x.sha256 for x in b]
-    assert len(a) > 1
-    assert sum(x.records["docs"] for x in a) == 100
-    for info in a:
-        path = tmp_path / "a" / info.name
-        assert info.sha256 == file_sha256(path) and info.bytes == path.stat().st_size
-        raw = gzip.decompress(path.read_bytes())
-        assert len(raw) < 300 + 20  # closes at the first record past the bound
-    lines = [line for info in a for line in open_shard_lines(tmp_path / "a" / info.name)]
-    assert lines == [f'{{"i": {i}}}' for i in range(100)]
+    lines = [f'{{"i": {i}, "text": "{"abc" * (i % 50)}"}}\n'.encode() for i in range(40000)]  # > 1 MB: batches
+    data = b"".join(lines)
+
+    def ours(os_code):
+        buf = io.BytesIO()
+        gz = GzipMember(buf, level, os_code)
+        for line in lines:
+            gz.write(line)
+        gz.close()
+        return buf.getvalue()
+
+    by_module = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=by_module, mode="wb", compresslevel=level, mtime=0) as f:
+        f.write(data)
+    by_zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
+    assert ours(GZIP_OS_UNKNOWN) == by_module.getvalue()  # what tokenize wrote before
+    assert ours(GZIP_OS_UNIX) == by_zlib.compress(data) + by_zlib.flush()  # what clean wrote before
+    assert gzip.decompress(ours(GZIP_OS_UNIX) * 2) == data * 2  # members concatenate into one stream
 
 
 def test_truncated_shard_reads_as_clear_error(tmp_path):
-    with ShardWriter(tmp_path, None, ".txt.gz") as w:
+    path = tmp_path / "shard-00000.txt.gz"
+    with atomic_gzip(path, 6) as gz:
         for i in range(5000):
-            w.write(f"line {i}\n")
-    path = tmp_path / w.infos[0].name
+            gz.write(f"line {i}\n".encode())
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(MlmctlError, match="damaged"):
         list(open_shard_lines(path))

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlmctl.manifest import digest
-from mlmctl.shards import ShardWriter
+from mlmctl.layout import shard_name
+from mlmctl.shards import ShardInfo, atomic_gzip
 
 
 @dataclass
@@ -42,10 +43,22 @@ def _upper(unit, part: Path) -> dict:
 
         time.sleep(float(os.environ["TOY_SLEEP"]))
     lines = Path(path).read_text().splitlines()
-    with ShardWriter(part, "train", ".txt.gz", max_bytes=max_bytes, compresslevel=1) as w:
-        for line in lines:
-            w.write(line.upper() + suffix + "\n", lines=1)
-    return {"lines": len(lines), "shards": [i.to_dict() for i in w.infos]}
+    # A shard closes at the first line past the bound, so a line never straddles two shards.
+    groups, size = [[]], 0
+    for line in lines:
+        if size >= max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append((line.upper() + suffix + "\n").encode("utf-8"))
+        size += len(groups[-1][-1])
+    shards = []
+    for i, group in enumerate(g for g in groups if g):
+        name = f"train/{shard_name(i, '.txt.gz')}"
+        with atomic_gzip(part / name, 1) as gz:
+            for line in group:
+                gz.write(line)
+        shards.append(ShardInfo.of_file(part, name, "train", {"lines": len(group)}).to_dict())
+    return {"lines": len(lines), "shards": shards}
 
 
 def run(ctx):

@@ -316,6 +316,12 @@ def _mb(chars: int) -> str:
 # --------------------------------------------------------------------------- read phase
 
 
+# One document's line of the read phase. Its id, the text hash in 16 hex digits, ends at byte
+# `_ID_END` (the template before it is ASCII), where the write phase inserts "-N" for a repeat.
+_DOC_LINE = '{"id": "%016x", "text": %s, "source": %s}\n'
+_ID_END = _DOC_LINE.index("%016x") + 16
+
+
 def _read_unit(u: _ReadUnit, part: Path) -> dict:
     """Read, clean and hash one unit; keep its documents as JSON lines for the write phase."""
     from array import array
@@ -375,7 +381,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             # The id is the text hash; the write phase appends "-N" to repeats when dedup is off.
             if doc.source is not source:
                 source, source_json = doc.source, encode(_valid(doc.source))
-            line = ('{"id": "%016x", "text": %s, "source": %s}\n' % (h, encode(text), source_json)).encode("utf-8")
+            line = (_DOC_LINE % (h, encode(text), source_json)).encode("utf-8")
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
@@ -577,7 +583,7 @@ def _write_unit(u: _WriteUnit, part: Path) -> dict:
                 pieces[name] = {"documents": 0}
                 piece.name = name
             if d & 0xFFFFF:
-                line = line[:24] + b"-%d" % ((d & 0xFFFFF) + 1) + line[24:]
+                line = line[:_ID_END] + b"-%d" % ((d & 0xFFFFF) + 1) + line[_ID_END:]
             piece.write(line)
             pieces[piece.name]["documents"] += 1
     for piece in open_pieces.values():
@@ -597,29 +603,19 @@ def _plan_entries(path: str):
 
 
 class _Piece:
-    """One gzip member being written: buffered lines, compressed in ~1 MB batches."""
+    """One (split, shard) piece being written: a gzip member on its own file."""
 
     def __init__(self, path: Path, shard: int, level: int) -> None:
-        import zlib
+        from mlmctl.shards import GZIP_OS_UNIX, GzipMember
 
         self.shard = shard
         self.name = path.name
         self.file = open(path, "wb")
-        # wbits=31: a gzip member with mtime 0, so the bytes never depend on the clock.
-        self.comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-        self.buf: list[bytes] = []
-        self.size = 0
-
-    def write(self, line: bytes) -> None:
-        self.buf.append(line)
-        self.size += len(line)
-        if self.size >= 1 << 20:
-            self.file.write(self.comp.compress(b"".join(self.buf)))
-            self.buf.clear()
-            self.size = 0
+        self.gz = GzipMember(self.file, level, GZIP_OS_UNIX)
+        self.write = self.gz.write
 
     def close(self) -> None:
-        self.file.write(self.comp.compress(b"".join(self.buf)) + self.comp.flush())
+        self.gz.close()
         self.file.close()
 
 

@@ -37,6 +37,7 @@ from typing import Literal
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import EVAL_JSON, PREDICTIONS
+from mlmctl.masking import Masking
 
 
 
@@ -89,8 +90,8 @@ class EvalConfig:
     mask_prob: float = 0.15
     """MLM: fraction of (non-special) tokens masked per sequence."""
     mask_token_prob: float = 0.8
-    """MLM: for `mlm_ppl_801010` only, chosen tokens become [MASK] with this probability (0.1 random,
-    rest kept), as in pretraining; the headline `mlm_ppl` masks every chosen token."""
+    """MLM: for `mlm_ppl_801010` only, chosen tokens become [MASK] with this probability (min(0.1, 1 - this)
+    random, rest kept), as in pretraining; the headline `mlm_ppl` masks every chosen token."""
     seed: int = 0
     """Seed of the masks (mlm) and of the bootstrap resamples."""
     pppl: bool = False
@@ -105,14 +106,19 @@ class EvalConfig:
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(self.max_seq_len is None or self.max_seq_len >= 3, "max_seq_len", "must be at least 3 or null")
         check(self.max_sequences >= 0, "max_sequences", "must be >= 0 (0 = all)")
-        check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
-        check(0 <= self.mask_token_prob <= 1, "mask_token_prob", "must be in [0, 1]")
+        self.masking()  # the shared type checks mask_prob and mask_token_prob
         check(self.pppl_tokens >= 1, "pppl_tokens", "must be >= 1")
         check(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 100, "bootstrap_resamples",
               "must be 0 (no intervals) or >= 100 (fewer make the 2.5% tails meaningless)")
         check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(not (self.data and self.text_files), "text_files", "give either `data` or `text_files`, not both")
+
+    def masking(self) -> Masking:
+        """The masking of the mlm figures: pretraining's type, its random share derived from
+        `mask_token_prob` (0.1, or what is left when `mask_token_prob` > 0.9)."""
+        return Masking(mask_prob=self.mask_prob, mask_token_prob=self.mask_token_prob,
+                       random_token_prob=min(0.1, 1 - self.mask_token_prob))
 
 
 CONFIG = EvalConfig
@@ -281,7 +287,6 @@ def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
     import numpy as np
 
     from mlmctl.labelled import TextEncoder
-    from mlmctl.masking import MaskSpec
     from mlmctl.mlm_scoring import score_masked
     from mlmctl.model import BertForPreTraining
     from mlmctl.model_dir import load_model_dir
@@ -304,9 +309,7 @@ def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
     if not seqs:
         raise InputError(f"eval: the held-out data ({source}) has no tokens")
 
-    spec = MaskSpec(vocab_size=V, mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob,
-                    random_token_prob=min(0.1, 1 - cfg.mask_token_prob))
-    sc = score_masked(model, seqs, spec, cfg.seed, encoder.pad_id, cfg.batch_size, device)
+    sc = score_masked(model, seqs, cfg.masking(), V, cfg.seed, encoder.pad_id, cfg.batch_size, device)
     if sc.nll.size == 0:
         raise InputError(f"eval: no maskable tokens in the held-out data ({source})")
     special = {encoder.pad_id, encoder.cls_id, encoder.sep_id, encoder.mask_id}

@@ -36,6 +36,7 @@ from typing import Literal
 from mlmctl.config import check, config_to_dict
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import FINAL, METRICS_FILE, SPECIAL_TOKENS, SPLITS, TOKENIZER_FILE, TRAIN, VALIDATION
+from mlmctl.masking import Masking
 from mlmctl.training import OptimSettings, check_optimiser
 
 STAGE = "pretrain"
@@ -102,36 +103,6 @@ class DataSection:
         check(self.max_seq_len >= 1, "max_seq_len", f"must be >= 1, got {self.max_seq_len}")
         check(0.0 <= self.short_seq_prob <= 1.0, "short_seq_prob", f"must be in [0, 1], got {self.short_seq_prob}")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-
-
-@dataclass
-class MaskingSection:
-    """Dynamic masking (new masks every epoch, reproducible from the seed)."""
-
-    mask_prob: float = 0.15
-    """Fraction of the non-special tokens of a sequence chosen for prediction."""
-    mask_token_prob: float = 0.8
-    """Of the chosen tokens, the fraction replaced by [MASK]."""
-    random_token_prob: float = 0.1
-    """Of the chosen tokens, the fraction replaced by a random token (the rest stay unchanged)."""
-    whole_word: bool = False
-    """Choose whole words (all sub-word pieces of a word together)."""
-    max_predictions: int | None = None
-    """Upper bound on chosen tokens per sequence (BERT's max_predictions_per_seq); null = no bound."""
-
-    def __post_init__(self) -> None:
-        check(0.0 < self.mask_prob < 1.0, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
-        check(0.0 <= self.mask_token_prob <= 1.0, "mask_token_prob", "must be in [0, 1]")
-        check(0.0 <= self.random_token_prob <= 1.0 - self.mask_token_prob, "random_token_prob",
-              f"must be in [0, 1 - mask_token_prob] = [0, {1.0 - self.mask_token_prob:g}]")
-        check(self.max_predictions is None or self.max_predictions >= 1, "max_predictions", "must be >= 1 or null")
-
-    def spec(self, vocab_size: int):
-        from mlmctl.masking import MaskSpec
-
-        return MaskSpec(vocab_size=vocab_size, mask_prob=self.mask_prob, mask_token_prob=self.mask_token_prob,
-                        random_token_prob=self.random_token_prob, max_predictions=self.max_predictions,
-                        whole_word=self.whole_word)
 
 
 @dataclass
@@ -246,7 +217,7 @@ class PretrainConfig:
     """Model shape."""
     data: DataSection = field(default_factory=DataSection)
     """Sequence building."""
-    masking: MaskingSection = field(default_factory=MaskingSection)
+    masking: Masking = field(default_factory=Masking)
     """Masking."""
     train: TrainSection = field(default_factory=TrainSection)
     """Optimisation."""
@@ -345,7 +316,6 @@ class Pretrainer:
         if cfg.masking.whole_word and not self.train_ds.has_word_starts:
             raise InputError(f"pretrain: `masking.whole_word` needs word-start flags, which {ctx.input_dir} does "
                              f"not have")
-        self.spec = cfg.masking.spec(self.vocab_size)
         self._batch_geometry()
 
     def _batch_geometry(self) -> None:
@@ -436,10 +406,11 @@ class Pretrainer:
         from mlmctl.masking import mask_batch
         from mlmctl.packing import collate
 
-        cfg, spec = self.cfg, self.spec
+        cfg, spec = self.cfg, self.cfg.masking
         exs = [ds.get(int(i)) for i in indices]
+        word_starts = [e.word_starts for e in exs] if spec.whole_word else None
         inputs, labels = mask_batch([e.ids for e in exs], [int(i) for i in indices], epoch, cfg.data.seed, spec,
-                                    [e.word_starts for e in exs] if spec.whole_word else None, stream=stream)
+                                    self.vocab_size, word_starts, stream=stream)
         tt = [e.token_types for e in exs] if cfg.data.packing == "sentence-pair" else None
         ids, lab, am, tts = collate(inputs, labels, tt)
         nsl = np.array([e.next_sentence_label for e in exs]) if cfg.data.nsp else None

@@ -38,7 +38,7 @@ from mlmctl.errors import InputError
 from mlmctl.pretokenize import WORD_JOINER, PretokenizerConfig
 from mlmctl.segment import SegmentConfig
 from mlmctl.layout import SPLITS, STATS_FILE, shard_name
-from mlmctl.shards import atomic_write, atomic_write_json
+from mlmctl.shards import atomic_gzip, atomic_write_json
 
 STAGE = "tokenize"
 INPUT_STAGE = "clean"
@@ -162,30 +162,28 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
                     repaired_docs=0)
     name = shard_name(unit.index)
     batch: list[tuple[list[str], list[list[str]]]] = []  # (sentences, their words) per document
-    with atomic_write(part / f"{name}{TEXT_SUFFIX}") as raw:
-        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
-            for lineno, line in enumerate(open_shard_lines(unit.src), 1):
-                if not line:
-                    continue
-                text = _doc_text(line, unit.src, lineno)
-                stats["docs_in"] += 1
-                try:
-                    batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
-                except UnicodeError:
-                    # Lone surrogates (from a JSON "\ud800" escape) cannot reach the Rust library;
-                    # replace them and count the document rather than drop it.
-                    stats["repaired_docs"] += 1
-                    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-                    batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
-                if len(batch) >= DOCS_PER_BATCH:
-                    gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
-                    batch.clear()
-            gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
+    with atomic_gzip(part / f"{name}{TEXT_SUFFIX}", unit.compresslevel) as gz:
+        for lineno, line in enumerate(open_shard_lines(unit.src), 1):
+            if not line:
+                continue
+            text = _doc_text(line, unit.src, lineno)
+            stats["docs_in"] += 1
+            try:
+                batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
+            except UnicodeError:
+                # Lone surrogates (from a JSON "\ud800" escape) cannot reach the Rust library;
+                # replace them and count the document rather than drop it.
+                stats["repaired_docs"] += 1
+                text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, counts, stats))
+            if len(batch) >= DOCS_PER_BATCH:
+                gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
+                batch.clear()
+        gz.write(_batch_text(batch, seg, stats).encode("utf-8"))
     # Most frequent first, ties by code point: a deterministic file for a given shard.
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    with atomic_write(part / f"{name}{COUNTS_SUFFIX}") as raw:
-        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=unit.compresslevel, mtime=0) as gz:
-            gz.write("".join(f"{w}\t{c}\n" for w, c in ordered).encode("utf-8"))
+    with atomic_gzip(part / f"{name}{COUNTS_SUFFIX}", unit.compresslevel) as gz:
+        gz.write("".join(f"{w}\t{c}\n" for w, c in ordered).encode("utf-8"))
     stats["unique_words"] = len(counts)
     if seg is not None:
         stats["unsegmented_sentences"] = seg.unaligned

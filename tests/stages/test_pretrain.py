@@ -19,7 +19,8 @@ pytest.importorskip("tokenizers")
 torch = pytest.importorskip("torch")
 
 from mlmctl.manifest import Manifest, write_manifest  # noqa: E402
-from mlmctl.shards import ShardWriter, file_sha256  # noqa: E402
+from clean_fixture import write_clean_shard  # noqa: E402
+from mlmctl.shards import file_sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOUNS = "cat dog bird fish horse mouse teacher doctor farmer pilot river mountain city garden".split()
@@ -47,10 +48,8 @@ def vocab_dir(tmp_path_factory) -> Path:
     rng = random.Random(0)
     infos = []
     for split, n in (("train", 400), ("validation", 40)):
-        w = ShardWriter(clean, split, ".jsonl.gz")
-        for i in range(n):
-            w.write(json.dumps({"id": f"{split}-{i}", "text": _doc(rng), "source": "test"}) + "\n", docs=1)
-        infos += w.close()
+        lines = [json.dumps({"id": f"{split}-{i}", "text": _doc(rng), "source": "test"}) for i in range(n)]
+        infos.append(write_clean_shard(clean, split, 0, lines))
     write_manifest(clean, Manifest(stage="clean", config={}, config_hash="test", input_hash=None, shards=infos))
     assert main(["tokenize", "-c", str(ROOT / "configs/smoke/tokenize.yaml"), "--input", str(clean),
                  "--output", str(base / "tokens")]) == 0

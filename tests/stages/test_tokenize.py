@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("tokenizers")
 
 from mlmctl.manifest import Manifest, manifest_hash, read_manifest, write_manifest  # noqa: E402
-from mlmctl.shards import ShardWriter  # noqa: E402
+from clean_fixture import write_clean_shard  # noqa: E402
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her it an are were which "
@@ -55,10 +55,9 @@ def make_clean_dir(out: Path, docs: list[str], shards: int = 2, validation: list
             chunk = items[k:k + per]
             if not chunk:
                 continue
-            w = ShardWriter(out, split, ".jsonl.gz", start_index=k // per)
-            for i, text in enumerate(chunk):
-                w.write(json.dumps({"id": f"{split}-{k + i}", "text": text, "source": "test"}) + "\n", docs=1)
-            infos += w.close()
+            lines = [json.dumps({"id": f"{split}-{k + i}", "text": text, "source": "test"})
+                     for i, text in enumerate(chunk)]
+            infos.append(write_clean_shard(out, split, k // per, lines))
     write_manifest(out, Manifest(stage="clean", config={}, config_hash="test", input_hash=None, shards=infos))
     return out
 
@@ -225,19 +224,17 @@ def test_empty_corpus_is_a_clear_error(tmp_path, run_cli):
 
 def test_bad_record_is_a_clear_error(tmp_path, run_cli):
     out = tmp_path / "clean"
-    w = ShardWriter(out, "train", ".jsonl.gz")
-    w.write(json.dumps({"id": "a", "text": "Fine text.", "source": "x"}) + "\n")
-    w.write("{not json\n")
-    write_manifest(out, Manifest(stage="clean", config={}, config_hash="t", input_hash=None, shards=w.close()))
+    good = json.dumps({"id": "a", "text": "Fine text.", "source": "x"})
+    info = write_clean_shard(out, "train", 0, [good, "{not json"])
+    write_manifest(out, Manifest(stage="clean", config={}, config_hash="t", input_hash=None, shards=[info]))
     code, _, err = run_cli("tokenize", "--input", out, "--output", tmp_path / "tok")
     assert code == 1 and "shard-00000.jsonl.gz:2" in err and "Traceback" not in err
 
 
 def test_lone_surrogates_are_repaired_and_counted(tmp_path, run_cli):
     clean = tmp_path / "clean"
-    w = ShardWriter(clean, "train", ".jsonl.gz")
-    w.write('{"id": "a", "text": "Bad \\ud800 char here. Fine.", "source": "x"}\n')
-    write_manifest(clean, Manifest(stage="clean", config={}, config_hash="t", input_hash=None, shards=w.close()))
+    info = write_clean_shard(clean, "train", 0, ['{"id": "a", "text": "Bad \\ud800 char here. Fine.", "source": "x"}'])
+    write_manifest(clean, Manifest(stage="clean", config={}, config_hash="t", input_hash=None, shards=[info]))
     out = tmp_path / "tok"
     run_tokenize(run_cli, clean, out)
     assert read_manifest(out, "tokenize").records("repaired_docs") == 1
