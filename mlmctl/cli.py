@@ -210,8 +210,6 @@ def plot(
 ) -> None:
     """Plot training curves from metrics.jsonl: loss, validation perplexity, learning rate, tokens/s
     (finetune runs: dev metrics per epoch). Needs mlmctl[plot]."""
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
     from mlmctl import plot as impl
 
     impl.run(run_dirs, output, format_, impl.DEFAULT_SMOOTHING if smoothing is None else smoothing)

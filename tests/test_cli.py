@@ -41,7 +41,7 @@ def test_every_registered_stage_is_a_command_and_nothing_else_is(run_cli):
 
     commands = set(typer.main.get_command(app).commands)
     assert set(STAGES) <= commands
-    assert commands - set(STAGES) == {"fill-mask", "inspect", "report"}
+    assert commands - set(STAGES) == {"fill-mask", "inspect", "report", "plot"}
     code, out, _ = run_cli("--help")
     assert code == 0 and all(f"  {stage} " in out for stage in STAGES)
 
