@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlmctl.errors import InputError
@@ -124,6 +125,32 @@ ENCODER_PREFIXES = {"bert": "bert.", "modernbert": "model."}
 def arch_of(cfg) -> str:
     """`bert` or `modernbert`: the `model_type` of a config object."""
     return getattr(cfg, "model_type", "bert")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What `model.arch` selects: the config class (with `from_preset`), its presets, the model
+    classes, and the transformers class names written to `config.json`'s `architectures`."""
+
+    name: str
+    config: type
+    presets: dict
+    masked_lm: type
+    classifier: type
+    hf_masked_lm: str
+    hf_classifier: str
+
+
+def architecture(name: str) -> Arch:
+    """The `Arch` of `bert` or `modernbert` (imports torch)."""
+    if name not in ENCODER_PREFIXES:
+        raise ValueError(f"unknown architecture {name!r}; use one of {', '.join(sorted(ENCODER_PREFIXES))}")
+    mod = _arch_module(name)
+    if name == "modernbert":
+        return Arch(name, mod.ModernBertConfig, mod.PRESETS, mod.ModernBertForMaskedLM,
+                    mod.ModernBertForSequenceClassification, "ModernBertForMaskedLM", "ModernBertForSequenceClassification")
+    return Arch(name, mod.ModelConfig, mod.PRESETS, mod.BertForPreTraining, mod.BertForSequenceClassification,
+                "BertForMaskedLM", "BertForSequenceClassification")
 
 
 def _arch_module(model_type: str):

@@ -308,3 +308,16 @@ def test_model_dir_refuses_the_other_architecture(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "model_type": "roberta"}))
     with pytest.raises(InputError, match="model_type 'roberta' is not supported; mlmctl reads bert and modernbert"):
         load_model_dir(tmp_path / "m", ModernBertForMaskedLM)
+
+
+def test_architecture_registry_selects_presets_and_classes():
+    from mlmctl.model import BertForPreTraining
+    from mlmctl.model_dir import architecture
+
+    bert, modern = architecture("bert"), architecture("modernbert")
+    assert bert.masked_lm is BertForPreTraining and modern.masked_lm is ModernBertForMaskedLM
+    assert set(bert.presets) == set(modern.presets)  # the same preset names select either shape
+    assert modern.config.from_preset("mini", 100).intermediate_size == 384
+    assert bert.config.from_preset("mini", 100).intermediate_size == 1024
+    with pytest.raises(ValueError, match="unknown architecture 'gpt'"):
+        architecture("gpt")
