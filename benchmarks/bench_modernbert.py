@@ -5,6 +5,8 @@ local window 128, global attention every 3rd layer), the same initial weights (o
 through the key map), the same packed, dynamically masked batches (--tokens per batch, 15% masked,
 no padding) and the same AdamW, in the same process, one after the other. HF runs twice: as it
 ships (`sparse_prediction` off: logits at every position) and with `sparse_prediction=True`.
+The models train in lockstep, one optimizer step each in turn (the order rotating every step),
+so a machine shared with other jobs slows them all alike instead of whichever ran last.
 Figures: training tokens/s (after --warmup untimed steps) and the losses of the first and last
 steps, which must agree (same weights, same batches, no dropout).
 
@@ -28,7 +30,46 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_pretrain import make_batches, train  # noqa: E402  (same batches and loop as the BERT benchmark)
+from bench_pretrain import make_batches  # noqa: E402  (the same batches as the BERT benchmark)
+
+
+def train_lockstep(runs: dict, batches, warmup: int, device: str = "cpu", bf16: bool = False):
+    """runs: name -> (model, step_fn). Returns name -> (tokens/s, losses), timing each model's
+    own optimizer steps only."""
+    import contextlib
+    import time
+
+    import torch
+
+    from mlmctl.optim import make_adamw
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    opts = {}
+    for name, (model, _) in runs.items():
+        model.to(device).train()
+        opts[name] = make_adamw(model, 1e-4, 0.01, (0.9, 0.98), 1e-6, torch.device(device).type)
+    seconds = dict.fromkeys(runs, 0.0)
+    losses = {name: [] for name in runs}
+    names, tokens = list(runs), 0
+    for i, (ids, labels) in enumerate(batches):
+        ids, labels = ids.to(device), labels.to(device)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            model, step_fn = runs[name]
+            sync()
+            t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                loss = step_fn(model, ids, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+            sync()
+            if i >= warmup:
+                seconds[name] += time.perf_counter() - t0
+            losses[name].append(float(loss.detach()))
+        if i >= warmup:
+            tokens += ids.numel()
+    return {name: (tokens / seconds[name], losses[name]) for name in runs}
 
 
 def main() -> None:
@@ -83,14 +124,11 @@ def main() -> None:
             torch.manual_seed(0)
             cfg = ModernBertConfig.from_preset(preset, args.vocab)
             ours = ModernBertForMaskedLM(cfg)
-            runs = {"HF": hf_copy(ours, sparse=False)}
+            runs = {"mlmctl": (ours, ours_step), "HF": (hf_copy(ours, sparse=False), hf_step)}
             if not args.no_hf_sparse:
-                runs["HF sparse"] = hf_copy(ours, sparse=True)
-            result = {}
-            for name, model, step in [("mlmctl", ours, ours_step)] + [(n, m, hf_step) for n, m in runs.items()]:
-                torch.manual_seed(1)
-                result[name] = train(step, model, batches, args.warmup, args.device, args.bf16)
-                del model
+                runs["HF sparse"] = (hf_copy(ours, sparse=True), hf_step)
+            result = train_lockstep(runs, batches, args.warmup, args.device, args.bf16)
+            del runs, ours
             tps = {k: v[0] for k, v in result.items()}
             losses = {k: v[1] for k, v in result.items()}
             rows.append((preset, seq_len, tps, losses))
