@@ -85,10 +85,7 @@ def load_model_dir(path, cls, **cls_kwargs):
         raise InputError(f"model directory {path} does not exist; give a pretrain/finetune output or an HF BERT directory")
     raw, cfg = _read_config(path)
     arch = arch_of(cfg)
-    want = getattr(getattr(cls, "config_class", None), "model_type", "bert")
-    if want != arch:
-        raise InputError(f"{path} holds a {arch} model (config.json model_type) where a {want} model is needed; "
-                         f"set `model.arch: {arch}` or give a {want} model directory")
+    _check_arch(path, arch, getattr(getattr(cls, "config_class", None), "model_type", "bert"))
     mod = _arch_module(arch)
     sd = _read_weights(path)
     model = cls(cfg, **cls_kwargs)
@@ -112,10 +109,20 @@ def load_model_dir(path, cls, **cls_kwargs):
     return model, cfg, info
 
 
-def read_model_config(path, reader: str = "mlmctl"):
+def read_model_config(path, reader: str = "mlmctl", arch: str | None = "bert"):
     """The checked config of a model directory (nothing is allocated): a `ModelConfig`, or a
-    `ModernBertConfig` when `model_type` is `modernbert` (tell them apart with `arch_of`)."""
-    return _read_config(Path(path), reader)[1]
+    `ModernBertConfig` when `model_type` is `modernbert` (tell them apart with `arch_of`).
+    `arch` is the architecture the caller can handle (None: either); another is an InputError."""
+    cfg = _read_config(Path(path), reader)[1]
+    if arch is not None:
+        _check_arch(Path(path), arch_of(cfg), arch)
+    return cfg
+
+
+def _check_arch(path: Path, arch: str, want: str) -> None:
+    if arch != want:
+        raise InputError(f"{path} holds a {arch} model (config.json model_type) where a {want} model is needed; "
+                         f"set `model.arch: {arch}` or give a {want} model directory")
 
 
 # The config.json `model_type`s mlmctl reads, and the prefix of their encoder weights' names.

@@ -301,9 +301,12 @@ def test_model_dir_refuses_the_other_architecture(tmp_path):
     from mlmctl.model_dir import arch_of, load_model_dir, read_model_config, save_model_dir
 
     save_model_dir(ModernBertForMaskedLM(tiny_cfg()), tmp_path / "m", architectures="ModernBertForMaskedLM")
-    assert arch_of(read_model_config(tmp_path / "m")) == "modernbert"
+    assert arch_of(read_model_config(tmp_path / "m", arch=None)) == "modernbert"
+    assert arch_of(read_model_config(tmp_path / "m", arch="modernbert")) == "modernbert"
     with pytest.raises(InputError, match="holds a modernbert model .* where a bert model is needed"):
         load_model_dir(tmp_path / "m", BertForPreTraining)
+    with pytest.raises(InputError, match="where a bert model is needed"):
+        read_model_config(tmp_path / "m")  # callers not yet wired for ModernBERT keep refusing it
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "model_type": "roberta"}))
     with pytest.raises(InputError, match="model_type 'roberta' is not supported; mlmctl reads bert and modernbert"):
