@@ -1,6 +1,6 @@
 """Write and read HF-compatible model directories.
 
-A model directory holds `config.json` (HF `BertConfig` keys + `architectures`),
+A model directory holds `config.json` (HF `BertConfig` or `ModernBertConfig` keys + `architectures`),
 `model.safetensors` (HF parameter names, tied decoder weight omitted as HF does) and the
 tokenizer files copied from the build-vocab directory (`tokenizer.json`, `vocab.txt`, plus
 a `tokenizer_config.json`/`special_tokens_map.json` so `AutoTokenizer.from_pretrained(dir)`
@@ -8,7 +8,9 @@ works). It loads as it stands with `transformers.AutoModelForMaskedLM.from_pretr
 
 `save_model_dir` writes the whole directory under a temporary name and renames it into
 place, so a killed writer never leaves a directory that looks complete.
-`load_model_dir` reads mlmctl directories and local HF BERT directories alike.
+`load_model_dir` reads mlmctl directories and local HF BERT and ModernBERT directories alike;
+the architecture is chosen by `config.json`'s `model_type` (`bert`, or `modernbert` for
+`mlmctl.modernbert`), and the class asked for must be of that architecture.
 
 A model directory is untrusted input (docs/security.md): config.json is parsed with
 `mlmctl.safe_json` and every value checked (`ModelConfig`), the parameter count is estimated
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlmctl.errors import InputError
@@ -39,8 +42,6 @@ def save_model_dir(model, path, *, tokenizer_dir=None, architectures, extra_conf
     there is replaced only once the new one is complete)."""
     from safetensors.torch import save_file
 
-    from mlmctl.model import to_hf_state_dict
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
@@ -50,6 +51,7 @@ def save_model_dir(model, path, *, tokenizer_dir=None, architectures, extra_conf
     cfg = model.config
     hf_cfg = cfg.to_hf_config(architectures, **(extra_config or {}))
     _write_text(tmp / CONFIG_NAME, json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
+    to_hf_state_dict = _arch_module(arch_of(cfg)).to_hf_state_dict
     sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(model).items()}
     save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
     _fsync_file(tmp / WEIGHTS_NAME)
@@ -70,25 +72,29 @@ def load_model_dir(path, cls, **cls_kwargs):
     """Build `cls(ModelConfig, **cls_kwargs)` and load the weights found in `path`.
 
     Reads `model.safetensors` (or a sharded `model.safetensors.index.json`, or
-    `pytorch_model.bin`) with HF names, with or without the `bert.` prefix. Parameters the
+    `pytorch_model.bin`) with HF names, with or without the `bert.` (`model.`) prefix.
+    `cls` must be of the directory's architecture (`model_type`); `cls.config_class` names
+    it (BERT classes have none). Parameters the
     file lacks (a new classifier head, the pooler of a BertForMaskedLM checkpoint) stay freshly
     initialised and are listed in `info["missing"]`; weights the model does not use are in
     `info["unexpected"]`. Returns (model, ModelConfig, info)."""
-    from mlmctl.model import from_hf_state_dict
-
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"model directory {path} does not exist; give a pretrain/finetune output or an HF BERT directory")
     raw, cfg = _read_config(path)
+    arch = arch_of(cfg)
+    _check_arch(path, arch, getattr(getattr(cls, "config_class", None), "model_type", "bert"))
+    mod = _arch_module(arch)
     sd = _read_weights(path)
     model = cls(cfg, **cls_kwargs)
     try:
-        missing, unexpected = from_hf_state_dict(model, sd)
+        missing, unexpected = mod.from_hf_state_dict(model, sd)
     except ValueError as e:
         raise InputError(f"{path}: weights do not fit {CONFIG_NAME} ({e})") from None
     # A file with none of the encoder's weights is the wrong kind of model, not a warm start.
-    if not any(k.startswith("bert.") and k not in missing for k in _hf_keys(model)):
-        raise InputError(f"{path}: the weights file holds no BERT encoder weights; is this a BERT model directory?")
+    prefix = ENCODER_PREFIXES[arch]
+    if not any(k.startswith(prefix) and k not in missing for k in mod.to_hf_state_dict(model)):
+        raise InputError(f"{path}: the weights file holds no {arch} encoder weights; is this a {arch} model directory?")
     tok_files = [n for n in TOKENIZER_FILES if (path / n).is_file()]
     info = {
         "missing": missing,
@@ -101,20 +107,79 @@ def load_model_dir(path, cls, **cls_kwargs):
     return model, cfg, info
 
 
-def read_model_config(path, reader: str = "mlmctl"):
-    """The checked `ModelConfig` of a model directory (nothing is allocated)."""
-    return _read_config(Path(path), reader)[1]
+def read_model_config(path, reader: str = "mlmctl", arch: str | None = "bert"):
+    """The checked config of a model directory (nothing is allocated): a `ModelConfig`, or a
+    `ModernBertConfig` when `model_type` is `modernbert` (tell them apart with `arch_of`).
+    `arch` is the architecture the caller can handle (None: either); another is an InputError."""
+    cfg = _read_config(Path(path), reader)[1]
+    if arch is not None:
+        _check_arch(Path(path), arch_of(cfg), arch)
+    return cfg
+
+
+def _check_arch(path: Path, arch: str, want: str) -> None:
+    if arch != want:
+        raise InputError(f"{path} holds a {arch} model (config.json model_type) where a {want} model is needed; "
+                         f"set `model.arch: {arch}` or give a {want} model directory")
+
+
+# The config.json `model_type`s mlmctl reads, and the prefix of their encoder weights' names.
+ENCODER_PREFIXES = {"bert": "bert.", "modernbert": "model."}
+
+
+def arch_of(cfg) -> str:
+    """`bert` or `modernbert`: the `model_type` of a config object."""
+    return getattr(cfg, "model_type", "bert")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What `model.arch` selects: the config class (with `from_preset`), its presets, the model
+    classes, and the transformers class names written to `config.json`'s `architectures`."""
+
+    name: str
+    config: type
+    presets: dict
+    masked_lm: type
+    classifier: type
+    hf_masked_lm: str
+    hf_classifier: str
+
+
+def architecture(name: str) -> Arch:
+    """The `Arch` of `bert` or `modernbert` (imports torch)."""
+    if name not in ENCODER_PREFIXES:
+        raise ValueError(f"unknown architecture {name!r}; use one of {', '.join(sorted(ENCODER_PREFIXES))}")
+    mod = _arch_module(name)
+    if name == "modernbert":
+        return Arch(name, mod.ModernBertConfig, mod.PRESETS, mod.ModernBertForMaskedLM,
+                    mod.ModernBertForSequenceClassification, "ModernBertForMaskedLM", "ModernBertForSequenceClassification")
+    return Arch(name, mod.ModelConfig, mod.PRESETS, mod.BertForPreTraining, mod.BertForSequenceClassification,
+                "BertForMaskedLM", "BertForSequenceClassification")
+
+
+def _arch_module(model_type: str):
+    """The module implementing `model_type`: its config class and HF key map."""
+    if model_type == "modernbert":
+        from mlmctl import modernbert as mod
+    else:
+        from mlmctl import model as mod
+    return mod
 
 
 def _read_config(path: Path, reader: str = "mlmctl"):
-    from mlmctl.model import ModelConfig
-
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise InputError(f"{path} has no {CONFIG_NAME}; it is not a model directory (a pretrain run's model is in RUN/final)")
     raw = read_json_file(cfg_file, reader, fix="it is not a model config; give a model directory mlmctl or HF wrote")
+    model_type = raw.get("model_type", "bert") if isinstance(raw, dict) else "bert"
+    if not isinstance(model_type, str) or model_type not in ENCODER_PREFIXES:
+        raise InputError(f"{reader}: {cfg_file}: model_type {model_type!r} is not supported; mlmctl reads "
+                         f"{' and '.join(sorted(ENCODER_PREFIXES))} models")
+    mod = _arch_module(model_type)
+    config_cls = mod.ModernBertConfig if model_type == "modernbert" else mod.ModelConfig
     try:
-        return raw, ModelConfig.from_hf_config(raw)
+        return raw, config_cls.from_hf_config(raw)
     except (ValueError, TypeError) as e:
         raise InputError(f"{reader}: {cfg_file}: {e}") from None
 
@@ -129,12 +194,6 @@ def inside(root: Path, name: str, what: str) -> Path:
     if os.path.isabs(name) or not target.is_relative_to(real_root) or target == real_root:
         raise InputError(f"{what} names {name!r}, outside {root}; refused (files must lie inside the directory)")
     return target
-
-
-def _hf_keys(model):
-    from mlmctl.model import to_hf_state_dict
-
-    return to_hf_state_dict(model).keys()
 
 
 def _read_weights(path: Path) -> dict:
