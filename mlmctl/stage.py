@@ -140,49 +140,17 @@ class StageContext:
         if self.opts.task is not None:
             i, n = self.opts.task
             mine = range(i, len(units), n)
-        todo, records = [], {}
-        for j in mine:
-            part = phase_dir / unit_dir_name(j)
-            record = _unit_done(part, keys[j])
-            if record is not None:
-                records[j] = record
-            else:
-                if part.exists():
-                    shutil.rmtree(part)
-                todo.append(j)
+        todo, records = _pending_units(phase_dir, keys, mine)
         if records:
             self.log(f"{phase}: reusing {len(records)} completed {unit_name} from an earlier run")
-        workers = max(1, min(self.opts.workers, len(todo)))
+        jobs = [(units[j], phase_dir / unit_dir_name(j), keys[j]) for j in todo]
         with progress(len(todo), f"{self.stage}", unit_name, enabled=self.is_main) as bar:
-            if workers == 1:
-                for j in todo:
-                    _run_unit(fn, units[j], phase_dir / unit_dir_name(j), keys[j])
+            if min(self.opts.workers, len(todo)) <= 1:
+                for unit, part, key in jobs:
+                    _run_unit(fn, unit, part, key)
                     bar.update(1)
             else:
-                import multiprocessing
-                from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-                from concurrent.futures.process import BrokenProcessPool
-
-                # spawn, not fork: a forked child inherits the parent's tokenizers/torch threads.
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
-                                         initargs=(os.getpid(),)) as pool:
-                    futures = {
-                        pool.submit(_run_unit, fn, units[j], phase_dir / unit_dir_name(j), keys[j])
-                        for j in todo
-                    }
-                    pending = futures
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                        for fut in finished:
-                            try:
-                                fut.result()  # re-raises a worker's error here
-                            except BrokenProcessPool:
-                                raise MlmctlError(
-                                    f"{self.stage}: a worker process died (out of memory?); rerun to "
-                                    f"resume, with fewer --workers if memory is short"
-                                ) from None
-                            bar.update(1)
+                self._run_pool(fn, jobs, min(self.opts.workers, len(todo)), bar)
         if self.opts.task is not None:
             i, n = self.opts.task
             self.log(
@@ -202,6 +170,29 @@ class StageContext:
                 )
             results.append(UnitResult(j, part, record["result"], record["files"]))
         return results
+
+    def _run_pool(self, fn: Callable, jobs: list[tuple[Any, Path, str]], workers: int, bar) -> None:
+        """Run `_run_unit(fn, *job)` for every job over `workers` spawned processes that die with us."""
+        import multiprocessing
+        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn, not fork: a forked child inherits the parent's tokenizers/torch threads.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
+            pending = {pool.submit(_run_unit, fn, *job) for job in jobs}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    try:
+                        fut.result()  # re-raises a worker's error here
+                    except BrokenProcessPool:
+                        raise MlmctlError(
+                            f"{self.stage}: a worker process died (out of memory?); rerun to "
+                            f"resume, with fewer --workers if memory is short"
+                        ) from None
+                    bar.update(1)
 
     # ------------------------------------------------------------------------------------------
     def place(self, src: str | Path, name: str, split: str | None = None, records: dict | None = None,
@@ -233,6 +224,22 @@ class StageContext:
             write_manifest(self.output_dir, manifest)
             finish_cleanup(self.output_dir)
         return manifest
+
+
+def _pending_units(phase_dir: Path, keys: list[str], mine: range) -> tuple[list[int], dict[int, dict]]:
+    """(units still to run, {unit: done record} of the ones an earlier run completed and that still
+    verify); a unit folder that does not verify is removed, so its unit runs from scratch."""
+    todo, records = [], {}
+    for j in mine:
+        part = phase_dir / unit_dir_name(j)
+        record = _unit_done(part, keys[j])
+        if record is not None:
+            records[j] = record
+        else:
+            if part.exists():
+                shutil.rmtree(part)
+            todo.append(j)
+    return todo, records
 
 
 def _unit_key(unit: Any) -> str:
