@@ -123,25 +123,7 @@ def run(ctx) -> dict | None:
         raise InputError(f"build-vocab: {ctx.input_dir} has no words in its train split (empty corpus); rerun `mlmctl tokenize` on a non-empty corpus")
     pipeline = _read_pipeline(ctx.input_dir)
 
-    vocab_dir = ctx.work_dir / "vocab"
-    tok_path = vocab_dir / TOKENIZER_FILE
-    if not _trained(vocab_dir):
-        if ctx.opts.task is not None and ctx.opts.task[0] != 0:
-            raise MlmctlError(
-                f"build-vocab: the vocabulary is not trained yet; run task 0 first "
-                f"(`--task 0/{ctx.opts.task[1]}` trains it), then the other tasks"
-            )
-        if cfg.from_tokenizer:
-            _adopt_tokenizer(cfg.from_tokenizer, pipeline, tok_path)
-        else:
-            paths = [ctx.input_dir / s.name for s in shards["train"]]
-            counts = [ctx.input_dir / f.name for f in ctx.input_manifest.files
-                      if f.split == "train" and f.name.endswith(".counts.tsv.gz")]
-            ctx.log(f"training a {cfg.model} vocabulary of {cfg.vocab_size:,} on {len(paths)} shards")
-            started = time.perf_counter()
-            _train(cfg, pipeline, paths, counts, tok_path)
-            ctx.log(f"vocabulary trained in {time.perf_counter() - started:.1f} s")
-        atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
+    tok_path = _ensure_vocabulary(ctx, cfg, shards, pipeline)
     tok_sha = file_sha256(tok_path)
     vocab_size = _vocab_size(tok_path)
     dtype = _pick_dtype(cfg.dtype, vocab_size)
@@ -178,13 +160,7 @@ def run(ctx) -> dict | None:
 
     files += _write_tokenizer_files(ctx, tok_path, pipeline, cfg)
     tokenizer_sha = file_sha256(out / TOKENIZER_FILE)
-    stats = {"vocab_size": vocab_size, "dtype": dtype, "vocab_used_by_train": round(float(used.mean()), 6)}
-    for split, t in totals.items():
-        stats[split] = dict(t) | {
-            "unk_rate": round(t["unk"] / max(t["tokens"], 1), 6),
-            "subwords_per_word": round(t["tokens"] / max(t["words"], 1), 4),
-            "word_coverage": round(t["single_token_words"] / max(t["words"], 1), 6),
-        }
+    stats = _stats(vocab_size, dtype, used, totals)
     atomic_write_json(out / STATS_FILE, stats)
     files.append(ctx.describe(STATS_FILE))
     extra = {
@@ -203,6 +179,44 @@ def run(ctx) -> dict | None:
         rows[split] = (f"{s['tokens']:,} tokens, [UNK] {100 * s['unk_rate']:.3f}%, "
                        f"{s['subwords_per_word']:.2f} sub-words/word")
     return rows
+
+
+def _ensure_vocabulary(ctx, cfg: BuildVocabConfig, shards: dict, pipeline: dict) -> Path:
+    """The trained (or adopted, with `from:`) tokenizer.json in .work/vocab/: trained once, by the
+    first run or by task 0 of a fan-out, and reused by every later run and task."""
+    vocab_dir = ctx.work_dir / "vocab"
+    tok_path = vocab_dir / TOKENIZER_FILE
+    if _trained(vocab_dir):
+        return tok_path
+    if ctx.opts.task is not None and ctx.opts.task[0] != 0:
+        raise MlmctlError(
+            f"build-vocab: the vocabulary is not trained yet; run task 0 first "
+            f"(`--task 0/{ctx.opts.task[1]}` trains it), then the other tasks"
+        )
+    if cfg.from_tokenizer:
+        _adopt_tokenizer(cfg.from_tokenizer, pipeline, tok_path)
+    else:
+        paths = [ctx.input_dir / s.name for s in shards["train"]]
+        counts = [ctx.input_dir / f.name for f in ctx.input_manifest.files
+                  if f.split == "train" and f.name.endswith(".counts.tsv.gz")]
+        ctx.log(f"training a {cfg.model} vocabulary of {cfg.vocab_size:,} on {len(paths)} shards")
+        started = time.perf_counter()
+        _train(cfg, pipeline, paths, counts, tok_path)
+        ctx.log(f"vocabulary trained in {time.perf_counter() - started:.1f} s")
+    atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
+    return tok_path
+
+
+def _stats(vocab_size: int, dtype: str, used, totals: dict) -> dict:
+    """stats.json: per split the totals plus [UNK] rate, sub-words per word and word coverage."""
+    stats = {"vocab_size": vocab_size, "dtype": dtype, "vocab_used_by_train": round(float(used.mean()), 6)}
+    for split, t in totals.items():
+        stats[split] = dict(t) | {
+            "unk_rate": round(t["unk"] / max(t["tokens"], 1), 6),
+            "subwords_per_word": round(t["tokens"] / max(t["words"], 1), 4),
+            "word_coverage": round(t["single_token_words"] / max(t["words"], 1), 6),
+        }
+    return stats
 
 
 # ----------------------------------------------------------------------------------------------
