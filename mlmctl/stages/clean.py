@@ -451,14 +451,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
         return np.fromfile(d / name, dtype=np.uint64)
 
     counts = [int((d / _HASHES).stat().st_size // 8) for d in read_dirs]
-    hashes = np.empty(sum(counts), dtype=np.uint64)  # the dedup table: 8 bytes per document
-    pos = 0
-    for d, n in zip(read_dirs, counts):
-        hashes[pos:pos + n] = load(d, _HASHES)
-        pos += n
-    srt = np.sort(hashes)
-    repeated = np.unique(srt[1:][srt[1:] == srt[:-1]])  # values that occur more than once
-    del srt
+    hashes, repeated = _repeated_hashes(read_dirs, counts)
     seen = np.zeros(len(repeated), dtype=np.int64)  # copies of each repeated value so far
     near = None
     if "near_dedup" in cfg.steps:
@@ -468,10 +461,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
     near_docs = near_chars = 0
 
     threshold = np.uint64(min(int(cfg.validation_fraction * 2.0**64), 2**64 - 1))
-    max_bytes = int(cfg.max_shard_mb * 1024 * 1024)
-    offset = [0, 0]  # running uncompressed bytes per split
-    raw_last = [-1, -1]  # last raw shard number used per split
-    dense = [-1, -1]  # its dense (output) number
+    numbers = _ShardNumbers(int(cfg.max_shard_mb * 1024 * 1024))
     plan_dir.mkdir(parents=True, exist_ok=True)
     files = []
     dup_docs = dup_chars = 0
@@ -503,18 +493,9 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
         sizes = load(d, _SIZES)
         for s in (0, 1):
             rows = np.nonzero(keep & (split == s))[0]
-            if not len(rows):
-                continue
-            sz = sizes[rows].astype(np.int64)
-            start = offset[s] + np.cumsum(sz) - sz  # each document's byte offset in its split
-            offset[s] += int(sz.sum())
-            raw = start // max_bytes
-            # Dense shard numbers: raw numbers skip values when a document is larger than a shard.
-            new = np.concatenate(([raw[0] != raw_last[s]], raw[1:] != raw[:-1]))
-            shard = dense[s] + np.cumsum(new)
-            dense[s] = int(shard[-1])
-            raw_last[s] = int(raw[-1])
-            dest[rows] |= (np.int64(s) << 40) | (shard.astype(np.int64) << 20)
+            if len(rows):
+                shard = numbers.assign(s, sizes[rows].astype(np.int64))
+                dest[rows] |= (np.int64(s) << 40) | (shard.astype(np.int64) << 20)
         dest[~keep] = -1
         path = plan_dir / f"unit-{j:05d}.i64"
         with atomic_write(path) as f:
@@ -522,7 +503,45 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
         files.append((path, file_sha256(path)))
     return {"files": files, "duplicates": dup_docs, "duplicate_chars": dup_chars,
             "near_duplicates": near_docs, "near_duplicate_chars": near_chars,
-            "shards": [dense[0] + 1, dense[1] + 1]}
+            "shards": [numbers.dense[0] + 1, numbers.dense[1] + 1]}
+
+
+def _repeated_hashes(read_dirs: list[Path], counts: list[int]):
+    """(every kept document's text hash in unit order, the sorted hash values that occur more than
+    once): the dedup table, 8 bytes per document."""
+    import numpy as np
+
+    hashes = np.empty(sum(counts), dtype=np.uint64)
+    pos = 0
+    for d, n in zip(read_dirs, counts):
+        hashes[pos:pos + n] = np.fromfile(d / _HASHES, dtype=np.uint64)
+        pos += n
+    srt = np.sort(hashes)
+    return hashes, np.unique(srt[1:][srt[1:] == srt[:-1]])
+
+
+class _ShardNumbers:
+    """Output shard numbers per split: documents fill shards of `max_bytes` (uncompressed) in
+    order, and the numbers are dense (a document larger than a shard skips no number)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.offset = [0, 0]  # running uncompressed bytes per split
+        self.raw_last = [-1, -1]  # last raw shard number used per split
+        self.dense = [-1, -1]  # its dense (output) number
+
+    def assign(self, s: int, sz):
+        """Shard numbers of the next documents of split `s`, whose line sizes are `sz` (int64)."""
+        import numpy as np
+
+        start = self.offset[s] + np.cumsum(sz) - sz  # each document's byte offset in its split
+        self.offset[s] += int(sz.sum())
+        raw = start // self.max_bytes
+        new = np.concatenate(([raw[0] != self.raw_last[s]], raw[1:] != raw[:-1]))
+        shard = self.dense[s] + np.cumsum(new)
+        self.dense[s] = int(shard[-1])
+        self.raw_last[s] = int(raw[-1])
+        return shard
 
 
 def _copy_numbers(groups, seen):
