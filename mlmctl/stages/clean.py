@@ -329,18 +329,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     from mlmctl.sources import read_unit
 
     pipeline = Pipeline([STEPS[name](c) for name, c in zip(u.steps, u.step_configs)])
-    skipped: list[list] = []
-    skip_total = 0
-    read_skips: dict[str, list[int]] = {}
-
-    def on_skip(reason: str, file: str, line: int) -> None:
-        nonlocal skip_total
-        slot = read_skips.setdefault(reason, [0, 0])
-        slot[0] += 1
-        skip_total += 1
-        if len(skipped) < u.max_listed:
-            skipped.append([_valid(file), line, "read", reason])
-
+    skips = _Skips(u.max_listed)
     hashes, sizes, chars = array("Q"), array("Q"), array("Q")
     minhash = _minhasher(u)
     kept = docs_in = chars_in = 0
@@ -367,14 +356,12 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             if minhash is not None:
                 minhash.write(sig_file)
 
-        for doc in _guarded(read_unit(u.unit, u.read, on_skip, read_stats), u.unit):
+        for doc in _guarded(read_unit(u.unit, u.read, skips.read_skip, read_stats), u.unit):
             docs_in += 1
             chars_in += len(doc.text)
             text, step, reason = pipeline.run(doc.text)
             if step is not None:
-                skip_total += 1
-                if len(skipped) < u.max_listed:
-                    skipped.append([_valid(doc.file), doc.line, step, reason])
+                skips.add(doc.file, doc.line, step, reason)
                 continue
             data = text.encode("utf-8")
             h = int.from_bytes(blake(data, digest_size=8).digest(), "big")
@@ -394,18 +381,39 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
                 flush()
                 buffered = 0
         flush()
-    dropped = {"read": read_skips} if read_skips else {}
+    dropped = {"read": skips.read} if skips.read else {}
     dropped.update(pipeline.dropped)
     return {
-        "documents_in": docs_in + sum(v[0] for v in read_skips.values()),
+        "documents_in": docs_in + sum(v[0] for v in skips.read.values()),
         "characters_in": chars_in,
         "kept": kept,
         "changed": pipeline.changed,
         "dropped": dropped,
-        "skipped": skipped,
-        "skipped_total": skip_total,
+        "skipped": skips.listed,
+        "skipped_total": skips.total,
         "read": read_stats,
     }
+
+
+class _Skips:
+    """The documents a unit left out: counted by reason, and the first `max_listed` named with
+    file and line (stats.json's `skipped`)."""
+
+    def __init__(self, max_listed: int):
+        self.max_listed = max_listed
+        self.listed: list[list] = []
+        self.total = 0
+        self.read: dict[str, list[int]] = {}  # reason -> [documents, characters] for the read step
+
+    def add(self, file: str, line: int, step: str, reason: str) -> None:
+        self.total += 1
+        if len(self.listed) < self.max_listed:
+            self.listed.append([_valid(file), line, step, reason])
+
+    def read_skip(self, reason: str, file: str, line: int) -> None:
+        """The readers' `on_skip`: a record or file the reader itself could not use."""
+        self.read.setdefault(reason, [0, 0])[0] += 1
+        self.add(file, line, "read", reason)
 
 
 def _minhasher(u: _ReadUnit):
