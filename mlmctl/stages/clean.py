@@ -43,7 +43,7 @@ from typing import Literal
 
 from mlmctl.cleaning import (
     DEFAULT_STEPS,
-    Pipeline,
+    build_pipeline,
     STEPS,
     DecodeConfig,
     LengthFilterConfig,
@@ -261,7 +261,7 @@ def run(ctx) -> dict | None:
     units = _discover(cfg, on_skip=lambda reason, path: walk_skips.append((reason, path)))
     read_opts = _read_options(cfg)
     step_cfgs = tuple(getattr(cfg, name) for name in cfg.steps)
-    Pipeline([STEPS[name](c) for name, c in zip(cfg.steps, step_cfgs)])  # a missing optional library fails here, once
+    build_pipeline(cfg.steps, dict(zip(cfg.steps, step_cfgs)))  # a missing optional library fails here, once
     read_units = [_ReadUnit(u, read_opts, tuple(cfg.steps), step_cfgs, cfg.max_listed_skips) for u in units]
     ctx.log(f"{len(units)} input units; steps: {', '.join(cfg.steps)}")
 
@@ -328,7 +328,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
 
     from mlmctl.sources import read_unit
 
-    pipeline = Pipeline([STEPS[name](c) for name, c in zip(u.steps, u.step_configs)])
+    pipeline = build_pipeline(u.steps, dict(zip(u.steps, u.step_configs)))
     skips = _Skips(u.max_listed)
     hashes, sizes, chars = array("Q"), array("Q"), array("Q")
     minhash = _minhasher(u)

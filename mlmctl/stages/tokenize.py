@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 
 from mlmctl.config import check
 from mlmctl.errors import InputError
-from mlmctl.pretokenize import WORD_JOINER, PretokenizerConfig
+from mlmctl.pretokenize import PretokenizerConfig
 from mlmctl.segment import SegmentConfig
 from mlmctl.layout import SPLITS, STATS_FILE, shard_name
 from mlmctl.shards import atomic_gzip, atomic_write_json
@@ -231,26 +230,3 @@ def _batch_text(batch, seg, stats) -> str:
         stats["docs"] += 1
         chunks.append("\n".join([*(next(lines) for _ in doc_words), "\n"]))
     return "".join(chunks)
-
-
-def read_documents(path: str | Path):
-    """Yield the documents of a tokenized shard as lists of sentences (lists of pre-tokens).
-
-    Word joiners (Chinese segmentation) read as spaces: the pre-tokens are the same either way.
-
-    For tests and tools; build-vocab reads the shards in blocks instead.
-    """
-    doc: list[list[str]] = []
-    try:
-        with gzip.open(path, "rb") as f:
-            data = f.read().decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is damaged ({e}); rerun `mlmctl tokenize --force`") from None
-    for line in data.split("\n"):
-        if line:
-            doc.append(line.replace(WORD_JOINER, " ").split(" "))
-        elif doc:
-            yield doc
-            doc = []
-    if doc:
-        yield doc

@@ -82,9 +82,23 @@ def expected_docs(docs: list[str], pipeline: dict, newline_is_boundary: bool = F
     return out
 
 
-def written_docs(tok_dir: Path, split: str) -> list[list[list[str]]]:
-    from mlmctl.stages.tokenize import read_documents
+def read_documents(path: Path):
+    """The documents of a tokenized shard as lists of sentences (lists of pre-tokens); word
+    joiners (Chinese segmentation) read as spaces, as build-vocab reads them."""
+    from mlmctl.pretokenize import WORD_JOINER
 
+    doc: list[list[str]] = []
+    for line in gzip.decompress(path.read_bytes()).decode("utf-8").split("\n"):
+        if line:
+            doc.append(line.replace(WORD_JOINER, " ").split(" "))
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def written_docs(tok_dir: Path, split: str) -> list[list[list[str]]]:
     docs = []
     for path in sorted((tok_dir / split).glob("shard-*.txt.gz")):
         docs += list(read_documents(path))
