@@ -178,7 +178,9 @@ def read_text_docs(path: str | Path, reader: str) -> list[str]:
     return [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
 
 
-def _jsonl_rows(path: Path, text: str, fields: list[str]):
+def jsonl_objects(path: Path, text: str, expect: str = "a JSON object per line"):
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON
+    object is an error naming file, line and what was `expect`ed."""
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -187,7 +189,12 @@ def _jsonl_rows(path: Path, text: str, fields: list[str]):
         except safe_json.JSONError as e:
             raise InputError(f"{path}:{line_no}: {e}") from None
         if not isinstance(obj, dict):
-            raise InputError(f"{path}:{line_no}: expected a JSON object per line")
+            raise InputError(f"{path}:{line_no}: expected {expect}")
+        yield line_no, obj
+
+
+def _jsonl_rows(path: Path, text: str, fields: list[str]):
+    for line_no, obj in jsonl_objects(path, text):
         for f in fields:
             if f not in obj:
                 raise InputError(

@@ -74,8 +74,8 @@ class ModelConfig:
                 raise ValueError(f"`{key}` must be a number in (0, 1), got {v!r}")
         if type(self.pad_token_id) is not int or not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"`pad_token_id` must be an id in [0, vocab_size), got {self.pad_token_id!r}")
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"`hidden_size` {self.hidden_size} is not a multiple of `num_attention_heads` {self.num_attention_heads}"
@@ -160,7 +160,7 @@ def check_allocatable(cfg: "ModelConfig") -> None:
 
 
 # HF "gelu" is the exact erf GELU; "gelu_new"/"gelu_pytorch_tanh" are the tanh approximation.
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -225,7 +225,7 @@ class Layer(nn.Module):
         self.ffn_up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.ffn_down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.act = ACTIVATIONS[cfg.hidden_act]
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x, attn_mask=None):
@@ -278,7 +278,7 @@ class MLMHead(nn.Module):
         self.transform = nn.Module()
         self.transform.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.transform.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.act = ACTIVATIONS[cfg.hidden_act]
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, h, word_embeddings: torch.Tensor):

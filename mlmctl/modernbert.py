@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mlmctl.errors import InputError
-from mlmctl.model import _ACTIVATIONS, IGNORE_INDEX, check_allocatable
+from mlmctl.model import ACTIVATIONS, IGNORE_INDEX, check_allocatable
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads, intermediate_size). The GeGLU
 # width is 1.5 x hidden, ModernBERT-base's ratio (its Wi holds 2 x intermediate rows).
@@ -123,8 +123,8 @@ class ModernBertConfig:
                 raise ValueError(f"`{key}` must be an id in [0, vocab_size={self.vocab_size}), got {v!r}")
         for key in ("hidden_activation", "classifier_activation"):
             v = getattr(self, key)
-            if not isinstance(v, str) or v not in _ACTIVATIONS:
-                raise ValueError(f"`{key}` {v!r} is not one of {sorted(_ACTIVATIONS)}")
+            if not isinstance(v, str) or v not in ACTIVATIONS:
+                raise ValueError(f"`{key}` {v!r} is not one of {sorted(ACTIVATIONS)}")
         if self.classifier_pooling not in ("cls", "mean"):
             raise ValueError(f"`classifier_pooling` must be 'cls' or 'mean', got {self.classifier_pooling!r}")
         if self.hidden_size % self.num_attention_heads:
@@ -367,7 +367,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModernBertConfig):
         super().__init__()
         self.Wi = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.act = _ACTIVATIONS[cfg.hidden_activation]
+        self.act = ACTIVATIONS[cfg.hidden_activation]
         self.drop = nn.Dropout(cfg.mlp_dropout)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
@@ -430,7 +430,7 @@ class PredictionHead(nn.Module):
     def __init__(self, cfg: ModernBertConfig):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.classifier_bias)
-        self.act = _ACTIVATIONS[cfg.classifier_activation]
+        self.act = ACTIVATIONS[cfg.classifier_activation]
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps, bias=cfg.norm_bias)
 
     def forward(self, h):

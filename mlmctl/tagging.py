@@ -42,9 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlmctl import safe_json
 from mlmctl.errors import InputError
-from mlmctl.labelled import read_text_file
+from mlmctl.labelled import jsonl_objects, read_text_file
 from mlmctl.seq_metrics import SCHEMES, split_tag
 
 if TYPE_CHECKING:
@@ -170,15 +169,10 @@ def _conll(path: Path, text: str, tag_column: int):
 
 
 def _jsonl(path: Path, text: str, tokens_field: str, tags_field: str):
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = safe_json.loads(line)
-        except safe_json.JSONError as e:
-            raise InputError(f"{path}:{line_no}: {e}") from None
-        if not isinstance(obj, dict) or tokens_field not in obj or tags_field not in obj:
-            raise InputError(f"{path}:{line_no}: expected an object with `{tokens_field}` and `{tags_field}` lists")
+    expect = f"an object with `{tokens_field}` and `{tags_field}` lists"
+    for line_no, obj in jsonl_objects(path, text, expect):
+        if tokens_field not in obj or tags_field not in obj:
+            raise InputError(f"{path}:{line_no}: expected {expect}")
         toks, tags = obj[tokens_field], obj[tags_field]
         for name, xs in ((tokens_field, toks), (tags_field, tags)):
             if not isinstance(xs, list) or not all(isinstance(x, str) for x in xs):
