@@ -12,6 +12,8 @@ WORKERS ?= 2
 PY      := $(VENV)/bin/python
 MLMCTL  := $(VENV)/bin/mlmctl
 PYTEST_ARGS ?=
+# pytest-xdist processes: the suite is process-safe (every test has its own tmp dirs).
+TEST_JOBS ?= 2
 
 .PHONY: install demo demo-zh smoke test test-quick bench lint clean-demo docs-images
 
@@ -35,10 +37,10 @@ smoke: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/smoke bash scripts/chain.sh
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 test-quick: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/run_all.py
