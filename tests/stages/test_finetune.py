@@ -351,6 +351,11 @@ def test_modernbert_classifier_from_either_writer_loads_as_hf_class(task, tmp_pa
         a, _ = ours.eval()(ids, attention_mask=mask)
         b = hf(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(a, b, atol=1e-4)
+    # eval dispatches on the model_type too
+    code, _, err = run_cli("eval", "--input", tmp_path / "run", "--output", tmp_path / "ev",
+                           "--set", f"test_file={task['test']}")
+    assert code == 0, err
+    assert 0 <= json.loads((tmp_path / "ev" / "eval.json").read_text())["accuracy"] <= 1
 
 
 def test_unsupported_model_type_and_misplaced_pooling_are_one_line(task, tmp_path, run_cli):
