@@ -27,14 +27,13 @@ def fill_mask(model_dir: Path, text: str, top_k: int = 5) -> dict:
     import torch
 
     from mlmctl.labelled import TextEncoder, resolve_model_dir
-    from mlmctl.model import BertForPreTraining
-    from mlmctl.model_dir import load_model_dir
+    from mlmctl.model_dir import MLM_HEAD_PREFIXES, load_own_arch
 
     if top_k < 1:
         raise MlmctlError(f"fill-mask: --top-k must be at least 1, got {top_k}")
     model_dir = resolve_model_dir(model_dir, "fill-mask")
-    model, cfg, info = load_model_dir(model_dir, BertForPreTraining)
-    if any(k.startswith("cls.predictions") for k in info["missing"]):
+    model, cfg, info = load_own_arch(model_dir, "masked_lm", "fill-mask")
+    if any(k.startswith(MLM_HEAD_PREFIXES) for k in info["missing"]):
         raise InputError(f"fill-mask: {model_dir} has no masked-LM head (a fine-tuned classifier?); "
                          "use a pretrain output such as RUN/final")
     enc = TextEncoder(model_dir, cfg.max_position_embeddings, "fill-mask")

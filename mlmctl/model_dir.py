@@ -117,6 +117,17 @@ def read_model_config(path, reader: str = "mlmctl", arch: str | None = "bert"):
     return cfg
 
 
+def load_own_arch(path, kind: str, reader: str = "mlmctl", **cls_kwargs):
+    """`load_model_dir` with the class of the directory's own architecture (config.json
+    `model_type`): `kind` is `masked_lm` or `classifier` (an `Arch` field)."""
+    arch = architecture(arch_of(read_model_config(path, reader, arch=None)))
+    return load_model_dir(path, getattr(arch, kind), **cls_kwargs)
+
+
+# Names of the masked-LM head's weights (HF names): missing ones mean a classifier directory.
+MLM_HEAD_PREFIXES = ("cls.predictions", "head.", "decoder.")
+
+
 def _check_arch(path: Path, arch: str, want: str) -> None:
     if arch != want:
         raise InputError(f"{path} holds a {arch} model (config.json model_type) where a {want} model is needed; "

@@ -18,6 +18,12 @@ B replaced with probability 0.5 (or always, for a one-sentence chunk) by consecu
 of another random document (is_random_next = 1), the unused sentences put back, and the pair
 truncated to fit by removing tokens from the front or the back (at random) of the longer one.
 Sequence = `[CLS] A [SEP] B [SEP]`, token types 0 for `[CLS] A [SEP]` and 1 for `B [SEP]`.
+
+`documents` (ModernBERT's unpadded batches, for `model.arch: modernbert`): every document becomes
+`[CLS] doc [SEP]` (one longer than a row is cut into pieces of `max_seq_len - 2` tokens, each
+wrapped alike), and rows are filled with whole pieces in corpus order, each with its own id in
+`doc_ids`, so that attention never crosses a document and positions restart at each. What a row
+leaves unfilled is padding: `efficiency` (real tokens / slots) says how much.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Example:
     word_starts: np.ndarray | None  # bool (T,) or None
     token_types: np.ndarray | None  # int64 (T,) or None (all zero)
     next_sentence_label: int | None  # 1 = B is a random segment, 0 = B follows A; None without NSP
+    doc_ids: np.ndarray | None = None  # int64 (T,): which document each token is of (`documents` packing)
 
 
 def _doc_token_ranges(parts: list[CorpusPart]):
@@ -126,6 +133,76 @@ class FullSentences:
                 pos += 1
                 d += 1
         return Example(ids, ws, None, None)
+
+
+class Documents:
+    """`documents` packing over the parts; `len()` rows, `get(i)` materialises one with `doc_ids`."""
+
+    def __init__(self, parts: list[CorpusPart], max_seq_len: int):
+        if max_seq_len < 3:
+            raise ValueError("max_seq_len must be at least 3")
+        self.parts = parts
+        self.max_seq_len = max_seq_len
+        self.has_word_starts = bool(parts) and all(p.word_starts is not None for p in parts)
+        doc_part, doc_start, doc_end = _doc_token_ranges(parts)
+        # Pieces of at most `room` tokens: a long document is cut, never dropped.
+        room = max_seq_len - 2
+        n_pieces = -(-(doc_end - doc_start) // room)
+        first = np.repeat(doc_start, n_pieces) + room * (np.arange(int(n_pieces.sum())) -
+                                                         np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces))
+        self.piece_part = np.repeat(doc_part, n_pieces)
+        self.piece_start = first
+        self.piece_end = np.minimum(first + room, np.repeat(doc_end, n_pieces))
+        self.row_start = _greedy_rows(self.piece_end - self.piece_start + 2, max_seq_len)
+        self.n = len(self.row_start) - 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def num_tokens(self) -> int:
+        """Real tokens over all rows ([CLS] and [SEP] included, padding not)."""
+        return int((self.piece_end - self.piece_start + 2).sum())
+
+    @property
+    def efficiency(self) -> float:
+        """Real tokens / slots (rows x max_seq_len): 1.0 means no padding at all."""
+        return self.num_tokens / max(1, self.n * self.max_seq_len)
+
+    def get(self, i: int) -> Example:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        ids, ws, docs = [], [], []
+        for k in range(int(self.row_start[i]), int(self.row_start[i + 1])):
+            part = self.parts[int(self.piece_part[k])]
+            a, b = int(self.piece_start[k]), int(self.piece_end[k])
+            ids.append(np.concatenate([[CLS_ID], np.asarray(part.ids[a:b], dtype=np.int64), [SEP_ID]]))
+            if self.has_word_starts:
+                ws.append(np.concatenate([[True], np.asarray(part.word_starts[a:b], dtype=bool), [True]]))
+            docs.append(np.full(b - a + 2, len(docs), dtype=np.int64))
+        return Example(np.concatenate(ids), np.concatenate(ws) if ws else None, None, None, np.concatenate(docs))
+
+
+def _greedy_rows(lengths: np.ndarray, max_seq_len: int) -> np.ndarray:
+    """Row boundaries (indices into `lengths`, n_rows + 1) packing pieces in order, each row taking
+    pieces while they fit: the order stays the corpus' own, so rows are a pure function of it."""
+    starts, used = [0], 0
+    for k, n in enumerate(lengths.tolist()):
+        if used + n > max_seq_len:
+            starts.append(k)
+            used = 0
+        used += n
+    if len(lengths):
+        starts.append(len(lengths))
+    return np.asarray(starts if len(lengths) else [0], dtype=np.int64)
+
+
+def pad_doc_ids(doc_ids: list[np.ndarray], T: int) -> np.ndarray:
+    """(B, T) document ids, padding taking -1 (no real token's document)."""
+    out = np.full((len(doc_ids), T), -1, dtype=np.int64)
+    for j, d in enumerate(doc_ids):
+        out[j, :len(d)] = d
+    return out
 
 
 class SentencePairs:

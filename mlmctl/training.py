@@ -53,6 +53,8 @@ class OptimSettings:
     warmup_steps: int = 0
     decay: str = "linear"
     min_lr_ratio: float = 0.0
+    decay_shape: str = "1-sqrt"  # decay "wsd" only
+    decay_fraction: float = 0.2  # decay "wsd" only
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -67,7 +69,8 @@ class OptimSettings:
         from mlmctl.optim import lr_at
 
         return lr_at(step, lr=self.lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
-                     decay=self.decay, min_lr_ratio=self.min_lr_ratio)
+                     decay=self.decay, min_lr_ratio=self.min_lr_ratio, decay_shape=self.decay_shape,
+                     decay_fraction=self.decay_fraction)
 
 
 # ----------------------------------------------------------------------------------------------

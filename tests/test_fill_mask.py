@@ -63,3 +63,28 @@ def test_fill_mask_errors(trained_mlm, tmp_path, run_cli):
     assert code == 1 and "at most 64" in err
     code, _, err = run_cli("fill-mask", tmp_path / "missing", "a [MASK]")
     assert code == 1 and "does not exist" in err and "Traceback" not in err
+
+
+def test_fill_mask_on_a_modernbert_directory(tmp_path):
+    """fill-mask dispatches on config.json's model_type: a ModernBERT dir gives the logits of its own model."""
+    import torch
+
+    from mlmctl.fill_mask import fill_mask
+    from mlmctl.model_dir import save_model_dir
+    from mlmctl.modernbert import ModernBertConfig, ModernBertForMaskedLM
+
+    bert_dir = make_tiny_model_dir(tmp_path / "b", ["the cat sat on the mat"] * 4)
+    vocab_size = len((bert_dir / "vocab.txt").read_text().splitlines())
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM(ModernBertConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48,
+                                                   max_position_embeddings=64))
+    d = save_model_dir(model, tmp_path / "modern", tokenizer_dir=bert_dir, architectures=["ModernBertForMaskedLM"])
+    res = fill_mask(d, "the cat sat on the [MASK]", top_k=2)
+    with torch.no_grad():
+        from mlmctl.labelled import TextEncoder
+
+        enc = TextEncoder(d, 64, "test")
+        ids = [enc.cls_id, *enc.tok.encode("the cat sat on the [MASK]", add_special_tokens=False).ids, enc.sep_id]
+        probs = torch.softmax(model.eval()(torch.tensor([ids]))[0][0, ids.index(enc.mask_id)], -1)
+    for tok, p in res["masks"][0]:  # the model's own probabilities (specials are never ranked)
+        assert p == pytest.approx(float(probs[enc.tok.token_to_id(tok)]), rel=1e-5)

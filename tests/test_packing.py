@@ -103,3 +103,24 @@ def test_collate_pads_only_when_needed():
                                  token_types=[np.array([0, 0, 1]), np.array([0, 1])])
     assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
     assert ids[1].tolist() == [2, 3, 0] and lab[1].tolist() == [-100, 3, -100] and tt[1].tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("T", [6, 16, 64])
+def test_documents_packing_keeps_every_document_whole_and_apart(T):
+    from mlmctl.packing import Documents, pad_doc_ids
+
+    part = make_part(np.random.default_rng(3), 30)
+    ds = Documents([part], T)
+    pieces, tokens = [], 0
+    for i in range(len(ds)):
+        ex = ds.get(i)
+        assert 0 < len(ex.ids) <= T and len(ex.doc_ids) == len(ex.ids) and len(ex.word_starts) == len(ex.ids)
+        tokens += len(ex.ids)
+        for d in np.unique(ex.doc_ids):  # each document id is one contiguous [CLS] ... [SEP] run
+            run = ex.ids[ex.doc_ids == d]
+            assert run[0] == CLS_ID and run[-1] == SEP_ID and not np.isin(run[1:-1], [CLS_ID, SEP_ID]).any()
+            pieces.append(run[1:-1])
+    # In corpus order, every token once: long documents are cut into pieces, never dropped.
+    assert np.array_equal(np.concatenate(pieces), np.concatenate(docs_of(part)))
+    assert tokens == ds.num_tokens and ds.efficiency == pytest.approx(tokens / (len(ds) * T))
+    assert pad_doc_ids([np.array([0, 0, 1])], 5).tolist() == [[0, 0, 1, -1, -1]]

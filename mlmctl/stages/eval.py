@@ -191,8 +191,7 @@ def is_classifier_config(raw: dict) -> bool:
 def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     from mlmctl.labelled import TextEncoder, predict, read_labelled
     from mlmctl.metrics import classification_report, majority_baseline
-    from mlmctl.model import BertForSequenceClassification
-    from mlmctl.model_dir import load_model_dir
+    from mlmctl.model_dir import load_own_arch
 
     if not cfg.test_file:
         raise MlmctlError("eval: classifier evaluation needs `test_file` (e.g. --set test_file=data/task/test.tsv)")
@@ -213,8 +212,8 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     encoder = TextEncoder(model_dir, max_len, STAGE)
     label2id = {x: i for i, x in enumerate(labels)}
     enc = encoder.encode(data, label2id)
-    model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=len(labels))
-    encoder.check_fits(mcfg, model_dir, STAGE, pairs=pair_field is not None)
+    model, mcfg, info = load_own_arch(model_dir, "classifier", STAGE, num_labels=len(labels))
+    encoder.check_fits(mcfg, model_dir, STAGE, pairs=pair_field is not None and hasattr(mcfg, "type_vocab_size"))
     if max_len > mcfg.max_position_embeddings:
         raise MlmctlError(f"eval: `max_seq_len` {max_len} exceeds the model's max_position_embeddings "
                           f"{mcfg.max_position_embeddings}")
@@ -288,11 +287,10 @@ def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
 
     from mlmctl.labelled import TextEncoder
     from mlmctl.mlm_scoring import score_masked
-    from mlmctl.model import BertForPreTraining
-    from mlmctl.model_dir import load_model_dir
+    from mlmctl.model_dir import MLM_HEAD_PREFIXES, load_own_arch
 
-    model, mcfg, info = load_model_dir(model_dir, BertForPreTraining)
-    if any(k.startswith("cls.predictions") for k in info["missing"]):
+    model, mcfg, info = load_own_arch(model_dir, "masked_lm", STAGE)
+    if any(k.startswith(MLM_HEAD_PREFIXES) for k in info["missing"]):
         raise InputError(f"eval: {model_dir} has no masked-LM head (cls.predictions.*); "
                          "for a fine-tuned classifier use `mode: classifier` with a test_file")
     model.to(device).eval()

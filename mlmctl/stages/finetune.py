@@ -7,7 +7,7 @@ labelled `train_file` / `dev_file` (/ `test_file`) (TSV, CSV or JSONL, see mlmct
 what pretraining gives.
 
 Writes:
-    RUN/best/          HF `BertForSequenceClassification` directory (config.json with id2label /
+    RUN/best/          HF `BertForSequenceClassification` (or `ModernBertForSequenceClassification`) directory (config.json with id2label /
                        label2id, model.safetensors, tokenizer files): the best dev checkpoint
     RUN/metrics.jsonl  one JSON line per logged step and per dev evaluation
     RUN/manifest.json  written last; `extra` holds the labels, best step and dev/test metrics
@@ -101,7 +101,9 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = no clipping)."""
     classifier_dropout: float | None = None
-    """Dropout before the classifier (null = the model's hidden_dropout_prob)."""
+    """Dropout before the classifier (null = the model's hidden_dropout_prob; modernbert: its classifier_dropout)."""
+    classifier_pooling: Literal["cls", "mean"] | None = None
+    """modernbert only: classify the [CLS] vector or the mean over real tokens (HF `classifier_pooling`; null = the model's config.json, itself cls by default)."""
     class_weights: Literal["none", "balanced"] = "none"
     """balanced = weight the loss of class c by n / (K * count_c), as scikit-learn does."""
     eval_every: int = 0
@@ -235,7 +237,9 @@ class Finetuner:
         cfg, proc = self.cfg, self.proc
         torch.manual_seed(cfg.seed)
         self.raw_model, mcfg = self._load_or_init()
-        self.encoder.check_fits(mcfg, self.model_dir, STAGE, pairs=cfg.text_pair_field is not None)
+        # ModernBERT has no token types: a pair is [CLS] a [SEP] b [SEP], as HF encodes it.
+        self.encoder.check_fits(mcfg, self.model_dir, STAGE,
+                                pairs=cfg.text_pair_field is not None and self.arch.name == "bert")
         if cfg.max_seq_len > mcfg.max_position_embeddings:
             raise MlmctlError(f"finetune: `max_seq_len` {cfg.max_seq_len} exceeds the model's "
                               f"max_position_embeddings {mcfg.max_position_embeddings}")
@@ -265,20 +269,28 @@ class Finetuner:
                                   "seed": cfg.seed}}
 
     def _load_or_init(self):
-        from mlmctl.model import BertForSequenceClassification
-        from mlmctl.model_dir import load_model_dir, read_model_config
+        """The classifier of the input's architecture (config.json `model_type`), loaded or fresh."""
+        from mlmctl.model_dir import arch_of, architecture, load_model_dir, read_model_config
 
         cfg, model_dir, n_labels = self.cfg, self.model_dir, len(self.labels)
+        mcfg = read_model_config(model_dir, STAGE, arch=None)
+        self.arch = architecture(arch_of(mcfg))
+        if cfg.classifier_pooling is not None and self.arch.name != "modernbert":
+            raise MlmctlError(f"finetune: `classifier_pooling` is for modernbert models; {model_dir} holds a "
+                              f"{self.arch.name} model (which classifies its pooled [CLS]); remove the key")
         if cfg.init == "pretrained":
-            model, mcfg, info = load_model_dir(model_dir, BertForSequenceClassification, num_labels=n_labels,
+            model, mcfg, info = load_model_dir(model_dir, self.arch.classifier, num_labels=n_labels,
                                                classifier_dropout=cfg.classifier_dropout)
-            fresh = sorted({k.split(".")[0] if not k.startswith("bert.") else ".".join(k.split(".")[:2])
+            fresh = sorted({".".join(k.split(".")[:2]) if k.startswith(("bert.", "model.")) else k.split(".")[0]
                             for k in info["missing"]})
             self.ctx.log(f"loaded {model_dir}; freshly initialised: {', '.join(fresh) or 'nothing'}")
-            return model, mcfg
-        mcfg = read_model_config(model_dir, STAGE)
-        self.ctx.log(f"random init with the architecture of {model_dir}")
-        return BertForSequenceClassification(mcfg, n_labels, classifier_dropout=cfg.classifier_dropout), mcfg
+        else:
+            self.ctx.log(f"random init with the architecture of {model_dir}")
+            model = self.arch.classifier(mcfg, n_labels, classifier_dropout=cfg.classifier_dropout)
+        if cfg.classifier_pooling is not None:
+            # The forward reads it from the config, and config.json is written from it.
+            model.config.classifier_pooling = mcfg.classifier_pooling = cfg.classifier_pooling
+        return model, mcfg
 
     def _class_weights(self):
         import torch
@@ -294,7 +306,6 @@ class Finetuner:
     def resume(self) -> None:
         """Continue from the checkpoint in .work/ (resumable checkpoints never reach the output)."""
         from mlmctl import checkpoint as ckpts
-        from mlmctl.model import BertForSequenceClassification
         from mlmctl.model_dir import load_model_dir
         from mlmctl.training import MetricsWriter
 
@@ -302,7 +313,7 @@ class Finetuner:
         ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
         if ckpt is not None:
             ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
-            loaded, _, _ = load_model_dir(ckpt, BertForSequenceClassification, num_labels=len(self.labels),
+            loaded, _, _ = load_model_dir(ckpt, self.arch.classifier, num_labels=len(self.labels),
                                           classifier_dropout=cfg.classifier_dropout)
             self.raw_model.load_state_dict(loaded.state_dict())
             state = ckpts.load_trainer_state(ckpt, STAGE)
@@ -323,7 +334,7 @@ class Finetuner:
 
         if self.ctx.is_main:
             save_model_dir(self.raw_model, self.ctx.work_dir / BEST, tokenizer_dir=self.model_dir,
-                           architectures=["BertForSequenceClassification"], extra_config=self.extra_config)
+                           architectures=[self.arch.hf_classifier], extra_config=self.extra_config)
 
     def save(self) -> None:
         """A resumable checkpoint in .work/ (a collective: every rank calls it)."""
@@ -337,7 +348,7 @@ class Finetuner:
             ckpts.save_checkpoint(self.ctx.work_dir, t["step"], self.raw_model,
                                   {**t, "optimizer": self.optimizer.state_dict(), "rng": states, "best_state": best},
                                   self.run_meta, tokenizer_dir=self.model_dir,
-                                  architectures="BertForSequenceClassification", keep_last=1,
+                                  architectures=self.arch.hf_classifier, keep_last=1,
                                   extra_config=self.extra_config)
         self.proc.barrier()
 

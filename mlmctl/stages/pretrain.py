@@ -11,7 +11,8 @@ offsets, `tokenizer.json`) and writes a run directory:
 
 Sequences are packed from the memmaps (`mlmctl.packing`), masked dynamically as a pure function
 of (seed, epoch, sequence index) (`mlmctl.masking`), and fed to `BertForPreTraining`
-(`mlmctl.model`) with AdamW, warm-up then decay, gradient clipping and accumulation. The same
+(`mlmctl.model`) or, with `model.arch: modernbert`, `ModernBertForMaskedLM` (`mlmctl.modernbert`,
+whose `documents` packing keeps attention inside each document through `doc_ids`) with AdamW, warm-up then decay, gradient clipping and accumulation. The same
 command runs under `torchrun` (DDP; gloo on CPU, NCCL on GPU): `train.batch_size` is global, each
 rank trains on its own slice of every global batch, only rank 0 writes.
 
@@ -49,10 +50,12 @@ INPUT_STAGE = "build-vocab"
 
 @dataclass
 class ModelSection:
-    """Model shape: a preset, optionally with individual fields overridden."""
+    """Model shape: an architecture and a preset, optionally with individual fields overridden."""
 
+    arch: Literal["bert", "modernbert"] = "bert"
+    """bert: the 2018 BERT (HF BertForMaskedLM); modernbert: ModernBERT (RoPE, GeGLU, pre-LN, alternating local/global attention; HF ModernBertForMaskedLM, arXiv 2412.13663)."""
     preset: Literal["tiny", "mini", "small", "medium", "base"] = "tiny"
-    """Shape preset (layers, hidden, heads, FF): tiny 2/128/2/512, mini 4/256/4/1024, small 4/512/8/2048, medium 8/512/8/2048, base 12/768/12/3072."""
+    """Shape preset (layers, hidden, heads, FF). bert: tiny 2/128/2/512, mini 4/256/4/1024, small 4/512/8/2048, medium 8/512/8/2048, base 12/768/12/3072; modernbert (GeGLU FF 1.5 x hidden): tiny 2/128/2/192, mini 4/256/4/384, small 4/512/8/768, medium 8/512/8/768, base 22/768/12/1152."""
     num_hidden_layers: int | None = None
     """Override the preset's number of layers."""
     hidden_size: int | None = None
@@ -64,11 +67,15 @@ class ModelSection:
     hidden_act: Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"] = "gelu"
     """Activation of the feed-forward layers and the MLM head (HF names; gelu is the exact erf GELU)."""
     hidden_dropout_prob: float = 0.1
-    """Dropout on embeddings and residual branches."""
+    """Dropout on embeddings and residual branches (modernbert: embedding_dropout and mlp_dropout)."""
     attention_probs_dropout_prob: float = 0.1
-    """Dropout on attention probabilities."""
+    """Dropout on attention probabilities (modernbert: attention_dropout)."""
     max_position_embeddings: int = 512
-    """Size of the position table: the longest sequence the model can ever take (>= data.max_seq_len)."""
+    """The longest sequence the model can ever take (>= data.max_seq_len): bert's position table; modernbert's config.json limit (RoPE has no table)."""
+    local_attention: int = 128
+    """modernbert only: the sliding window of the local attention layers, in tokens (each sees half of it either side)."""
+    global_attn_every_n_layers: int = 3
+    """modernbert only: every this-many-th layer (from layer 0) attends globally, the others locally."""
     vocab_size: int | None = None
     """Vocabulary size; null takes it from the build-vocab directory (a set value must equal it)."""
     init_from: str | None = None
@@ -79,6 +86,8 @@ class ModelSection:
             v = getattr(self, key)
             check(v is None or v > 0, key, f"must be positive, got {v}")
         check(self.max_position_embeddings >= 1, "max_position_embeddings", "must be >= 1")
+        check(self.local_attention >= 2, "local_attention", f"must be >= 2, got {self.local_attention}")
+        check(self.global_attn_every_n_layers >= 1, "global_attn_every_n_layers", "must be >= 1")
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, key)
             check(0.0 <= v < 1.0, key, f"must be in [0, 1), got {v}")
@@ -88,8 +97,8 @@ class ModelSection:
 class DataSection:
     """How sequences are built from the token ids."""
 
-    packing: Literal["full-sentences", "sentence-pair"] = "full-sentences"
-    """full-sentences: consecutive sentences fill every sequence, [SEP] between documents, no padding (RoBERTa); sentence-pair: BERT's [CLS] A [SEP] B [SEP] instances (needed for NSP)."""
+    packing: Literal["full-sentences", "sentence-pair", "documents"] = "full-sentences"
+    """full-sentences: consecutive sentences fill every sequence, [SEP] between documents, no padding (RoBERTa); sentence-pair: BERT's [CLS] A [SEP] B [SEP] instances (needed for NSP); documents (modernbert only): whole [CLS] doc [SEP] pieces packed in order, attention never crossing a document, positions restarting at each (the rest of a row is padding; its share is logged as packing_efficiency)."""
     max_seq_len: int = 128
     """Tokens per sequence, [CLS] and [SEP]s included."""
     short_seq_prob: float = 0.1
@@ -123,8 +132,12 @@ class TrainSection:
     """Peak learning rate."""
     warmup_steps: int = 0
     """Steps of linear warm-up from 0 to lr."""
-    decay: Literal["linear", "cosine", "constant"] = "linear"
-    """Learning-rate decay after warm-up, down to lr * min_lr_ratio at the last step."""
+    decay: Literal["linear", "cosine", "constant", "wsd"] = "linear"
+    """Learning-rate decay after warm-up, down to lr * min_lr_ratio at the last step; wsd (warmup-stable-decay): lr held, then decayed over the last `decay_fraction` of the steps."""
+    decay_shape: Literal["1-sqrt", "linear"] = "1-sqrt"
+    """wsd only: the shape of the final decay (1-sqrt: lr x (1 - sqrt(progress)), as ModernBERT)."""
+    decay_fraction: float = 0.2
+    """wsd only: the fraction of all steps spent decaying (in (0, 1]; at most the steps after warm-up)."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of lr."""
     weight_decay: float = 0.01
@@ -159,6 +172,7 @@ class TrainSection:
         check_optimiser(self)
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        check(0.0 < self.decay_fraction <= 1.0, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         for key in ("adam_beta1", "adam_beta2"):
             v = getattr(self, key)
@@ -168,7 +182,8 @@ class TrainSection:
 
     def optim(self, total_steps: int) -> OptimSettings:
         return OptimSettings(lr=self.lr, total_steps=total_steps, warmup_steps=self.warmup_steps, decay=self.decay,
-                             min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                             min_lr_ratio=self.min_lr_ratio, decay_shape=self.decay_shape,
+                             decay_fraction=self.decay_fraction, weight_decay=self.weight_decay,
                              betas=(self.adam_beta1, self.adam_beta2), eps=self.adam_eps, grad_clip=self.grad_clip)
 
 
@@ -236,6 +251,11 @@ class PretrainConfig:
         check(self.data.max_seq_len >= (5 if self.data.packing == "sentence-pair" else 3), "data.max_seq_len",
               "is too small")
         check(self.log_every >= 1, "log_every", "must be >= 1")
+        modern = self.model.arch == "modernbert"
+        check(not (modern and self.data.nsp), "data.nsp",
+              "ModernBERT has no next-sentence prediction; set `data.nsp: false` with `model.arch: modernbert`")
+        check(modern or self.data.packing != "documents", "data.packing",
+              "`documents` needs `model.arch: modernbert` (BERT's attention cannot keep documents apart)")
 
 
 CONFIG = PretrainConfig
@@ -289,24 +309,27 @@ class Pretrainer:
                                   precision=tc.precision, key="train.device")
         self.state = TrainState()
         self._order_cache: dict = {}
+        self.modern = self.cfg.model.arch == "modernbert"
 
     # -- data ----------------------------------------------------------------------------------
     def open_data(self) -> None:
         """The packed train/validation sequences, the masking, the batch geometry and the length."""
-        from mlmctl.packing import FullSentences, SentencePairs
+        from mlmctl.packing import Documents, FullSentences, SentencePairs
 
         cfg, ctx = self.cfg, self.ctx
         corpus = _open_corpus(ctx.input_dir, ctx.input_manifest)
         self.vocab_size, self.tokenizer_sha256 = corpus["vocab_size"], corpus["tokenizer_sha256"]
+        self.special_ids = corpus["special_ids"]
         if cfg.model.vocab_size is not None and cfg.model.vocab_size != self.vocab_size:
             raise MlmctlError(
                 f"pretrain: `model.vocab_size` is {cfg.model.vocab_size} but {ctx.input_dir} has a vocabulary of "
                 f"{self.vocab_size}; set model.vocab_size to null (or {self.vocab_size}) or use the matching "
                 f"build-vocab output")
         T = cfg.data.max_seq_len
-        if cfg.data.packing == "full-sentences":
-            self.train_ds = FullSentences(corpus[TRAIN], T)
-            self.val_ds = FullSentences(corpus[VALIDATION], T)
+        if cfg.data.packing in ("full-sentences", "documents"):
+            packer = FullSentences if cfg.data.packing == "full-sentences" else Documents
+            self.train_ds = packer(corpus[TRAIN], T)
+            self.val_ds = packer(corpus[VALIDATION], T)
         else:
             self.train_ds = SentencePairs(corpus[TRAIN], T, cfg.data.short_seq_prob, cfg.data.seed)
             self.val_ds = SentencePairs(corpus[VALIDATION], T, cfg.data.short_seq_prob, cfg.data.seed + 1)
@@ -349,16 +372,21 @@ class Pretrainer:
 
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)
-        self.raw_model = build_model(cfg, self.vocab_size)
+        self.raw_model = build_model(cfg, self.vocab_size, self.special_ids)
         if cfg.model.init_from:
             _init_from(self.raw_model, cfg.model.init_from, self.tokenizer_sha256)
         self.raw_model.to(self.proc.device)
         self.optimizer = self.optim.make_optimizer(self.raw_model, self.proc.device)
-        self.architectures = "BertForPreTraining" if cfg.data.nsp else "BertForMaskedLM"
+        if self.modern:
+            self.architectures = "ModernBertForMaskedLM"
+        else:
+            self.architectures = "BertForPreTraining" if cfg.data.nsp else "BertForMaskedLM"
         # What a checkpoint must agree on to be resumed: the model and everything that decides which
-        # tokens each step sees (schedule and limits may change, e.g. to train longer).
+        # tokens each step sees (schedule and limits may change, e.g. to train longer). `arch` is
+        # written for modernbert only, so that BERT checkpoints stay as they were.
+        arch = {"arch": cfg.model.arch} if self.modern else {}
         self.run_meta = {
-            "model": asdict(self.raw_model.config) | {"nsp": cfg.data.nsp},
+            "model": arch | asdict(self.raw_model.config) | {"nsp": cfg.data.nsp},
             "data": {**asdict(cfg.data), **{f"masking.{k}": v for k, v in asdict(cfg.masking).items()},
                      "batch_size": self.batch_size, "tokenizer_sha256": self.tokenizer_sha256,
                      "vocab_size": self.vocab_size, "train_sequences": len(self.train_ds)},
@@ -369,15 +397,17 @@ class Pretrainer:
         import torch
 
         from mlmctl import checkpoint as ckpts
-        from mlmctl.model import BertForPreTraining, num_parameters
+        from mlmctl.model import num_parameters
         from mlmctl.model_dir import load_model_dir
         from mlmctl.training import MetricsWriter
 
         ctx, cfg, proc, st = self.ctx, self.cfg, self.proc, self.state
         ckpt = ckpts.find_resume(STAGE, self.out, ctx.opts, ctx.log)
         if ckpt is not None:
-            ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
-            loaded, _, _ = load_model_dir(ckpt, BertForPreTraining, nsp=cfg.data.nsp)
+            meta = ckpts.read_meta(ckpt)
+            _check_same_arch(meta, cfg.model.arch, ckpt)
+            ckpts.check_compatible(meta, self.run_meta, ckpt, STAGE)
+            loaded, _, _ = load_model_dir(ckpt, type(self.raw_model), nsp=cfg.data.nsp)
             self.raw_model.load_state_dict(loaded.state_dict())
             saved = ckpts.load_trainer_state(ckpt, STAGE)
             self.optimizer.load_state_dict(saved["optimizer"])
@@ -404,7 +434,7 @@ class Pretrainer:
         import numpy as np
 
         from mlmctl.masking import mask_batch
-        from mlmctl.packing import collate
+        from mlmctl.packing import collate, pad_doc_ids
 
         cfg, spec = self.cfg, self.cfg.masking
         exs = [ds.get(int(i)) for i in indices]
@@ -415,6 +445,10 @@ class Pretrainer:
         ids, lab, am, tts = collate(inputs, labels, tt)
         nsl = np.array([e.next_sentence_label for e in exs]) if cfg.data.nsp else None
         n_tokens = sum(len(e.ids) for e in exs)
+        if self.modern:  # no segments, no NSP; documents kept apart where the packing knows them
+            doc_ids = pad_doc_ids([e.doc_ids for e in exs], ids.shape[1]) if exs[0].doc_ids is not None else None
+            return dict(input_ids=ids, labels=lab, attention_mask=am, doc_ids=doc_ids), int((lab != -100).sum()), \
+                n_tokens
         return dict(input_ids=ids, labels=lab, attention_mask=am, token_type_ids=tts,
                     next_sentence_label=nsl), int((lab != -100).sum()), n_tokens
 
@@ -451,10 +485,11 @@ class Pretrainer:
         n_masked, n_tokens = (sum(m[k] for m in micro_batches) for k in (1, 2))
         n_masked, n_tokens = proc.all_sum([n_masked, n_tokens])
 
+        nsp = {} if self.modern else {"nsp_denominator": B / world}
+
         def loss_fn(model, arrays):
             # DDP averages gradients over ranks, hence the factor `world` in the denominators.
-            return model(**self.to_device(arrays), loss_denominator=max(n_masked, 1) / world,
-                         nsp_denominator=B / world)[1]
+            return model(**self.to_device(arrays), loss_denominator=max(n_masked, 1) / world, **nsp)[1]
 
         loss, norm = train_step(self.model, self.optimizer, [m[0] for m in micro_batches], loss_fn,
                                 lr=self.optim.lr_at(self.state.step), grad_clip=self.optim.grad_clip, proc=proc)
@@ -495,7 +530,7 @@ class Pretrainer:
 
         arrays, n_masked, _ = self.make_batch(self.val_ds, indices, 0, STREAM_VAL_MASK)
         batch = self.to_device(arrays)
-        batch.pop("next_sentence_label")
+        batch.pop("next_sentence_label", None)
         labels = batch["labels"]
         leak_free_ids = torch.where(labels != -100, MASK_ID, batch["input_ids"])  # same positions
         with self.proc.autocast():
@@ -560,7 +595,7 @@ class Pretrainer:
                 st.train_s += time.perf_counter() - t0  # training time only: validation and saves come after
                 st.losses.append(loss)
                 bar.update(1, loss=loss, tok_s=self._tokens_per_s())
-                self._after_step(loss, norm)
+                self._after_step(loss, norm, n_tokens)
 
     def _stop(self, stop) -> None:
         step = self.state.step
@@ -585,13 +620,15 @@ class Pretrainer:
 
         return tokens_per_s(self.state.tokens, self.state.train_s)
 
-    def _after_step(self, loss: float, norm: float) -> None:
+    def _after_step(self, loss: float, norm: float, n_tokens: int) -> None:
         """The metrics row, the validation and the checkpoint that fall on this step."""
         cfg, st, last = self.cfg, self.state, self.state.step == self.total_steps
         row = None
         if st.step % cfg.log_every == 0 or last:
             row = {"step": st.step, "tokens": st.tokens, "loss": loss, "lr": self.optim.lr_at(st.step - 1),
                    "grad_norm": norm, "tokens_per_s": self._tokens_per_s(), "train_s": st.train_s}
+            if self.cfg.data.packing == "documents":  # this step's real tokens / slots
+                row["packing_efficiency"] = n_tokens / (self.batch_size * cfg.data.max_seq_len)
         if (cfg.validation.every and st.step % cfg.validation.every == 0) or last:
             st.last_val = self.validate()
             if st.last_val is not None:
@@ -621,6 +658,8 @@ class Pretrainer:
         if st.losses:
             summary["final loss"] = f"{st.losses[-1]:.4f}"
             summary["tokens/s"] = self._tokens_per_s()
+        if self.cfg.data.packing == "documents":
+            summary["packing efficiency"] = f"{self.train_ds.efficiency:.3f}"
         if st.first_val:
             summary["val ppl (start)"] = f"{st.first_val['val_ppl']:.1f}"
         if st.last_val:
@@ -630,6 +669,8 @@ class Pretrainer:
                  "tokens_per_s": self._tokens_per_s(), "train_s": st.train_s,
                  "tokenizer_sha256": self.tokenizer_sha256, "architectures": [self.architectures],
                  "final_loss": st.losses[-1] if st.losses else None, **(st.last_val or {})}
+        if self.cfg.data.packing == "documents":
+            extra["packing_efficiency"] = self.train_ds.efficiency
         ctx.finish([], files, extra)
         self.proc.close()
         summary["model"] = str(out / FINAL)
@@ -640,12 +681,42 @@ class Pretrainer:
 # Helpers
 
 
-def build_model(cfg: PretrainConfig, vocab_size: int):
+def build_model(cfg: PretrainConfig, vocab_size: int, special_ids: dict | None = None):
     """The model a pretrain config describes, freshly initialised (seed the RNG first). The one
-    place that picks the architecture."""
+    place that picks the architecture (`model.arch`). `special_ids` (token -> id) gives
+    ModernBERT's pad/cls/sep ids; None takes mlmctl's fixed layout."""
+    if cfg.model.arch == "modernbert":
+        from mlmctl.modernbert import ModernBertForMaskedLM
+
+        return ModernBertForMaskedLM(_modern_config(cfg.model, vocab_size, special_ids))
     from mlmctl.model import BertForPreTraining
 
     return BertForPreTraining(_model_config(cfg.model, vocab_size), nsp=cfg.data.nsp)
+
+
+def _modern_config(m: ModelSection, vocab_size: int, special_ids: dict | None):
+    from mlmctl.modernbert import ModernBertConfig, special_token_config
+
+    ids = special_token_config(special_ids or {t: i for i, t in enumerate(SPECIAL_TOKENS)}, STAGE)
+    over = {k: getattr(m, k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+            if getattr(m, k) is not None}
+    try:
+        return ModernBertConfig.from_preset(
+            m.preset, vocab_size, hidden_activation=m.hidden_act, embedding_dropout=m.hidden_dropout_prob,
+            mlp_dropout=m.hidden_dropout_prob, attention_dropout=m.attention_probs_dropout_prob,
+            max_position_embeddings=m.max_position_embeddings, local_attention=m.local_attention,
+            global_attn_every_n_layers=m.global_attn_every_n_layers, **ids, **over)
+    except ValueError as e:
+        raise MlmctlError(f"pretrain: `model`: {e}") from None
+
+
+def _check_same_arch(meta: dict | None, arch: str, ckpt: Path) -> None:
+    """A checkpoint of the other architecture: one line naming `model.arch` (the generic
+    comparison would list a dozen unrelated shape keys first)."""
+    saved = ((meta or {}).get("model") or {}).get("arch", "bert")
+    if saved != arch:
+        raise MlmctlError(f"pretrain: checkpoint {ckpt} holds a {saved} model but `model.arch` is {arch}; "
+                          f"set model.arch: {saved} to continue it, or start over with --force")
 
 
 def _model_config(m: ModelSection, vocab_size: int):
@@ -663,11 +734,10 @@ def _model_config(m: ModelSection, vocab_size: int):
 
 
 def _init_from(model, path: str, tokenizer_sha256: str) -> None:
-    from mlmctl.model import BertForPreTraining
     from mlmctl.model_dir import load_model_dir
     from mlmctl.shards import file_sha256
 
-    src, src_cfg, info = load_model_dir(path, BertForPreTraining, nsp=model.nsp)
+    src, src_cfg, info = load_model_dir(path, type(model), nsp=model.nsp)
     tok = Path(path) / TOKENIZER_FILE
     if tok.is_file() and file_sha256(tok) != tokenizer_sha256:
         raise MlmctlError(f"pretrain: `model.init_from` {path} was trained with a different tokenizer than the input's; "
@@ -700,7 +770,7 @@ def _open_corpus(input_dir: Path, manifest) -> dict:
         ts = vd.split(split)
         parts[split] = [CorpusPart(_Slicer(ts.tokens), ts.sent_offsets, ts.doc_sent_offsets, _Slicer(ts.word_starts))]
     return {TRAIN: parts[TRAIN], VALIDATION: parts[VALIDATION], "vocab_size": vd.vocab_size,
-            "tokenizer_sha256": vd.tokenizer_sha256}
+            "tokenizer_sha256": vd.tokenizer_sha256, "special_ids": dict(vd.special_ids)}
 
 
 class _Slicer:

@@ -303,3 +303,71 @@ def test_tensorboard_gets_training_and_dev_rows(task, tmp_path, run_cli):
         events = acc.Scalars(tag)
         assert expect and [e.step for e in events] == [s for s, _ in expect], tag
         assert [e.value for e in events] == pytest.approx([v for _, v in expect], rel=1e-6), tag
+
+
+@pytest.mark.parametrize("writer, pooling", [("mlmctl", "mean"), ("transformers", None)])
+def test_modernbert_classifier_from_either_writer_loads_as_hf_class(task, tmp_path, run_cli, writer, pooling):
+    """A ModernBERT directory (ours, or `ModernBertForMaskedLM.save_pretrained`) fine-tunes into a
+    directory transformers loads as ModernBertForSequenceClassification, with the same logits."""
+    import shutil
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from mlmctl.labelled import LabelledData, TextEncoder, pad_batch
+    from mlmctl.model_dir import load_model_dir, save_model_dir
+    from mlmctl.modernbert import ModernBertConfig, ModernBertForMaskedLM, ModernBertForSequenceClassification
+
+    vocab_size = json.loads((task["model"] / "config.json").read_text())["vocab_size"]
+    shape = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=48, max_position_embeddings=64, local_attention=8, pad_token_id=0,
+                 cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3)
+    src = tmp_path / "src"
+    torch.manual_seed(0)
+    if writer == "mlmctl":
+        save_model_dir(ModernBertForMaskedLM(ModernBertConfig(**shape)), src, tokenizer_dir=task["model"],
+                       architectures=["ModernBertForMaskedLM"])
+    else:
+        transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**shape)).save_pretrained(src)
+        shutil.copy(task["model"] / "tokenizer.json", src / "tokenizer.json")
+    more = ["--set", "max_steps=30", "--set", "eval_every=30"]
+    if pooling:
+        more += ["--set", f"classifier_pooling={pooling}"]
+    args = [src if a == task["model"] else a for a in _args(task, tmp_path / "run", *more)]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "freshly initialised: classifier" in err
+    best = tmp_path / "run" / "best"
+    cfg = json.loads((best / "config.json").read_text())
+    assert cfg["architectures"] == ["ModernBertForSequenceClassification"]
+    assert cfg["classifier_pooling"] == (pooling or "cls")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(best).eval()
+    assert type(hf).__name__ == "ModernBertForSequenceClassification"
+    ours, _, _ = load_model_dir(best, ModernBertForSequenceClassification, num_labels=3)
+    enc = TextEncoder(best, 64, "test").encode(LabelledData("x", [t for t, _ in task["test_rows"][:8]], None,
+                                                           ["car"] * 8), {"car": 0})
+    ids, mask, _ = pad_batch(enc, list(range(8)), 0)
+    with torch.no_grad():
+        a, _ = ours.eval()(ids, attention_mask=mask)
+        b = hf(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    # eval dispatches on the model_type too
+    code, _, err = run_cli("eval", "--input", tmp_path / "run", "--output", tmp_path / "ev",
+                           "--set", f"test_file={task['test']}")
+    assert code == 0, err
+    assert 0 <= json.loads((tmp_path / "ev" / "eval.json").read_text())["accuracy"] <= 1
+
+
+def test_unsupported_model_type_and_misplaced_pooling_are_one_line(task, tmp_path, run_cli):
+    import shutil
+
+    src = tmp_path / "roberta"
+    shutil.copytree(task["model"], src)
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**cfg, "model_type": "roberta"}))
+    args = [src if a == task["model"] else a for a in _args(task, tmp_path / "r", "--set", "max_steps=2")]
+    code, _, err = run_cli(*args)
+    assert code == 1 and "model_type 'roberta' is not supported" in err and "Traceback" not in err
+    code, _, err = run_cli(*_args(task, tmp_path / "p", "--set", "max_steps=2", "--set", "classifier_pooling=mean"))
+    assert code == 1 and "`classifier_pooling` is for modernbert" in err
+    assert not (tmp_path / "r" / "manifest.json").exists() and not (tmp_path / "p" / "manifest.json").exists()

@@ -64,6 +64,12 @@ TINY = ["--set", "model.hidden_size=32", "--set", "model.num_attention_heads=2",
         "--set", "log_every=1"]
 
 
+# ModernBERT at the same size, with a local window shorter than the rows and per-document packing.
+MODERN = ["--set", "model.arch=modernbert", "--set", "data.packing=documents", "--set", "model.local_attention=8",
+          "--set", "model.global_attn_every_n_layers=2"]
+ARCH_ARGS = {"bert": [], "modernbert": MODERN}
+
+
 def pretrain(run_cli, vocab: Path, out: Path, *args):
     return run_cli("pretrain", "-c", ROOT / "configs/smoke/pretrain.yaml", "--input", vocab, "--output", out,
                    *TINY, *args)
@@ -136,8 +142,10 @@ def untimed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-def test_rerunning_an_interrupted_run_continues_it_exactly(tmp_path, run_cli, vocab_dir):
-    args = ["--set", "train.max_steps=12", "--set", "checkpoint.save_every=4", "--set", "validation.every=6"]
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_rerunning_an_interrupted_run_continues_it_exactly(tmp_path, run_cli, vocab_dir, arch):
+    args = ["--set", "train.max_steps=12", "--set", "checkpoint.save_every=4", "--set", "validation.every=6",
+            *ARCH_ARGS[arch]]
     ref = tmp_path / "ref"
     assert pretrain(run_cli, vocab_dir, ref, *args)[0] == 0
     # Simulate a run killed after its step-8 checkpoint: no manifest, no final, later ckpt gone.
@@ -240,6 +248,69 @@ def test_bad_configs_and_inputs(tmp_path, run_cli, vocab_dir):
     assert code == 1 and "max_position_embeddings" in err
     code, _, err = pretrain(run_cli, tmp_path / "missing", tmp_path / "e")
     assert code == 1 and "Traceback" not in err
+
+
+def test_modernbert_run_learns_packs_documents_and_loads_in_transformers(tmp_path, run_cli, vocab_dir):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "modern"
+    code, stdout, err = pretrain(run_cli, vocab_dir, out, *MODERN, "--set", "train.max_steps=30",
+                                 "--set", "validation.every=30", "--set", "train.decay=wsd",
+                                 "--set", "train.decay_fraction=0.5", "--set", "train.decay_shape=linear",
+                                 "--set", "masking.mask_prob=0.3")
+    assert code == 0, err
+    rows = metrics(out)
+    train_rows = [r for r in rows if "loss" in r]
+    # Whole documents of 2-6 short sentences in rows of 32: some padding, never none, never most.
+    assert all(0.5 < r["packing_efficiency"] <= 1.0 for r in train_rows)
+    assert any(r["packing_efficiency"] < 1.0 for r in train_rows)
+    assert "packing efficiency" in stdout
+    vals = [r for r in rows if "val_loss" in r]
+    assert vals[-1]["val_ppl"] < 0.7 * vals[0]["val_ppl"]
+    # warm-up (2 steps), stable through step 16, then linear decay over the last 15 steps
+    lrs = [r["lr"] for r in train_rows]  # row i (step i + 1) has the lr of step i
+    assert lrs[2:16] == [0.003] * 14 and lrs[16] < 0.003 and lrs[-1] == pytest.approx(0.003 / 15)
+    man = json.loads((out / "manifest.json").read_text())["extra"]
+    assert 0.5 < man["packing_efficiency"] <= 1.0 and man["architectures"] == ["ModernBertForMaskedLM"]
+
+    from mlmctl.model_dir import load_model_dir
+    from mlmctl.modernbert import ModernBertForMaskedLM
+
+    ours, cfg, info = load_model_dir(out / "final", ModernBertForMaskedLM)
+    assert info["missing"] == [] and info["unexpected"] == [] and cfg.local_attention == 8
+    ids = torch.randint(5, cfg.vocab_size, (2, 24))  # longer than the local window
+    with torch.no_grad():
+        hf = transformers.AutoModelForMaskedLM.from_pretrained(out / "final").eval()
+        assert type(hf).__name__ == "ModernBertForMaskedLM"
+        assert (ours.eval()(ids)[0] - hf(input_ids=ids).logits).abs().max() < 1e-4
+    transformers.AutoModelForMaskedLM.from_pretrained(out / "checkpoints" / "step-000030")
+
+
+def test_resume_refuses_the_other_architecture(tmp_path, run_cli, vocab_dir):
+    runs = {}
+    for arch in ("bert", "modernbert"):
+        runs[arch] = tmp_path / arch
+        assert pretrain(run_cli, vocab_dir, runs[arch], *ARCH_ARGS[arch], "--set", "train.max_steps=2")[0] == 0
+    for arch, other in (("bert", "modernbert"), ("modernbert", "bert")):
+        out = tmp_path / f"{other}-from-{arch}"
+        code, _, err = pretrain(run_cli, vocab_dir, out, *ARCH_ARGS[other], "--set", "train.max_steps=4",
+                                "--resume-from", runs[arch] / "checkpoints" / "step-000002")
+        assert code == 1 and "Traceback" not in err, err
+        assert f"holds a {arch} model but `model.arch` is {other}" in err
+        assert not (out / "manifest.json").exists() and not (out / "final").exists()
+
+
+def test_modernbert_bad_configs(tmp_path, run_cli, vocab_dir):
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "a", *MODERN, "--set", "data.packing=sentence-pair",
+                            "--set", "data.nsp=true")
+    assert code == 1 and "data.nsp" in err and "modernbert" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "b", "--set", "data.packing=documents")
+    assert code == 1 and "model.arch: modernbert" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "c", *MODERN, "--set", "data.max_seq_len=1024")
+    assert code == 1 and "max_position_embeddings" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "d", *MODERN, "--set", "model.num_attention_heads=32")
+    assert code == 1 and "head size" in err and "Traceback" not in err
+    for path in ("a", "b", "c", "d"):
+        assert not (tmp_path / path / "manifest.json").exists()
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, run_cli, vocab_dir):
@@ -360,9 +431,11 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, referen
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one(tmp_path, vocab_dir):
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_ddp_two_processes_match_one(tmp_path, vocab_dir, arch):
     args = ["--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0",
-            "--set", "train.max_steps=8", "--set", "validation.every=4", "--set", "checkpoint.save_every=4"]
+            "--set", "train.max_steps=8", "--set", "validation.every=4", "--set", "checkpoint.save_every=4",
+            *ARCH_ARGS[arch]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = tmp_path / "one"
     subprocess.run(_cli_cmd(vocab_dir, one, *args), check=True, capture_output=True, env=env, timeout=300)
