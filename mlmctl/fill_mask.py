@@ -26,7 +26,8 @@ def fill_mask(model_dir: Path, text: str, top_k: int = 5) -> dict:
     """Returns {"masks": [[(token, probability), ...] per mask], "filled": str, "lines": [...]}."""
     import torch
 
-    from mlmctl.labelled import TextEncoder, resolve_model_dir
+    from mlmctl.model_dir import resolve_model_dir
+    from mlmctl.text_encoder import TextEncoder
     from mlmctl.model_dir import MLM_HEAD_PREFIXES, load_own_arch
 
     if top_k < 1:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlmctl.errors import InputError
-from mlmctl.layout import CONFIG_NAME, TOKENIZER_FILE, VOCAB_FILE, WEIGHTS_NAME
+from mlmctl.layout import CONFIG_NAME, MANIFEST, MODEL_SUBDIRS, TOKENIZER_FILE, VOCAB_FILE, WEIGHTS_NAME
 from mlmctl.layout import HF_SPECIAL_TOKENS as SPECIAL_TOKENS
 from mlmctl.safe_json import read_json_file
 
@@ -298,3 +298,25 @@ def _fsync_dir(p: Path) -> None:
         _fsync_file(p)
     except OSError:  # some filesystems do not allow fsync on directories
         pass
+
+
+def resolve_model_dir(path: str | Path, reader: str) -> Path:
+    """A model directory from what users pass: the model directory itself, a pretrain run
+    directory (its `final/`) or a finetune run directory (its `best/`)."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for sub in MODEL_SUBDIRS:
+        if (path / sub / CONFIG_NAME).is_file():
+            if not (path / MANIFEST).is_file():
+                raise InputError(
+                    f"{reader}: {path} has no manifest.json (the run did not finish); "
+                    f"pass a model directory such as {path / sub} or a checkpoint directly"
+                )
+            return path / sub
+    if not path.exists():
+        raise InputError(f"{reader}: model directory {path} does not exist")
+    raise InputError(
+        f"{reader}: {path} is not a model directory (no config.json) nor a finished pretrain/finetune run "
+        "(no final/ or best/); pass --input RUN or RUN/final"
+    )

@@ -40,16 +40,19 @@ STREAM_ORDER = 0x4F524452  # "ORDR": the data-order stream of masking.sequence_r
 
 @dataclass
 class CorpusPart:
-    """One shard's token ids and offsets (numpy arrays, typically memmaps)."""
+    """One corpus part's token ids and offsets. The offsets are numpy arrays; `ids` and
+    `word_starts` need only support slicing (`x[a:b]` -> numpy array): a memmap, or pretrain's
+    view of a whole build-vocab split across its shards (`token_ids.TokenSplit` behind a slicer)."""
 
     ids: np.ndarray
-    """Flat token ids (uint16/uint32), sentences back to back."""
+    """Flat token ids (uint16/uint32), sentences back to back; only ever sliced."""
     sent_offsets: np.ndarray
     """int64, n_sent + 1: sentence s is ids[sent_offsets[s]:sent_offsets[s+1]]."""
     doc_sent_offsets: np.ndarray
     """int64, n_doc + 1: document d is sentences doc_sent_offsets[d]:doc_sent_offsets[d+1]."""
     word_starts: np.ndarray | None = None
-    """bool/uint8 per token: 1 where a word begins (for whole-word masking); None if unknown."""
+    """bool/uint8 per token: 1 where a word begins (for whole-word masking); None if unknown;
+    only ever sliced."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ def trained_mlm(tmp_path_factory):
     """A tiny MLM trained for a few hundred steps on one repeated pattern, so its top-1 is known."""
     import torch
 
-    from mlmctl.labelled import TextEncoder
+    from mlmctl.text_encoder import TextEncoder
     from mlmctl.model import BertForPreTraining
     from mlmctl.model_dir import load_model_dir, save_model_dir
 
@@ -81,7 +81,7 @@ def test_fill_mask_on_a_modernbert_directory(tmp_path):
     d = save_model_dir(model, tmp_path / "modern", tokenizer_dir=bert_dir, architectures=["ModernBertForMaskedLM"])
     res = fill_mask(d, "the cat sat on the [MASK]", top_k=2)
     with torch.no_grad():
-        from mlmctl.labelled import TextEncoder
+        from mlmctl.text_encoder import TextEncoder
 
         enc = TextEncoder(d, 64, "test")
         ids = [enc.cls_id, *enc.tok.encode("the cat sat on the [MASK]", add_special_tokens=False).ids, enc.sep_id]

@@ -115,7 +115,8 @@ def make_tiny_model_dir(root, texts, *, vocab_size=300, seed=0, hidden=32, layer
 def test_text_encoder_layout_and_truncation(tmp_path):
     texts = ["alpha beta gamma delta", "one two three"]
     model_dir = make_tiny_model_dir(tmp_path, texts * 5)
-    from mlmctl.labelled import LabelledData, TextEncoder
+    from mlmctl.labelled import LabelledData
+    from mlmctl.text_encoder import TextEncoder
 
     enc = TextEncoder(model_dir, max_seq_len=6, reader="test")
     single = enc.encode(LabelledData("x", ["alpha beta gamma delta epsilon"], None, ["a"]), {"a": 0})

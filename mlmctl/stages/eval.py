@@ -127,7 +127,7 @@ INPUT_STAGE = None
 
 
 def input_fingerprint(cfg: EvalConfig) -> str:
-    from mlmctl.labelled import resolve_model_dir
+    from mlmctl.model_dir import resolve_model_dir
     from mlmctl.layout import MANIFEST
     from mlmctl.manifest import fingerprint_files
 
@@ -143,7 +143,7 @@ def run(ctx) -> dict:
     import torch
 
     from mlmctl.devices import pick_device
-    from mlmctl.labelled import resolve_model_dir
+    from mlmctl.model_dir import resolve_model_dir
     from mlmctl.shards import atomic_write_json
 
     cfg: EvalConfig = ctx.cfg
@@ -189,7 +189,8 @@ def is_classifier_config(raw: dict) -> bool:
 
 
 def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
-    from mlmctl.labelled import TextEncoder, predict, read_labelled
+    from mlmctl.labelled import read_labelled
+    from mlmctl.text_encoder import predict, TextEncoder
     from mlmctl.metrics import classification_report, majority_baseline
     from mlmctl.model_dir import load_own_arch
 
@@ -285,7 +286,7 @@ def _log_confusion(ctx, report: dict) -> None:
 def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
     import numpy as np
 
-    from mlmctl.labelled import TextEncoder
+    from mlmctl.text_encoder import TextEncoder
     from mlmctl.mlm_scoring import score_masked
     from mlmctl.model_dir import MLM_HEAD_PREFIXES, load_own_arch
 

@@ -159,7 +159,7 @@ INPUT_STAGE = None
 
 def input_fingerprint(cfg: FinetuneConfig) -> str:
     """Identity of everything read: the model directory's files and the labelled files' bytes."""
-    from mlmctl.labelled import resolve_model_dir
+    from mlmctl.model_dir import resolve_model_dir
     from mlmctl.manifest import fingerprint_files
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
@@ -209,7 +209,9 @@ class Finetuner:
 
     def open_data(self) -> None:
         """The labelled files, encoded with the model's tokenizer (an unseen label is an error here)."""
-        from mlmctl.labelled import TextEncoder, label_list, resolve_model_dir
+        from mlmctl.labelled import label_list
+        from mlmctl.model_dir import resolve_model_dir
+        from mlmctl.text_encoder import TextEncoder
 
         cfg, ctx = self.cfg, self.ctx
         self.model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
@@ -356,7 +358,7 @@ class Finetuner:
         """One optimizer step on this rank's rows of a global batch: (loss, grad norm)."""
         import torch
 
-        from mlmctl.labelled import pad_batch
+        from mlmctl.text_encoder import pad_batch
         from mlmctl.training import NonFiniteLoss, train_step
 
         enc, device = self.train_enc, self.proc.device
@@ -544,7 +546,7 @@ def _brief(report: dict) -> dict:
 
 
 def _evaluate(model, encoder, enc, labels, batch_size, device) -> dict:
-    from mlmctl.labelled import predict
+    from mlmctl.text_encoder import predict
     from mlmctl.metrics import classification_report
 
     probs = predict(model, enc, batch_size, encoder.pad_id, device)

@@ -774,7 +774,9 @@ def _open_corpus(input_dir: Path, manifest) -> dict:
 
 
 class _Slicer:
-    """Presents `fn(start, stop)` as an array that can be sliced: `x[a:b]` -> fn(a, b)."""
+    """Presents `fn(start, stop)` as an array that can be sliced, `x[a:b]` -> fn(a, b): the one
+    operation packing.CorpusPart asks of its `ids` and `word_starts`, here served by
+    token_ids.TokenSplit's `tokens(a, b)` / `word_starts(a, b)` across a split's shards."""
 
     def __init__(self, fn):
         self.fn = fn

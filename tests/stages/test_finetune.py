@@ -75,7 +75,8 @@ def test_finetune_beats_majority_and_loads_in_transformers(task, tmp_path, run_c
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from mlmctl.labelled import LabelledData, TextEncoder, pad_batch
+    from mlmctl.labelled import LabelledData
+    from mlmctl.text_encoder import pad_batch, TextEncoder
     from mlmctl.model import BertForSequenceClassification
     from mlmctl.model_dir import load_model_dir
 
@@ -314,7 +315,8 @@ def test_modernbert_classifier_from_either_writer_loads_as_hf_class(task, tmp_pa
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from mlmctl.labelled import LabelledData, TextEncoder, pad_batch
+    from mlmctl.labelled import LabelledData
+    from mlmctl.text_encoder import pad_batch, TextEncoder
     from mlmctl.model_dir import load_model_dir, save_model_dir
     from mlmctl.modernbert import ModernBertConfig, ModernBertForMaskedLM, ModernBertForSequenceClassification
 
