@@ -54,6 +54,10 @@ clean-demo:
 
 # The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
 # clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
+# The same chain with the modern encoder (model.arch: modernbert, documents packing, 30% masking, WSD).
+demo-modern: install
+	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/modern bash scripts/chain.sh
+
 demo-zh: install
 	$(PY) -c "from mlmctl.zh_corpus import write_jsonl; write_jsonl('data/zh/corpus.jsonl', 6000)"
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/zh bash scripts/chain.sh
