@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # pytest-xdist processes: the suite is process-safe (every test has its own tmp dirs).
 TEST_JOBS ?= 2
 
-.PHONY: install demo demo-zh smoke test test-quick bench lint clean-demo docs-images
+.PHONY: install demo demo-modern demo-zh smoke test test-quick bench lint clean-demo docs-images
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
