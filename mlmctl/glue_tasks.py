@@ -108,7 +108,6 @@ def read_split(task: GlueTask, path: str | Path) -> LabelledData:
     out = LabelledData(str(path), [], [] if task.pair is not None else None, [])
     index: dict[Column, int] = {}
     width = task.columns
-    dropped = 0
     for row in rows:
         line_no = rows.line_num
         if not row or row == [""]:
@@ -122,15 +121,7 @@ def read_split(task: GlueTask, path: str | Path) -> LabelledData:
         get = (lambda c: row[index[c]]) if task.header else (lambda c: row[c])
         label = _label(task, path, line_no, get(task.label).strip())
         texts = [get(task.text)] + ([get(task.pair)] if task.pair is not None else [])
-        if any(not t.strip() for t in texts):
-            dropped += 1
-            continue
-        out.texts.append(texts[0])
-        if out.pairs is not None:
-            out.pairs.append(texts[1])
-        out.labels.append(label)
-    if dropped:
-        out.dropped["empty_text"] = dropped
+        out.add(texts, label)
     if not out.texts:
         raise InputError(f"{path}: no {task.name} examples (empty file?)")
     return out

@@ -52,6 +52,17 @@ class LabelledData:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def add(self, texts: list[str], label) -> None:
+        """Append one example (`texts`: the text, and its pair when the file has pairs); one whose
+        text is empty after stripping is dropped and counted as `empty_text` instead."""
+        if any(not t.strip() for t in texts):
+            self.dropped["empty_text"] = self.dropped.get("empty_text", 0) + 1
+            return
+        self.texts.append(texts[0])
+        if self.pairs is not None:
+            self.pairs.append(texts[1])
+        self.labels.append(label)
+
 
 def detect_format(path: Path) -> str:
     name = path.name.lower()
@@ -86,7 +97,6 @@ def read_labelled(
         rows = _delimited_rows(path, text, fields, "\t" if fmt == "tsv" else ",", has_header, max_field_chars)
 
     out = LabelledData(str(path), [], [] if text_pair_field else None, [])
-    dropped = 0
     for line_no, row in rows:
         label = row[label_field]
         if label is None or (isinstance(label, str) and not label.strip()):
@@ -99,15 +109,7 @@ def read_labelled(
         for t, name in zip(texts, (text_field, text_pair_field)):
             if not isinstance(t, str):
                 raise InputError(f"{path}:{line_no}: `{name}` is {type(t).__name__}, expected a string")
-        if any(not t.strip() for t in texts):
-            dropped += 1
-            continue
-        out.texts.append(texts[0])
-        if out.pairs is not None:
-            out.pairs.append(texts[1])
-        out.labels.append(str(label).strip())
-    if dropped:
-        out.dropped["empty_text"] = dropped
+        out.add(texts, str(label).strip())
     if not out.texts:
         raise InputError(f"{path}: no examples (empty file, or every text empty)")
     return out
