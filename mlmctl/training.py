@@ -208,6 +208,25 @@ def train_step(model, optimizer, micro_batches: Iterable, loss_fn: Callable, *, 
     return step_loss, norm
 
 
+def run_trainer(ctx, trainer_cls, stage: str) -> dict:
+    """A training stage's `run`: the named steps of `trainer_cls` (open_data, build_model, resume,
+    fit, finish) in order, with TensorBoard checked before any work and closed after any end."""
+    if ctx.cfg.tensorboard:
+        from mlmctl.tensorboard_log import require
+
+        require(f"{stage}: `tensorboard: true`")  # before any work, not after the first hour
+    trainer = trainer_cls(ctx)
+    try:
+        trainer.open_data()
+        trainer.build_model()
+        trainer.resume()
+        trainer.fit()
+        return trainer.finish()
+    finally:
+        if getattr(trainer, "metrics", None) is not None:
+            trainer.metrics.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # metrics.jsonl
 

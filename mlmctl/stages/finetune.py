@@ -168,20 +168,9 @@ def input_fingerprint(cfg: FinetuneConfig) -> str:
 
 
 def run(ctx) -> dict:
-    if ctx.cfg.tensorboard:
-        from mlmctl.tensorboard_log import require
+    from mlmctl.training import run_trainer
 
-        require(f"{STAGE}: `tensorboard: true`")  # before any work, not after the first hour
-    tuner = Finetuner(ctx)
-    try:
-        tuner.open_data()
-        tuner.build_model()
-        tuner.resume()
-        tuner.fit()
-        return tuner.finish()
-    finally:
-        if getattr(tuner, "metrics", None) is not None:
-            tuner.metrics.close()
+    return run_trainer(ctx, Finetuner, STAGE)
 
 
 def _fresh_loop_state() -> dict:

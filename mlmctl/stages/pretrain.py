@@ -268,20 +268,9 @@ STARTER = {"train.max_steps": 10000}
 
 
 def run(ctx) -> dict:
-    if ctx.cfg.tensorboard:
-        from mlmctl.tensorboard_log import require
+    from mlmctl.training import run_trainer
 
-        require(f"{STAGE}: `tensorboard: true`")  # before any work, not after the first hour
-    trainer = Pretrainer(ctx)
-    try:
-        trainer.open_data()
-        trainer.build_model()
-        trainer.resume()
-        trainer.fit()
-        return trainer.finish()
-    finally:
-        if getattr(trainer, "metrics", None) is not None:
-            trainer.metrics.close()
+    return run_trainer(ctx, Pretrainer, STAGE)
 
 
 @dataclass
