@@ -105,3 +105,21 @@ def test_official_metrics_and_scores():
     assert list(sts) == ["pearson", "spearman"] and sts["spearman"] == pytest.approx(1.0)
     assert task_score({"f1": 0.9, "accuracy": 0.8}) == pytest.approx(0.85)
     assert glue_average({"CoLA": 0.5, "MNLI-m": 0.8, "MNLI-mm": 0.6}) == pytest.approx((0.5 + 0.7) / 2)
+
+
+def test_the_docs_snippet_runs_on_the_release_layout(tmp_path, monkeypatch, capsys):
+    """docs/glue.md's Python block, extracted from the doc (so doc and test cannot drift), on a
+    GLUE directory written in the public layouts."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "glue.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 1
+    _write(tmp_path / "GLUE", FILES)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "docs/glue.md", "exec"), {})
+    out = capsys.readouterr().out
+    for name in ("CoLA", "SST-2", "MRPC", "STS-B", "MNLI"):
+        assert f"\n{name} " in "\n" + out, name
+    assert "dev_matched.tsv" in out and "dev_mismatched.tsv" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import random
@@ -409,6 +410,12 @@ def test_tensorboard_gets_every_metrics_row(tmp_path, run_cli, vocab_dir):
                             "--set", "tensorboard=true")
     assert code == 0, err
     _tensorboard_matches_metrics(out)
+    # docs/monitoring.md's Python block, extracted from the doc, reads the same events
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    scope: dict = {}
+    exec(compile(block.replace("runs/demo/pretrain", str(out)), "docs/monitoring.md", "exec"), scope)
+    assert [e.step for e in scope["acc"].Scalars("val/ppl")] == [r["step"] for r in metrics(out) if "val_ppl" in r]
     # --force may delete it again: it is one of the files pretrain writes
     assert pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=5", "--set", "tensorboard=true",
                     "--force")[0] == 0
