@@ -187,3 +187,52 @@ def test_yaml_configs_load_or_fail_with_one_config_error(text):
             # Several problems of one file come together (config.ConfigProblems), one line each.
             problems = getattr(e, "problems", None) or [str(e)]
             assert problems and all(p and "\n" not in p for p in problems)
+
+
+@settings(FUZZ, max_examples=80)
+@given(name=st.sampled_from(["a.csv", "a.tsv", "a.jsonl.zst", "a.txt.zst", "a.csv.zst", "a.parquet", "a.arrow"]),
+       body=st.binary(max_size=200) | HOSTILE_JSON.map(str.encode), cut=st.integers(0, 400))
+def test_clean_table_and_zstd_inputs_count_or_refuse_in_one_line(run_cli, name, body, cut):
+    """The `formats` extra's readers on damaged files: counted and skipped, or (a file whose
+    structure cannot be read at all, e.g. a Parquet footer) one line; never a traceback, never
+    a manifest for a failed run, nothing touched outside the output."""
+    zstandard = pytest.importorskip("zstandard")
+    pytest.importorskip("pyarrow")
+    plain = {"csv": b"text,source\n", "tsv": b"text\tsource\n"}
+    head = plain.get(name.split(".")[1], b"")
+    good = json.dumps({"text": GOOD}).encode() if "jsonl" in name else GOOD.strip().encode()
+    data = head + good + b"\n" + body
+    if name.endswith(".zst"):
+        data = zstandard.ZstdCompressor().compress(data)
+    elif name.endswith((".parquet", ".arrow")):
+        data = _table_bytes(name) + body
+    data = _mutate(data, cut, body)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        raw = root / "raw"
+        raw.mkdir()
+        (raw / "good.txt").write_text(GOOD)
+        (raw / name).write_bytes(data)
+        out = root / "out"
+        before = _snapshot(root, out)
+        code, _, err = run_cli("clean", "--input", raw, "--output", out, "--set", "validation_fraction=0")
+        _one_line(code, err)
+        assert (out / "manifest.json").is_file() == (code == 0)
+        assert _snapshot(root, out) == before
+
+
+def _table_bytes(name: str) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.ipc
+    import pyarrow.parquet
+
+    table = pa.table({"text": [GOOD.strip(), "Another plain sentence about the library hours."]})
+    buf = io.BytesIO()
+    if name.endswith(".parquet"):
+        pyarrow.parquet.write_table(table, buf)
+    else:
+        with pyarrow.ipc.new_stream(buf, table.schema) as w:
+            w.write_table(table)
+    return buf.getvalue()
