@@ -12,6 +12,9 @@ Used by finetune (train/dev files) and eval (test file). Decisions on bad input:
 - JSONL: one object per line, blank lines skipped; labels may be strings or
   integers (integers are stored as their decimal string, so `1` and `"1"` are
   the same label).
+- With `regression=True` (finetune/eval `task: regression`) a label is one float: a JSON
+  number or a string that parses as one (`"3.8"`, `"4"`); anything else, NaN or an infinity is
+  an error naming file and line, and `labels` holds floats.
 - A row whose text (or text pair) is empty after stripping is dropped and
   counted (`dropped.empty_text`); a row without a label is an error, as is a
   missing column/field, a file with no examples, or undecodable UTF-8.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +50,7 @@ class LabelledData:
     path: str
     texts: list[str]
     pairs: list[str] | None
-    labels: list[str]
+    labels: list[str] | list[float]
     dropped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -83,8 +87,10 @@ def read_labelled(
     fmt: str = "auto",
     has_header: bool = True,
     max_field_chars: int = MAX_FIELD_CHARS,
+    regression: bool = False,
 ) -> LabelledData:
-    """Read one labelled file; raises `InputError` with the file and line on bad input."""
+    """Read one labelled file; raises `InputError` with the file and line on bad input.
+    `regression`: labels are floats (see the module docstring), else strings."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: labelled file not found")
@@ -101,18 +107,38 @@ def read_labelled(
         label = row[label_field]
         if label is None or (isinstance(label, str) and not label.strip()):
             raise InputError(f"{path}:{line_no}: empty label in `{label_field}`; every example needs a label")
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
+        if regression:
+            label = float_label(label, f"{path}:{line_no}", label_field)
+        elif isinstance(label, bool) or not isinstance(label, (str, int)):
             raise InputError(
                 f"{path}:{line_no}: label {label!r} in `{label_field}` is not a string or an integer"
             )
+        else:
+            label = str(label).strip()
         texts = [row[text_field]] + ([row[text_pair_field]] if text_pair_field else [])
         for t, name in zip(texts, (text_field, text_pair_field)):
             if not isinstance(t, str):
                 raise InputError(f"{path}:{line_no}: `{name}` is {type(t).__name__}, expected a string")
-        out.add(texts, str(label).strip())
+        out.add(texts, label)
     if not out.texts:
         raise InputError(f"{path}: no examples (empty file, or every text empty)")
     return out
+
+
+def float_label(label, where: str, label_field: str) -> float:
+    """A regression label as a float; anything but a finite number is an error naming `where`."""
+    value = None
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        value = float(label)
+    elif isinstance(label, str):
+        try:
+            value = float(label.strip())
+        except ValueError:
+            value = None
+    if value is None or not math.isfinite(value):
+        raise InputError(f"{where}: label {label!r} in `{label_field}` is not a number; a regression task "
+                         "needs one finite number per example")
+    return value
 
 
 def label_list(labels: list[str], explicit: list[str] | None = None) -> list[str]:

@@ -23,8 +23,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The metric names a config may pick for "best checkpoint" / early stopping.
-METRIC_NAMES = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall")
+# The dev metrics a finetune config may pick (`metric:`) for "best checkpoint" / early stopping,
+# per task; every one is "higher is better". `f1` is the F1 of the positive class of a binary task
+# (the second label in label order, GLUE's F1 of class "1" for MRPC and QQP). `entity_f1` is the
+# token-classification metric (mlmctl.seq_metrics).
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                          "mcc", "f1")
+REGRESSION_METRICS = ("pearson", "spearman")
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS,
+                "token-classification": ("entity_f1",)}
+DEFAULT_METRIC = {"classification": "macro_f1", "regression": "pearson", "token-classification": "entity_f1"}
+METRIC_NAMES = tuple(dict.fromkeys(m for names in TASK_METRICS.values() for m in names))
+"""Every name `metric:` accepts besides `auto`."""
+
+
+def metric_for(task: str, metric: str) -> str:
+    """The metric `metric` stands for (`auto` = the task's default); `ValueError` with a one-line
+    reason when it does not fit the task."""
+    if metric == "auto":
+        return DEFAULT_METRIC[task]
+    if metric not in TASK_METRICS[task]:
+        raise ValueError(f"`{metric}` is not a {task} metric; use auto or one of {', '.join(TASK_METRICS[task])}")
+    return metric
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> list[list[int]]:
@@ -54,8 +74,10 @@ def classification_report(
 
     Keys: `n`, `accuracy`, `macro_precision`, `macro_recall`, `macro_f1`,
     `micro_precision`, `micro_recall`, `micro_f1`, `weighted_precision`,
-    `weighted_recall`, `weighted_f1`, `per_class` (label -> precision, recall,
-    f1, support, predicted, present), `labels`, `confusion_matrix`.
+    `weighted_recall`, `weighted_f1`, `mcc` (Matthews correlation), `per_class`
+    (label -> precision, recall, f1, support, predicted, present), `labels`,
+    `confusion_matrix`; for two labels also `f1` and `positive_label` (the F1 of
+    the second label, GLUE's F1 of class "1").
     """
     k = len(labels)
     cm = confusion_matrix(y_true, y_pred, k)
@@ -92,6 +114,7 @@ def classification_report(
     # class), so all three equal accuracy; computed explicitly anyway.
     tp, fp, fn = correct, n - correct, n - correct
     micro_p, micro_r = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    binary = {"f1": per_class[labels[1]]["f1"], "positive_label": labels[1]} if k == 2 else {}
     return {
         "n": n,
         "accuracy": _safe_div(correct, n),
@@ -104,6 +127,8 @@ def classification_report(
         "weighted_precision": weighted("precision"),
         "weighted_recall": weighted("recall"),
         "weighted_f1": weighted("f1"),
+        "mcc": matthews_corrcoef(y_true, y_pred, k),
+        **binary,
         "per_class": per_class,
         "labels": list(labels),
         "confusion_matrix": cm,

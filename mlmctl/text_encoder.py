@@ -113,9 +113,10 @@ def pad_batch(enc: Encoded, rows, pad_id: int):
     return ids, mask, types
 
 
-def predict(model, enc: Encoded, batch_size: int, pad_id: int, device="cpu"):
-    """Class probabilities (N, K) as a float32 tensor on the CPU, in example order. Rows are
-    processed sorted by length so each batch pads little; the result is put back in order."""
+def predict(model, enc: Encoded, batch_size: int, pad_id: int, device="cpu", raw: bool = False):
+    """Class probabilities (N, K) as a float32 tensor on the CPU, in example order (`raw`: the
+    logits, e.g. a regression model's outputs). Rows are processed sorted by length so each batch
+    pads little; the result is put back in order."""
     import torch
 
     model.eval()
@@ -126,7 +127,7 @@ def predict(model, enc: Encoded, batch_size: int, pad_id: int, device="cpu"):
             rows = order[s:s + batch_size]
             ids, mask, types = (t.to(device) for t in pad_batch(enc, rows, pad_id))
             logits, _ = model(ids, attention_mask=mask, token_type_ids=types)
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            probs = (logits.float() if raw else torch.softmax(logits.float(), dim=-1)).cpu()
             for j, r in enumerate(rows):
                 out[r] = probs[j]
     return torch.stack(out) if out else torch.zeros(0, 0)

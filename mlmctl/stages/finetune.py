@@ -1,4 +1,4 @@
-"""finetune: train a sequence classifier (single text or text pair) from labelled files.
+"""finetune: train a sequence classifier or regressor (single text or text pair) from labelled files.
 
 Reads a model directory (`--input`: a pretrain run, whose `final/` is used, or any model
 directory: an mlmctl checkpoint or a local HF BERT directory with `tokenizer.json`), and the
@@ -15,8 +15,12 @@ Writes:
     mlmctl finetune -c configs/demo/finetune.yaml --input runs/demo/pretrain --output runs/demo/ft \\
         --set train_file=data/demo/task/train.tsv --set dev_file=data/demo/task/dev.tsv
 
-Training: the label set (and order) comes from the train file; dev/test labels outside it are an
-error. Examples are truncated to `max_seq_len` tokens and padded per batch only to the batch's
+Tasks (`task`): classification (one label per example; the label set and order come from the
+train file, dev/test labels outside it are an error) and regression (one float per example, one
+output, MSE loss, scored by Pearson / Spearman correlation and MSE; saved with num_labels 1 and
+`problem_type: "regression"`, as transformers does). Each task is a `Finetuner` class (TRAINERS);
+what differs between tasks lives in its few task methods (labels, targets, evaluation, head config).
+config.json's `mlmctl_finetune` records the train file and its sha256, for eval's baseline. Examples are truncated to `max_seq_len` tokens and padded per batch only to the batch's
 longest example (optionally batching examples of similar length together). AdamW, linear warm-up
 then decay, for `epochs` or `max_steps`; dev evaluation every epoch or every `eval_every` steps;
 the best checkpoint by `metric` is kept and training stops after `patience` evaluations without
@@ -40,15 +44,17 @@ from typing import Literal
 from mlmctl.config import check, config_to_dict
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import BEST, METRICS_FILE
-from mlmctl.metrics import METRIC_NAMES
+from mlmctl.metrics import METRIC_NAMES, metric_for
 from mlmctl.training import OptimSettings, check_optimiser
 
-MetricName = Literal["accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall"]
+MetricName = Literal["auto", "accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                     "mcc", "f1", "pearson", "spearman", "entity_f1"]
+Task = Literal["classification", "regression", "token-classification"]
 
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tune an encoder for sequence classification."""
+    """Fine-tune an encoder for sequence classification or regression."""
 
     input: str = "runs/pretrain"
     """Model to start from: a pretrain run directory (uses final/) or a model directory."""
@@ -71,13 +77,16 @@ class FinetuneConfig:
     text_pair_field: str | None = None
     """Column / field of the second text for pair tasks (null = single text)."""
     label_field: str = "label"
-    """Column / field holding the label (string or integer)."""
+    """Column / field holding the label (classification: string or integer; regression: a number)."""
     max_field_chars: int = 10_000_000
     """TSV/CSV: longest field accepted, in characters (a longer one is an error naming its line)."""
     labels: list[str] = field(default_factory=list)
-    """Label order (id i = labels[i]); empty = sorted labels of the train file."""
+    """Classification: label order (id i = labels[i]); empty = sorted labels of the train file."""
     init: Literal["pretrained", "random"] = "pretrained"
     """pretrained = the input's weights; random = same architecture, fresh weights."""
+    task: Task = "classification"
+    """classification = one label per example (cross-entropy); regression = one float per example (one
+    output, MSE loss; saved with `problem_type: regression`); token-classification = a tag per word."""
     max_seq_len: int = 128
     """Tokens per example including [CLS]/[SEP]; longer examples are truncated."""
     length_bucketing: bool = False
@@ -105,11 +114,14 @@ class FinetuneConfig:
     classifier_pooling: Literal["cls", "mean"] | None = None
     """modernbert only: classify the [CLS] vector or the mean over real tokens (HF `classifier_pooling`; null = the model's config.json, itself cls by default)."""
     class_weights: Literal["none", "balanced"] = "none"
-    """balanced = weight the loss of class c by n / (K * count_c), as scikit-learn does."""
+    """Classification: balanced = weight the loss of class c by n / (K * count_c), as scikit-learn does."""
     eval_every: int = 0
     """Evaluate on dev every this many steps (0 = at the end of every epoch)."""
-    metric: MetricName = "macro_f1"
-    """Dev metric that picks the best checkpoint and drives early stopping."""
+    metric: MetricName = "auto"
+    """Dev metric that picks the best checkpoint and drives early stopping (higher is better). auto =
+    macro_f1 (classification), pearson (regression), entity_f1 (token-classification). Classification:
+    accuracy, macro_f1, micro_f1, weighted_f1, macro_precision, macro_recall, mcc (Matthews correlation),
+    f1 (F1 of the positive class = the second label; binary tasks only); regression: pearson, spearman."""
     patience: int = 0
     """Stop after this many dev evaluations without improvement (0 = never stop early)."""
     log_every: int = 10
@@ -143,7 +155,22 @@ class FinetuneConfig:
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = after every dev evaluation)")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
-        check(self.metric in METRIC_NAMES, "metric", f"one of {', '.join(METRIC_NAMES)}")
+        check(self.metric == "auto" or self.metric in METRIC_NAMES, "metric", f"one of auto, {', '.join(METRIC_NAMES)}")
+        try:
+            metric_for(self.task, self.metric)
+        except ValueError as e:
+            check(False, "metric", f"{e} (task is {self.task})")
+        check(self.metric != "f1" or not self.labels or len(self.labels) == 2, "metric",
+              f"`f1` is the F1 of the positive class of a binary task, but `labels` has {len(self.labels)}; "
+              "use macro_f1")
+        if self.task == "regression":
+            check(not self.labels, "labels", "is for classification; a regression label is a number (remove the key)")
+            check(self.class_weights == "none", "class_weights", "is for classification; use none with task regression")
+
+    @property
+    def selection_metric(self) -> str:
+        """The dev metric that picks the best checkpoint (`metric`, with auto resolved for the task)."""
+        return metric_for(self.task, self.metric)
 
     def optim(self, total_steps: int) -> OptimSettings:
         """AdamW with BERT's fine-tuning betas and epsilon, decaying to 0 at the last step."""
@@ -170,7 +197,11 @@ def input_fingerprint(cfg: FinetuneConfig) -> str:
 def run(ctx) -> dict:
     from mlmctl.training import run_trainer
 
-    return run_trainer(ctx, Finetuner, STAGE)
+    trainer = TRAINERS.get(ctx.cfg.task)
+    if trainer is None:
+        raise MlmctlError(f"finetune: `task: {ctx.cfg.task}` is not available in this build of mlmctl; "
+                          f"use one of {', '.join(TRAINERS)}")
+    return run_trainer(ctx, trainer, STAGE)
 
 
 def _fresh_loop_state() -> dict:
@@ -181,7 +212,11 @@ def _fresh_loop_state() -> dict:
 
 class Finetuner:
     """The fine-tuning run in named steps: set up (here), open_data, build_model, resume, fit
-    (train_step, evaluate, save), finish. Every rank runs all of them; only rank 0 writes."""
+    (train_step, evaluate, save), finish. Every rank runs all of them; only rank 0 writes.
+
+    This class is sequence classification; another task subclasses it and overrides the task
+    methods (the "Task" section below: read, set_labels, targets, evaluate, head_config, brief,
+    report_lines), as RegressionFinetuner does."""
 
     def __init__(self, ctx):
         from mlmctl.training import Process
@@ -198,24 +233,21 @@ class Finetuner:
 
     def open_data(self) -> None:
         """The labelled files, encoded with the model's tokenizer (an unseen label is an error here)."""
-        from mlmctl.labelled import label_list
         from mlmctl.model_dir import resolve_model_dir
+        from mlmctl.shards import file_sha256
         from mlmctl.text_encoder import TextEncoder
 
         cfg, ctx = self.cfg, self.ctx
         self.model_dir = resolve_model_dir(ctx.input_dir or cfg.input, STAGE)
-        train = _read_labelled(cfg.train_file, cfg)
-        self.labels = label_list(train.labels, cfg.labels or None)
-        if len(self.labels) < 2:
-            raise InputError(f"finetune: {cfg.train_file} has a single label ({self.labels[0]!r}); "
-                             f"need at least 2 classes")
-        self.label2id = {name: i for i, name in enumerate(self.labels)}
+        train = self.read(cfg.train_file)
+        self.train_sha256 = file_sha256(cfg.train_file)
+        self.set_labels(train)
         self.encoder = TextEncoder(self.model_dir, cfg.max_seq_len, STAGE)
-        self.train_enc = self.encoder.encode(train, self.label2id)
-        dev = _read_labelled(cfg.dev_file, cfg) if cfg.dev_file else None
-        self.dev_enc = self.encoder.encode(dev, self.label2id) if dev else None
-        test = _read_labelled(cfg.test_file, cfg) if cfg.test_file else None
-        self.test_enc = self.encoder.encode(test, self.label2id) if test else None
+        self.train_enc = self.encode(train)
+        dev = self.read(cfg.dev_file) if cfg.dev_file else None
+        self.dev_enc = self.encode(dev) if dev else None
+        test = self.read(cfg.test_file) if cfg.test_file else None
+        self.test_enc = self.encode(test) if test else None
         self.dropped = {f"{k} ({Path(d.path).name})": v for d in (train, dev, test) if d for k, v in d.dropped.items()}
         for what, n in self.dropped.items():
             ctx.log(f"dropped {n} examples: {what}")
@@ -243,19 +275,19 @@ class Finetuner:
         self.optim = cfg.optim(self.total_steps)
         self.optimizer = self.optim.make_optimizer(self.raw_model, proc.device)
         self.eval_every = cfg.eval_every or self.steps_per_epoch
-        self.ctx.log(f"{n} train examples, {len(self.labels)} labels, {self.steps_per_epoch} steps/epoch, "
+        self.ctx.log(f"{n} train examples, {self.describe_labels()}, {self.steps_per_epoch} steps/epoch, "
                      f"{self.total_steps} steps, {num_parameters(self.raw_model) / 1e6:.2f}M parameters, "
                      f"{proc.world} process(es), {proc.device.type}"
                      + (f", {self.train_enc.truncated} truncated to {cfg.max_seq_len} tokens"
                         if self.train_enc.truncated else ""))
-        self.extra_config = {
-            "id2label": {str(i): x for i, x in enumerate(self.labels)}, "label2id": self.label2id,
-            "problem_type": "single_label_classification",
-            "mlmctl_finetune": {"max_seq_len": cfg.max_seq_len, "text_field": cfg.text_field,
-                                "text_pair_field": cfg.text_pair_field, "label_field": cfg.label_field,
-                                "init": cfg.init}}
+        # What eval reads back: the fields, and the train file for its bag-of-words baseline.
+        self.extra_config = {**self.head_config(), "mlmctl_finetune": {
+            "task": cfg.task, "max_seq_len": cfg.max_seq_len, "text_field": cfg.text_field,
+            "text_pair_field": cfg.text_pair_field, "label_field": cfg.label_field, "init": cfg.init,
+            "train_file": str(cfg.train_file), "train_sha256": self.train_sha256, "format": cfg.format,
+            "has_header": cfg.has_header, **self.finetune_facts()}}
         # What a resumed checkpoint must agree on.
-        self.run_meta = {"model": {**asdict(mcfg), "num_labels": len(self.labels)},
+        self.run_meta = {"model": {**asdict(mcfg), "num_labels": self.num_outputs},
                          "data": {"labels": self.labels, "train_examples": n, "batch_size": cfg.batch_size,
                                   "seed": cfg.seed}}
 
@@ -263,7 +295,7 @@ class Finetuner:
         """The classifier of the input's architecture (config.json `model_type`), loaded or fresh."""
         from mlmctl.model_dir import arch_of, architecture, load_model_dir, read_model_config
 
-        cfg, model_dir, n_labels = self.cfg, self.model_dir, len(self.labels)
+        cfg, model_dir, n_labels = self.cfg, self.model_dir, self.num_outputs
         mcfg = read_model_config(model_dir, STAGE, arch=None)
         self.arch = architecture(arch_of(mcfg))
         if cfg.classifier_pooling is not None and self.arch.name != "modernbert":
@@ -304,7 +336,7 @@ class Finetuner:
         ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
         if ckpt is not None:
             ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
-            loaded, _, _ = load_model_dir(ckpt, self.arch.classifier, num_labels=len(self.labels),
+            loaded, _, _ = load_model_dir(ckpt, self.arch.classifier, num_labels=self.num_outputs,
                                           classifier_dropout=cfg.classifier_dropout)
             self.raw_model.load_state_dict(loaded.state_dict())
             state = ckpts.load_trainer_state(ckpt, STAGE)
@@ -352,7 +384,7 @@ class Finetuner:
 
         enc, device = self.train_enc, self.proc.device
         ids, mask, types = (x.to(device) for x in pad_batch(enc, rows, self.encoder.pad_id))
-        y = torch.tensor([enc.labels[r] for r in rows], dtype=torch.long, device=device)
+        y = self.targets(rows).to(device)
 
         def loss_fn(model, _):
             return model(ids, attention_mask=mask, token_type_ids=types, labels=y,
@@ -421,14 +453,13 @@ class Finetuner:
 
     def _evaluate_dev(self) -> bool:
         """Score dev, keep the best weights; True when patience has run out."""
-        cfg, t, step = self.cfg, self.t, self.t["step"]
-        report = _evaluate(self.raw_model, self.encoder, self.dev_enc, self.labels, cfg.eval_batch_size,
-                           self.proc.device)
-        value = report[cfg.metric]
+        cfg, t, step, metric = self.cfg, self.t, self.t["step"], self.cfg.selection_metric
+        report = self.evaluate(self.dev_enc)
+        value = report[metric]
         improved = value > t["best_value"]
-        self.metrics.write({"step": step, "epoch": t["epoch"], **{f"dev_{k}": report[k] for k in METRIC_NAMES},
-                            "best": improved})
-        self.ctx.log(f"step {step}: dev {cfg.metric} {value:.4f}" + (" (best)" if improved else ""))
+        self.metrics.write({"step": step, "epoch": t["epoch"],
+                            **{f"dev_{k}": report[k] for k in METRIC_NAMES if k in report}, "best": improved})
+        self.ctx.log(f"step {step}: dev {metric} {value:.4f}" + (" (best)" if improved else ""))
         if improved:
             t.update(best_value=value, best_step=step, best_report=report, evals_since_best=0)
             self.best_state = _copy_state(self.raw_model)
@@ -436,7 +467,7 @@ class Finetuner:
             return False
         t["evals_since_best"] += 1
         if cfg.patience and t["evals_since_best"] >= cfg.patience:
-            self.ctx.log(f"early stop at step {step}: no better dev {cfg.metric} "
+            self.ctx.log(f"early stop at step {step}: no better dev {metric} "
                          f"for {t['evals_since_best']} evaluations")
             return True
         return False
@@ -449,10 +480,7 @@ class Finetuner:
             self.best_state = _copy_state(self.raw_model)
             self.save_best()
         self.raw_model.load_state_dict(self.best_state)
-        test_report = None
-        if self.test_enc is not None:
-            test_report = _evaluate(self.raw_model, self.encoder, self.test_enc, self.labels, cfg.eval_batch_size,
-                                    self.proc.device)
+        test_report = self.evaluate(self.test_enc) if self.test_enc is not None else None
         summary, extra = self._summary(best_step, best_report, test_report)
         if self.ctx.is_main:
             self._place_best(extra)
@@ -462,21 +490,17 @@ class Finetuner:
 
     def _summary(self, best_step: int, best_report: dict | None, test_report: dict | None) -> tuple[dict, dict]:
         cfg, n = self.cfg, len(self.train_enc.ids)
-        summary = {"labels": ", ".join(self.labels), "train examples": n, "steps": self.t["step"],
+        summary = {"task": cfg.task, **self.describe_summary(), "train examples": n, "steps": self.t["step"],
                    "best step": best_step}
-        extra = {"labels": self.labels, "best_step": best_step, "steps": self.t["step"],
-                 "epochs_started": self.t["epoch"], "train_examples": n, "init": cfg.init,
+        extra = {"task": cfg.task, "labels": self.labels, "metric": cfg.selection_metric, "best_step": best_step,
+                 "steps": self.t["step"], "epochs_started": self.t["epoch"], "train_examples": n, "init": cfg.init,
                  "model_dir": str(self.model_dir), "seconds": round(time.monotonic() - self.started, 2),
                  "dropped": self.dropped}
-        if best_report is not None:
-            extra["dev"] = _brief(best_report)
-            summary[f"dev {cfg.metric}"] = f"{best_report[cfg.metric]:.4f}"
-            summary["dev accuracy"] = f"{best_report['accuracy']:.4f}"
-        if test_report is not None:
-            extra["test"] = _brief(test_report)
-            summary["test accuracy"] = f"{test_report['accuracy']:.4f}"
-            summary["test macro_f1"] = f"{test_report['macro_f1']:.4f}"
-        warning = single_class_warning(test_report or best_report, "test" if test_report else "dev")
+        for split, report in (("dev", best_report), ("test", test_report)):
+            if report is not None:
+                extra[split] = self.brief(report)
+                summary.update(self.report_lines(split, report))
+        warning = self.warning(test_report or best_report, "test" if test_report else "dev")
         if warning:
             extra["warning"] = summary["warning"] = warning
             self.ctx.log(f"warning: {warning}")
@@ -491,18 +515,141 @@ class Finetuner:
         files.append(ctx.describe(METRICS_FILE))
         ctx.finish([], files, extra)
 
+    # -- Task: what sequence classification does differently from other tasks -------------------
+
+    def read(self, path: str):
+        return _read_labelled(path, self.cfg)
+
+    def set_labels(self, train) -> None:
+        """The label set and order (from the train file, or `labels`)."""
+        from mlmctl.labelled import label_list
+
+        cfg = self.cfg
+        self.labels = label_list(train.labels, cfg.labels or None)
+        if len(self.labels) < 2:
+            raise InputError(f"finetune: {cfg.train_file} has a single label ({self.labels[0]!r}); "
+                             f"need at least 2 classes")
+        if cfg.selection_metric == "f1" and len(self.labels) != 2:
+            raise InputError(f"finetune: `metric: f1` is the F1 of the positive class of a binary task, but "
+                             f"{cfg.train_file} has {len(self.labels)} labels; use macro_f1 or mcc")
+        self.label2id = {name: i for i, name in enumerate(self.labels)}
+        self.num_outputs = len(self.labels)
+
+    def encode(self, data):
+        return self.encoder.encode(data, self.label2id)
+
+    def describe_labels(self) -> str:
+        return f"{len(self.labels)} labels"
+
+    def describe_summary(self) -> dict:
+        return {"labels": ", ".join(self.labels)}
+
+    def targets(self, rows: list[int]):
+        import torch
+
+        return torch.tensor([self.train_enc.labels[r] for r in rows], dtype=torch.long)
+
+    def head_config(self) -> dict:
+        """config.json keys of the head, as transformers writes them."""
+        return {"id2label": {str(i): x for i, x in enumerate(self.labels)}, "label2id": self.label2id,
+                "problem_type": "single_label_classification"}
+
+    def finetune_facts(self) -> dict:
+        """Task facts for config.json's `mlmctl_finetune` (eval reads them)."""
+        return {}
+
+    def evaluate(self, enc) -> dict:
+        from mlmctl.metrics import classification_report
+        from mlmctl.text_encoder import predict
+
+        probs = predict(self.raw_model, enc, self.cfg.eval_batch_size, self.encoder.pad_id, self.proc.device)
+        return classification_report(enc.labels, probs.argmax(-1).tolist(), self.labels)
+
+    def brief(self, report: dict) -> dict:
+        return _brief(report)
+
+    def report_lines(self, split: str, report: dict) -> dict:
+        metric = self.cfg.selection_metric
+        keys = dict.fromkeys([metric, "accuracy"] if split == "dev" else ["accuracy", "macro_f1", metric])
+        return {f"{split} {k}": f"{report[k]:.4f}" for k in keys}
+
+    def warning(self, report: dict | None, split: str) -> str | None:
+        return single_class_warning(report, split)
+
+
+class RegressionFinetuner(Finetuner):
+    """`task: regression`: one float label, one output, MSE loss (the model's num_labels 1 path),
+    scored by Pearson / Spearman correlation and MSE (metrics.regression_report)."""
+
+    def read(self, path: str):
+        return _read_labelled(path, self.cfg, regression=True)
+
+    def set_labels(self, train) -> None:
+        self.labels, self.label2id, self.num_outputs = [], None, 1
+        self.train_mean = sum(train.labels) / len(train.labels)
+        if len(set(train.labels)) < 2:
+            raise InputError(f"finetune: every label of {self.cfg.train_file} is {train.labels[0]}; a regression "
+                             "task needs targets that vary")
+
+    def encode(self, data):
+        enc = self.encoder.encode(data, None)
+        enc.labels = list(data.labels)  # floats
+        return enc
+
+    def describe_labels(self) -> str:
+        return f"regression (train mean {self.train_mean:.4g})"
+
+    def describe_summary(self) -> dict:
+        return {"train mean": f"{self.train_mean:.4f}"}
+
+    def targets(self, rows: list[int]):
+        import torch
+
+        return torch.tensor([self.train_enc.labels[r] for r in rows], dtype=torch.float32)
+
+    def head_config(self) -> dict:
+        # One output named as transformers names it: its config derives num_labels from id2label.
+        return {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}, "problem_type": "regression"}
+
+    def finetune_facts(self) -> dict:
+        return {"train_label_mean": self.train_mean}
+
+    def evaluate(self, enc) -> dict:
+        from mlmctl.metrics import regression_report
+        from mlmctl.text_encoder import predict
+
+        out = predict(self.raw_model, enc, self.cfg.eval_batch_size, self.encoder.pad_id, self.proc.device,
+                      raw=True)
+        return regression_report(enc.labels, out[:, 0].tolist())
+
+    def brief(self, report: dict) -> dict:
+        return dict(report)
+
+    def report_lines(self, split: str, report: dict) -> dict:
+        return {f"{split} {k}": f"{report[k]:.4f}" for k in ("pearson", "spearman", "mse")}
+
+    def warning(self, report: dict | None, split: str) -> str | None:
+        if not report or not report["undefined"]:
+            return None
+        return (f"the {split} correlation is undefined ({', '.join(report['undefined'])} reported as 0): the model "
+                f"predicts one value for every {split} example, or every {split} label is the same")
+
+
+TRAINERS = {"classification": Finetuner, "regression": RegressionFinetuner}
+"""The trainer of each `task`."""
+
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 
-def _read_labelled(path: str, cfg: FinetuneConfig):
+def _read_labelled(path: str, cfg: FinetuneConfig, regression: bool = False):
     """read_labelled, with a missing column's error naming the config key that asked for it."""
     from mlmctl.labelled import read_labelled
 
     try:
         return read_labelled(path, text_field=cfg.text_field, text_pair_field=cfg.text_pair_field,
                              label_field=cfg.label_field, fmt=cfg.format, has_header=cfg.has_header,
-                             max_field_chars=cfg.max_field_chars)
+                             max_field_chars=cfg.max_field_chars, regression=regression)
     except InputError as e:
         text = str(e)
         for key in ("text_field", "text_pair_field", "label_field"):
@@ -530,16 +677,8 @@ def _copy_state(model) -> dict:
 
 
 def _brief(report: dict) -> dict:
-    keys = (*METRIC_NAMES, "n")
+    keys = [k for k in (*METRIC_NAMES, "n") if k in report]
     return {k: report[k] for k in keys} | {"per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}}
-
-
-def _evaluate(model, encoder, enc, labels, batch_size, device) -> dict:
-    from mlmctl.text_encoder import predict
-    from mlmctl.metrics import classification_report
-
-    probs = predict(model, enc, batch_size, encoder.pad_id, device)
-    return classification_report(enc.labels, probs.argmax(-1).tolist(), labels)
 
 
 def _epoch_batches(enc, cfg: FinetuneConfig, epoch: int) -> list[list[int]]:
