@@ -3,6 +3,7 @@
 #   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
 #   make test    set up (first time) and run the whole test suite (what CI runs)
 #   make docs-images  the pictures of docs/monitoring.md, from the smoke chain's own runs
+#   make glue GLUE=path/to/GLUE  the GLUE dev table of the demo's pretrained model (docs/glue.md)
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), WORKERS.
 
 PYTHON  ?= python3
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 # pytest-xdist processes: the suite is process-safe (every test has its own tmp dirs).
 TEST_JOBS ?= 2
 
-.PHONY: install demo demo-modern demo-zh smoke test test-quick bench lint clean-demo docs-images
+.PHONY: install demo demo-modern demo-zh smoke test test-quick bench lint clean-demo docs-images glue
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,3 +70,13 @@ DOCS_CHAIN ?= smoke
 docs-images: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/$(DOCS_CHAIN) bash scripts/chain.sh
 	$(PY) -c "from mlmctl.report_html import write_images; write_images('docs/img', 'data/$(DOCS_CHAIN)', 'runs/$(DOCS_CHAIN)')"
+
+# The GLUE dev table (docs/glue.md) of a pretrained model, from a folder in the public GLUE release
+# layout (nothing is downloaded): every task present, one global hyper-parameter set
+# (configs/glue/glue.yaml), SEEDS runs per task. Rerun after a stop: finished tasks are skipped.
+GLUE       ?= GLUE
+GLUE_MODEL ?= runs/demo/pretrain
+GLUE_OUT   ?= runs/glue
+SEEDS      ?= 1
+glue: install
+	$(MLMCTL) glue -c configs/glue/glue.yaml --glue-dir $(GLUE) --input $(GLUE_MODEL) --output $(GLUE_OUT) --seeds $(SEEDS) --rebuild

@@ -8,6 +8,7 @@ answers at once.
 from __future__ import annotations
 
 import inspect as pyinspect
+import json
 import os
 import signal
 import sys
@@ -141,10 +142,18 @@ def _stage_command(spec: StageSpec) -> None:
         options.append(("resume", ResumeOpt, False))
     if spec.resume_from:
         options.append(("resume_from", ResumeFromOpt, None))
+    options += [(f.key, Annotated[Optional[str], typer.Option(f.option, metavar=f.metavar, help=f.help)], None)
+                for f in spec.flags]
     options.append(("debug", DebugOpt, False))
 
     def command(**kwargs) -> None:
-        _run(spec, **kwargs)
+        # A stage's own flags are `--set`s, applied last (they win over -c and --set).
+        sets = list(kwargs.pop("set_") or [])
+        for f in spec.flags:
+            value = kwargs.pop(f.key)
+            if value is not None:
+                sets.append(f"{f.key}={json.dumps(value) if f.text else value}")
+        _run(spec, set_=sets, **kwargs)
 
     # typer reads the options from the signature: build it from the list above.
     command.__signature__ = pyinspect.Signature(

@@ -186,7 +186,9 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
     sxx = sum((a - mx) ** 2 for a in x)
     syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
+    # A constant input's mean need not be exactly its value in floating point ([2.7] * 3), so its
+    # spread can come out a hair above 0: test constancy itself.
+    if sxx == 0 or syy == 0 or min(x) == max(x) or min(y) == max(y):
         return float("nan")
     # Rounding can push |r| a hair above 1 for perfectly (anti-)correlated data.
     return max(-1.0, min(1.0, sxy / (sxx * syy) ** 0.5))

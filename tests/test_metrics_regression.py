@@ -73,6 +73,7 @@ def test_pearson_and_spearman_hand_computed():
 
 def test_constant_input_is_nan_and_reported_as_zero_with_flag():
     assert math.isnan(pearson([1, 2, 3], [2, 2, 2]))
+    assert math.isnan(pearson([1, 2, 3], [2.7] * 3))  # its float mean is 2.7000000000000006
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     rep = regression_report([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
     assert rep["pearson"] == 0.0 and rep["spearman"] == 0.0

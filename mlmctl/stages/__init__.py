@@ -14,6 +14,20 @@ from types import ModuleType
 
 
 @dataclass(frozen=True)
+class StageFlag:
+    """A command-line option of one stage that sets one config key (`--seeds 3` = `--set seeds=3`)."""
+
+    option: str
+    """The option (`--glue-dir`)."""
+    key: str
+    """The config key it sets; also the Python name of the option."""
+    metavar: str
+    help: str
+    text: bool = False
+    """The value is a string as typed (a path), not parsed as YAML (`--glue-dir 2024` stays "2024")."""
+
+
+@dataclass(frozen=True)
 class StageSpec:
     command: str
     """The subcommand (`mlmctl build-vocab`)."""
@@ -33,6 +47,8 @@ class StageSpec:
     """Offers --resume-from DIR (continue from a checkpoint of any run)."""
     note: str = ""
     """An extra line for the command's help."""
+    flags: tuple[StageFlag, ...] = ()
+    """Options of this stage alone, each a shorthand for one `--set`; given, they win over --set and -c."""
 
 
 _STOP = "Ctrl-C or SIGTERM saves a checkpoint and exits 130/143; rerunning the same command continues."
@@ -55,6 +71,15 @@ REGISTRY: tuple[StageSpec, ...] = (
               "held-out text.", "mlmctl eval -c configs/demo/eval.yaml", "batch_size=128"),
     StageSpec("demo-task", "demo_task", "Build the demo classification task (which library a docstring comes from) "
               "from a clean directory.", "mlmctl demo-task -c configs/demo/demo-task.yaml", "num_classes=3"),
+    StageSpec("glue", "glue", "Fine-tune one model on every GLUE task present and print the GLUE table (dev "
+              "scores, baselines, mean ± std over seeds).",
+              "mlmctl glue -c configs/glue/glue.yaml --glue-dir GLUE --input runs/demo/pretrain --output runs/glue",
+              "epochs=3", note="Each task is an ordinary finetune run under OUTPUT/TASK/seed-S/; Ctrl-C or SIGTERM "
+              "stops it at a step boundary, and rerunning the same command skips finished tasks and continues.",
+              flags=(StageFlag("--glue-dir", "glue_dir", "DIR", "Folder in the GLUE release layout (CoLA/, SST-2/, "
+                               "MNLI/, ...; sets `glue_dir`).", text=True),
+                     StageFlag("--seeds", "seeds", "N", "Fine-tune each task with N seeds; report mean ± std "
+                               "(sets `seeds`)."))),
 )
 
 BY_COMMAND = {s.command: s for s in REGISTRY}
