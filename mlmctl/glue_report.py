@@ -11,10 +11,12 @@
 
 A table row is one (task, dev file): MNLI gives two rows, `MNLI-m` (matched) and `MNLI-mm`
 (mismatched), as papers print them. A row's score is the mean of the task's official metrics
-(glue_tasks.task_score); with several seeds every figure is reported as mean and sample standard
-deviation over seeds (`std` is null for one seed). The average follows glue_tasks.glue_average
-(MNLI counted once); its std is the spread of the per-seed averages. Scores stay in [0, 1] in
-glue.json; the table prints them times 100, as papers do.
+(glue_tasks.task_score); with several seeds every figure is reported as mean and sample
+standard deviation over seeds (`std` is null for one seed). The average follows
+glue_tasks.glue_average (MNLI counted once); its std is the spread of the per-seed averages.
+A baseline's entry says whether the model's mean score beats it (`model_beats_it`), and the
+table names the tasks where it does not. Scores stay in [0, 1] in glue.json; the table prints
+them times 100, as papers do.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def _row(task: GlueTask, dev_file: str, res: dict) -> dict:
     for kind in BASELINES:
         figures = res.get("baselines", {}).get(kind, {}).get(dev_file)
         if figures is not None:
-            row[kind] = {"figures": figures, "score": task_score(figures)}
+            score = task_score(figures)
+            row[kind] = {"figures": figures, "score": score, "model_beats_it": row["score"]["mean"] > score}
     return row
 
 
@@ -88,7 +91,7 @@ def table_rows(report: dict) -> list[list[str]]:
     out = []
     for name, row in report["tasks"].items():
         metric = "/".join(_SHORT.get(m, m) for m in row["metrics"])
-        figures = "/".join(_pm(row["figures"][m]) for m in row["metrics"]) if len(row["metrics"]) > 1 else ""
+        figures = " / ".join(_pm(row["figures"][m]) for m in row["metrics"]) if len(row["metrics"]) > 1 else ""
         out.append([name, metric, _pm(row["score"]), figures,
                     *(_pct(row[k]["score"]) if k in row else "-" for k in BASELINES)])
     for key, label in (("average", "average"), ("average_without_wnli", "average w/o WNLI")):
@@ -108,6 +111,10 @@ def footer(report: dict) -> list[str]:
     lines = []
     if "average" in report:
         lines.append(f"average over: {', '.join(report['average']['rows'])} (MNLI-m and MNLI-mm count as one task)")
+    for kind, what in (("bow", "the bag-of-words baseline"), ("majority", "the majority class")):
+        behind = [k for k, r in report["tasks"].items() if kind in r and not r[kind]["model_beats_it"]]
+        if behind:  # say it where it is true: pretraining has not paid off on these tasks
+            lines.append(f"the model does not beat {what} on: {', '.join(behind)}")
     if report["skipped"]:
         lines.append("skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()))
     return lines

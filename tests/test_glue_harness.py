@@ -155,6 +155,8 @@ def test_table_seeds_baselines_resume_and_rerun(tmp_path, model, run_cli, monkey
     for line in ("| MNLI-m | acc |", "| MNLI-mm | acc |", "| MRPC | f1/acc |", "| average |"):
         assert line in stdout, stdout
     assert "skipped: SST-2 (no " in stdout
+    behind = [k for k, r in report["tasks"].items() if r["score"]["mean"] <= r["bow"]["score"]]
+    assert behind and f"the model does not beat the bag-of-words baseline on: {', '.join(behind)}" in stdout
     text = (out / "glue.txt").read_text()
     assert "±" in text and "MNLI-mm" in text and "bag-of-words" in text
     assert (out / "glue.md").read_text().count("\n| ") == 1 + 5 + 1  # header, rows, average

@@ -171,7 +171,7 @@ def run(ctx) -> dict:
     ctx.finish([], [ctx.describe(n) for n in ("glue.json", "glue.md", "glue.txt")], extra)
     return {"tasks": ", ".join(report["tasks"]), "seeds": len(seeds),
             "average": glue_report.table_rows(report)[len(report["tasks"])][2],
-            "table": str(ctx.output_dir / "glue.md")}
+            "table": str(Path(cfg.output) / "glue.md")}  # not ctx.output_dir: a --rebuild is swapped in
 
 
 # ----------------------------------------------------------------------------------------------
