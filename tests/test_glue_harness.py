@@ -172,16 +172,17 @@ def test_table_seeds_baselines_resume_and_rerun(tmp_path, model, run_cli, monkey
      r"MNLI/train.tsv:1: MNLI header has no column 'gold_label'"),
     ("CoLA/dev.tsv", "source\tlabel\tjudgement\tsentence\n", r"CoLA/dev.tsv:1: CoLA label 'label'"),
     ("STS-B/dev.tsv", None, r"STS-B needs dev.tsv"),
+    (None, None, r"`max_seq_len` 128 exceeds the model's max_position_embeddings 64"),
 ])
-def test_wrong_layout_is_one_line_before_any_training(tmp_path, model, run_cli, rel, text, message):
+def test_bad_input_is_one_line_before_any_training(tmp_path, model, run_cli, rel, text, message):
     import re
 
     glue, out = write_glue(tmp_path / "GLUE"), tmp_path / "glue"
-    if text is None:
+    if rel is not None and text is None:
         (glue / rel).unlink()
-    else:
+    elif rel is not None:
         (glue / rel).write_text(text, encoding="utf-8")
-    code, _, err = run_cli(*_args(glue, model, out))
+    code, _, err = run_cli(*_args(glue, model, out, *(["--set", "max_seq_len=128"] if rel is None else [])))
     assert code == 1 and err.count("\n") == 1 and err.startswith("mlmctl: error: "), err
     assert re.search(message, err), err
     assert not out.exists()  # nothing written, no task trained

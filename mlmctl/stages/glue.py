@@ -108,9 +108,13 @@ def input_fingerprint(cfg: GlueConfig) -> str:
     """Identity of the model and of every present task's files, which are all read (and so
     checked) here, before run_stage touches the output: a wrong layout stops the run at once."""
     from mlmctl.manifest import fingerprint_files
-    from mlmctl.model_dir import resolve_model_dir
+    from mlmctl.model_dir import read_model_config, resolve_model_dir
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
+    longest = read_model_config(model_dir, STAGE, arch=None).max_position_embeddings
+    if cfg.max_seq_len > longest:  # finetune would refuse it too, but only once the output exists
+        raise MlmctlError(f"glue: `max_seq_len` {cfg.max_seq_len} exceeds the model's max_position_embeddings "
+                          f"{longest} ({model_dir}/config.json); set --set max_seq_len={longest}")
     present, _ = select_tasks(cfg)
     named = []
     for task in present:
