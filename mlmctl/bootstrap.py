@@ -107,7 +107,8 @@ def metrics_from_counts(tp: np.ndarray, support: np.ndarray, predicted: np.ndarr
     """mlmctl.metrics.classification_report's scalar figures, one per row of (r, k) counts.
 
     Same conventions: macro over the classes present in gold or predictions, weighted by
-    support, micro = accuracy for single-label classification.
+    support, micro = accuracy for single-label classification; `mcc` is Gorodkin's multi-class
+    Matthews correlation (0 when undefined), and two classes also give `f1`, the F1 of class 1.
     """
     n = support.sum(axis=1)
     prec, rec = _div(tp, predicted), _div(tp, support)
@@ -120,6 +121,13 @@ def metrics_from_counts(tp: np.ndarray, support: np.ndarray, predicted: np.ndarr
         out[f"weighted_{name}"] = _div((v * support).sum(axis=1), n)
         out[f"micro_{name}"] = out["accuracy"]
         out[f"per_class_{name}"] = v  # (r, k)
+    # MCC from the same counts: c correct of s, t gold and p predicted per class.
+    s, c = n.astype(np.float64), tp.sum(axis=1)
+    cov_tp = c * s - (predicted * support).sum(axis=1)
+    den = np.sqrt((s * s - (predicted**2).sum(axis=1)) * (s * s - (support**2).sum(axis=1)))
+    out["mcc"] = _div(cov_tp, den)
+    if tp.shape[1] == 2:
+        out["f1"] = f1[:, 1]
     return out
 
 
@@ -170,3 +178,47 @@ def paired_classification_difference(gold, pred_a, pred_b, num_labels: int, resa
         out[m] = {"a": float(point_a[m][0]), "b": float(point_b[m][0]), "diff": float(point_a[m][0] - point_b[m][0]),
                   "ci": (lo, hi), "significant": bool(lo > 0 or hi < 0), "p_not_better": float((d <= 0).mean())}
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Regression: Pearson, Spearman and MSE for many resamples at once
+
+
+def _weighted_pearson(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of x and y ((n,) or one row per resample, (r, n)) under each row of
+    multiplicities w (r, n); NaN where one of them is constant in the resample."""
+    n = w.sum(axis=1)
+    mx, my = (w * x).sum(axis=1) / n, (w * y).sum(axis=1) / n
+    sxy = (w * x * y).sum(axis=1) - n * mx * my
+    sxx, syy = (w * x * x).sum(axis=1) - n * mx * mx, (w * y * y).sum(axis=1) - n * my * my
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = sxy / np.sqrt(sxx * syy)
+    # A constant side leaves only rounding noise in its sum of squares.
+    r[~(sxx > 1e-12 * (w * x * x).sum(axis=1)) | ~(syy > 1e-12 * (w * y * y).sum(axis=1))] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def _weighted_ranks(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Average ranks (scipy's 'average', as metrics.average_ranks) of each unit within each resample:
+    a value drawn m times takes m places; tied values share the mean of the places they span."""
+    values, group = np.unique(x, return_inverse=True)  # groups of tied values, in value order
+    g = np.zeros((w.shape[0], len(values)), dtype=np.float64)
+    np.add.at(g.T, group, w.T)  # (r, groups): how many draws each group of tied values got
+    before = np.cumsum(g, axis=1) - g
+    return (before + (g + 1) / 2)[:, group]  # (r, n)
+
+
+def regression_intervals(gold, pred, resamples: int, seed: int) -> dict[str, tuple[float, float]]:
+    """Intervals of `pearson`, `spearman` and `mse`, resampling examples. Resamples where a
+    correlation is undefined (a constant side) are left out of its interval."""
+    gold, pred = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    # Centred: the sums of squares of the one-pass formula lose no precision to a large mean.
+    xc, yc = gold - gold.mean(), pred - pred.mean()
+    parts: dict[str, list[np.ndarray]] = {"pearson": [], "spearman": [], "mse": []}
+    for w in resample_blocks(len(gold), resamples, seed):
+        w = w.astype(np.float64)
+        parts["pearson"].append(_weighted_pearson(w, xc, yc))
+        rx, ry = _weighted_ranks(w, gold), _weighted_ranks(w, pred)
+        parts["spearman"].append(_weighted_pearson(w, rx, ry))
+        parts["mse"].append((w @ (gold - pred) ** 2) / w.sum(axis=1))
+    return {k: percentile_interval(np.concatenate(v)) for k, v in parts.items()}

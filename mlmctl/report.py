@@ -7,7 +7,10 @@ Reads only what the stages wrote: manifests, `stats.json`, `metrics.jsonl` and `
 
 The data directory holds `{clean,tokens,vocab,task}`. Under the runs directory every `eval.json`
 is found wherever it lies (`eval-random/`, `ft/eval/`, ...): a classifier's scores become a row of
-the test-set table, an MLM evaluation the held-out perplexity line; the pretraining run is
+the test-set table (beside the majority class and the tf-idf baseline eval trained on the same
+train file, with a sentence saying whether the model beats that baseline, from a paired bootstrap
+over the test examples), a regression model's a line of its own, an MLM evaluation the held-out
+perplexity line; the pretraining run is
 `RUNS/pretrain` or else the first directory under RUNS whose manifest says `pretrain`.
 A part that is missing is shown as missing, never guessed; a directory that does not exist is an
 error.
@@ -80,6 +83,7 @@ def summary_rows(data: Path | None, runs: Path | None,
     if runs is not None:
         rows += _pretrain_rows(find_pretrain(runs))
     table: list[tuple[str, str, str]] = []
+    baselines: dict[tuple, tuple[str, str, str]] = {}
     scored = False
     for d in evals:
         ev = _load(d / EVAL_JSON) or {}
@@ -90,9 +94,19 @@ def summary_rows(data: Path | None, runs: Path | None,
         elif "accuracy" in ev:
             table.append((name, with_ci(ev, "accuracy"), with_ci(ev, "macro_f1")))
             scored = True
+            bl = ev.get("baseline") or {}
+            if "accuracy" in bl:  # one row per (train file, test file): every eval of a task trains the same one
+                baselines.setdefault((bl.get("train_sha256"), ev.get("test_file")),
+                                     ("tf-idf + logreg baseline", with_ci(bl, "accuracy"), with_ci(bl, "macro_f1")))
+                rows.append((f"{name} vs baseline", baseline_effect(d)))
+        elif "pearson" in ev:
+            rows.append((f"{name} (regression)", regression_line(ev)))
     by_name = {d.name: d for d in evals}
     if "eval-pretrained" in by_name and "eval-random" in by_name:
         rows.append(("pretraining effect", pretraining_effect(by_name["eval-pretrained"], by_name["eval-random"])))
+    if len(baselines) > 1:  # several tasks: say which baseline is which
+        baselines = {k: (f"{v[0]} ({Path(k[1] or '?').name})", *v[1:]) for k, v in baselines.items()}
+    table[:0] = baselines.values()
     if not scored:
         table.append(("classifier (no eval.json found)", "missing", "missing"))
     task = _extra(data / "task") if data is not None else {}
@@ -190,37 +204,78 @@ def mlm_rows(mlm: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _predictions(eval_dir: Path) -> tuple[list[str], list[str]] | None:
-    """(gold, predicted) labels of eval_dir/predictions.jsonl, in test-file order."""
+def _predictions(eval_dir: Path, key: str = "prediction") -> tuple[list[str], list[str]] | None:
+    """(gold, predicted) labels of eval_dir/predictions.jsonl, in test-file order; `key` names the
+    prediction (`baseline_prediction`: the tf-idf baseline's)."""
     try:
         lines = [json.loads(x) for x in (eval_dir / "predictions.jsonl").read_text().splitlines() if x.strip()]
-        return [x["label"] for x in lines], [x["prediction"] for x in lines]
+        return [x["label"] for x in lines], [x[key] for x in lines]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _paired(ev: dict, gold: list[str], pred_a: list[str], pred_b: list[str]) -> tuple[str, list[str], list[str]] | None:
+    """Metric(a) - metric(b) for accuracy and macro-F1 on the same test examples (paired bootstrap
+    with eval's resamples and seed): (text, metrics where a is significantly better, ... worse);
+    None when the labels do not match the eval's label set."""
+    from mlmctl.bootstrap import DEFAULT_RESAMPLES, paired_classification_difference
+
+    ids = {x: i for i, x in enumerate(ev.get("labels") or sorted(set(gold + pred_a + pred_b)))}
+    if not all(x in ids for x in gold + pred_a + pred_b):
+        return None
+    note = ev.get("intervals") or {}
+    d = paired_classification_difference([ids[x] for x in gold], [ids[x] for x in pred_a],
+                                         [ids[x] for x in pred_b], len(ids),
+                                         note.get("resamples") or DEFAULT_RESAMPLES, note.get("seed", 0))
+    parts = [f"{name} {d[m]['diff']:+.3f} [{d[m]['ci'][0]:+.3f}, {d[m]['ci'][1]:+.3f}]"
+             for m, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
+    text = ", ".join(parts) + f" (paired bootstrap, {len(gold)} test examples)"
+    return (text, [m for m in d if d[m]["significant"] and d[m]["diff"] > 0],
+            [m for m in d if d[m]["significant"] and d[m]["diff"] < 0])
+
+
+def baseline_effect(eval_dir: Path) -> str:
+    """Whether the model of eval_dir beats the tf-idf baseline eval trained beside it: model minus
+    baseline, paired over the test examples; "beats" only when an interval is above 0 and none
+    below, else "does not beat the baseline" with the reason."""
+    ev, model, base = _load(eval_dir / EVAL_JSON), _predictions(eval_dir), _predictions(eval_dir, "baseline_prediction")
+    if not (ev and model and base):
+        return "not compared (needs predictions.jsonl with the baseline's predictions: eval `predictions: true`)"
+    paired = _paired(ev, model[0], model[1], base[1])
+    if paired is None:
+        return "not compared (predictions outside the eval's label set)"
+    text, better, worse = paired
+    if better and not worse:
+        return f"beats the tf-idf baseline: {text}"
+    if worse and not better:
+        return f"does not beat the baseline; the baseline is better: {text}"
+    return f"does not beat the baseline (the 95% intervals include 0): {text}"
+
+
+def regression_line(ev: dict) -> str:
+    """Pearson / Spearman / MSE of a regression eval, and its baselines' figures."""
+    text = f"pearson {with_ci(ev, 'pearson')}, spearman {with_ci(ev, 'spearman')}, mse {with_ci(ev, 'mse')}"
+    mean = ev.get("mean_baseline") or {}
+    if "mse" in mean:
+        text += f"; train-mean predictor mse {mean['mse']:.3f}"
+    bl = ev.get("baseline") or {}
+    if "pearson" in bl:
+        text += f"; tf-idf + ridge baseline pearson {with_ci(bl, 'pearson')}, mse {with_ci(bl, 'mse')}"
+    return text
 
 
 def pretraining_effect(pre_dir: Path, rand_dir: Path) -> str:
     """Pretrained minus random-init accuracy and macro-F1 with paired 95% bootstrap intervals (the
     same resampled test examples for both models); "helps" only when an interval excludes 0."""
-    from mlmctl.bootstrap import DEFAULT_RESAMPLES, paired_classification_difference
-
     pre, rand, ev = _predictions(pre_dir), _predictions(rand_dir), _load(pre_dir / "eval.json")
     if not (pre and rand and ev):
         return "not compared (needs predictions.jsonl from both classifier evals: eval `predictions: true`)"
     if pre[0] != rand[0]:
         return "not compared (the two evals scored different test files)"
-    ids = {x: i for i, x in enumerate(ev.get("labels") or sorted(set(pre[0] + pre[1] + rand[1])))}
-    if not all(x in ids for x in pre[0] + pre[1] + rand[1]):
+    paired = _paired(ev, pre[0], pre[1], rand[1])
+    if paired is None:
         return "not compared (the two models have different label sets)"
-    note = ev.get("intervals") or {}
-    d = paired_classification_difference([ids[x] for x in pre[0]], [ids[x] for x in pre[1]],
-                                         [ids[x] for x in rand[1]], len(ids),
-                                         note.get("resamples") or DEFAULT_RESAMPLES, note.get("seed", 0))
-    parts = [f"{name} {d[m]['diff']:+.3f} [{d[m]['ci'][0]:+.3f}, {d[m]['ci'][1]:+.3f}]"
-             for m, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
-    text = ", ".join(parts) + f" (paired bootstrap, {len(pre[0])} test examples)"
-    helps = [m for m in d if d[m]["significant"] and d[m]["diff"] > 0]
-    hurts = [m for m in d if d[m]["significant"] and d[m]["diff"] < 0]
+    text, helps, hurts = paired
     if helps and not hurts:
         return f"pretraining helps: {text}"
     if hurts and not helps:

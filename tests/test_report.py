@@ -107,3 +107,57 @@ def test_mlm_rows_show_the_leak_free_headline_with_intervals(tmp_path):
     assert "80/10/10 as in training: 222.0" in rows["held-out MLM ppl"]
     assert rows["held-out MLM acc"] == "top-1 0.200 [0.180, 0.220], top-5 0.400 [0.380, 0.420]"
     assert rows["pseudo-perplexity"] == "332.0 [300.0, 360.0] over 4,012 tokens"
+
+
+def _with_baseline(path, gold, base, test_file="test.tsv"):
+    """Add eval's tf-idf baseline (figures and per-example predictions) to an _eval_dir."""
+    ev = json.loads((path / "eval.json").read_text())
+    acc = sum(g == b for g, b in zip(gold, base)) / len(gold)
+    ev.update(test_file=test_file, baseline={"kind": "tfidf-logreg", "train_sha256": "x", "accuracy": acc,
+                                             "macro_f1": acc, "accuracy_ci": [acc - 0.05, acc + 0.05]})
+    (path / "eval.json").write_text(json.dumps(ev))
+    lines = [json.loads(x) for x in (path / "predictions.jsonl").read_text().splitlines()]
+    (path / "predictions.jsonl").write_text("".join(json.dumps({**x, "baseline_prediction": b}) + "\n"
+                                                    for x, b in zip(lines, base)))
+
+
+def test_baseline_row_and_whether_the_model_beats_it(tmp_path):
+    import random
+
+    rng = random.Random(1)
+    gold = [rng.choice("ab") for _ in range(300)]
+    good = [g if rng.random() < 0.9 else rng.choice("ab") for g in gold]
+    poor = [g if rng.random() < 0.4 else rng.choice("ab") for g in gold]
+    near = list(good)
+    near[:2] = ["b" if g == "a" else "a" for g in gold[:2]]
+    cases = (("beats", good, poor, "beats the tf-idf baseline: accuracy +0."),
+             ("worse", poor, good, "does not beat the baseline; the baseline is better: accuracy -0."),
+             ("same", good, near, "does not beat the baseline (the 95% intervals include 0)"))
+    for name, model, base, want in cases:
+        runs = tmp_path / name
+        for d in ("eval-pretrained", "eval-random"):
+            _eval_dir(runs / d, gold, model)
+            _with_baseline(runs / d, gold, base)
+        rows, table = summary_rows(tmp_path / "data", runs)
+        assert dict(rows)["pretrained + finetune vs baseline"].startswith(want), dict(rows)
+        names = [r[0] for r in table]
+        assert names.count("tf-idf + logreg baseline") == 1  # the same baseline for both evals, shown once
+        acc = sum(g == b for g, b in zip(gold, base)) / 300
+        assert dict((r[0], r[1]) for r in table)["tf-idf + logreg baseline"].startswith(f"{acc:.3f} [")
+    # A skipped baseline: no row, no sentence.
+    runs = tmp_path / "skipped"
+    _eval_dir(runs / "eval-pretrained", gold, good)
+    ev = json.loads((runs / "eval-pretrained" / "eval.json").read_text())
+    (runs / "eval-pretrained" / "eval.json").write_text(json.dumps({**ev, "baseline": {"skipped": "gone"}}))
+    rows, table = summary_rows(tmp_path / "data", runs)
+    assert "pretrained + finetune vs baseline" not in dict(rows)
+    assert all("baseline" not in r[0] for r in table)
+
+
+def test_regression_eval_gets_its_line(tmp_path):
+    runs = tmp_path / "runs"
+    _eval(runs / "sts" / "eval", pearson=0.8, spearman=0.75, mse=0.5, mean_baseline={"mse": 1.2},
+          baseline={"pearson": 0.6, "mse": 0.9})
+    rows = dict(summary_rows(None, runs)[0])
+    assert rows["sts/eval (regression)"] == ("pearson 0.800, spearman 0.750, mse 0.500; train-mean predictor mse "
+                                             "1.200; tf-idf + ridge baseline pearson 0.600, mse 0.900")

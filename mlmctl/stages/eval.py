@@ -3,9 +3,14 @@
 Two modes, chosen from the model directory (`mode: auto`) or forced by the config:
 
 - classifier (config.json `architectures` names a *ForSequenceClassification model): accuracy,
-  precision / recall / F1 per class and macro / micro / weighted averages, and the confusion
-  matrix on a labelled `test_file` (see mlmctl/metrics.py for the conventions), plus the
-  majority-class baseline of the test file; `predictions: true` also writes predictions.jsonl.
+  precision / recall / F1 per class and macro / micro / weighted averages, Matthews correlation
+  (and the positive-class F1 of a binary task), and the confusion matrix on a labelled
+  `test_file` (see mlmctl/metrics.py for the conventions), plus the majority-class baseline of
+  the test file. A regression model (`problem_type: regression`) gets Pearson, Spearman and MSE
+  instead, beside the train-mean predictor. Both get the tf-idf bag-of-words baseline
+  (mlmctl/baseline.py) trained on the model's own train file (recorded by finetune in
+  config.json); a train file that is gone is reported as skipped. `predictions: true` also
+  writes predictions.jsonl (with the baseline's prediction per example).
 - mlm (anything else): masked-LM loss and perplexity on held-out data: the `split` of a
   build-vocab directory (`data`) or raw text files (`text_files`, tokenised with the model's
   own tokenizer.json). Masks are a pure function of (seed, sequence index), so the same config
@@ -73,8 +78,14 @@ class EvalConfig:
     max_seq_len: int | None = None
     """Tokens per example (classifier) or sequence (mlm); null = as fine-tuned, else 128."""
     predictions: bool = True
-    """Classifier: also write predictions.jsonl (index, gold, predicted, correct, probabilities), which
-    `mlmctl report` needs for the paired pretrained-vs-random comparison."""
+    """Classifier: also write predictions.jsonl (index, gold, predicted, correct, probabilities, the baseline's
+    prediction; regression: gold, predicted, error), which `mlmctl report` needs for its paired comparisons."""
+    baseline: bool = True
+    """Classifier: also train and score the tf-idf bag-of-words baseline (logistic regression; ridge for a
+    regression model) on the model's own train file (eval.json `baseline`)."""
+    baseline_train_file: str | None = None
+    """Classifier: train file of the baseline (null = the one the model was fine-tuned on, recorded in its
+    config.json; skipped, and said so, when that file is gone or changed)."""
     max_field_chars: int = 10_000_000
     """Classifier: longest TSV/CSV field accepted, in characters (a longer one is an error naming its line)."""
     # -- mlm
@@ -132,11 +143,25 @@ def input_fingerprint(cfg: EvalConfig) -> str:
     from mlmctl.manifest import fingerprint_files
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
-    named = [("test_file", cfg.test_file)]
+    named = [("test_file", cfg.test_file), ("baseline_train_file", _baseline_train_file(cfg, model_dir))]
     if cfg.data:
         named.append(("data", str(Path(cfg.data) / MANIFEST)))
     named += [(f"text_files[{i}]", p) for i, p in enumerate(cfg.text_files)]
     return fingerprint_files(STAGE, model_dir, named)
+
+
+def _baseline_train_file(cfg: EvalConfig, model_dir: Path) -> str | None:
+    """The baseline's train file when it is read (it is an input then): the configured one, or the
+    one the model records, when that one still exists."""
+    if not cfg.baseline or not cfg.test_file:
+        return None
+    if cfg.baseline_train_file:
+        return cfg.baseline_train_file
+    try:
+        recorded = (_read_config(model_dir).get("mlmctl_finetune") or {}).get("train_file")
+    except InputError:
+        return None  # not a model directory eval can read: run() says so
+    return recorded if isinstance(recorded, str) and Path(recorded).is_file() else None
 
 
 def run(ctx) -> dict:
@@ -189,39 +214,68 @@ def is_classifier_config(raw: dict) -> bool:
 
 
 def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
-    from mlmctl.labelled import read_labelled
-    from mlmctl.text_encoder import predict, TextEncoder
-    from mlmctl.metrics import classification_report, majority_baseline
-    from mlmctl.model_dir import load_own_arch
-
+    """A sequence classifier or regressor (config.json `problem_type`) on `test_file`, with its baselines."""
     if not cfg.test_file:
         raise MlmctlError("eval: classifier evaluation needs `test_file` (e.g. --set test_file=data/task/test.tsv)")
+    labels = _id2label(raw, model_dir)
+    ft = raw.get("mlmctl_finetune") or {}
+    regression = raw.get("problem_type") == "regression" or (raw.get("problem_type") is None and len(labels) == 1)
+    if len(labels) < 2 and not regression:
+        raise InputError(f"eval: {model_dir}/config.json has no id2label with at least 2 labels; is it a classifier?")
+    fields = {"text_field": cfg.text_field or ft.get("text_field") or "text",
+              "text_pair_field": cfg.text_pair_field or ft.get("text_pair_field"),
+              "label_field": cfg.label_field or ft.get("label_field") or "label"}
+    max_len = cfg.max_seq_len or ft.get("max_seq_len") or 128
+    data = _read_test(cfg, model_dir, fields, regression)
+    model, encoder = _load_classifier(cfg, model_dir, 1 if regression else len(labels),
+                                      fields["text_pair_field"] is not None, max_len, device)
+    if regression:
+        return _score_regression(ctx, cfg, model_dir, ft, data, model, encoder, device)
+    return _score_classifier(ctx, cfg, ft, data, labels, model, encoder, device)
+
+
+def _id2label(raw: dict, model_dir: Path) -> list[str]:
     id2label = raw.get("id2label") or {}
     try:
-        labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+        return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
     except KeyError:
         raise InputError(f"eval: {model_dir}/config.json has a malformed id2label (ids must be 0..K-1)") from None
-    if len(labels) < 2:
-        raise InputError(f"eval: {model_dir}/config.json has no id2label with at least 2 labels; is it a classifier?")
-    ft = raw.get("mlmctl_finetune") or {}
-    text_field = cfg.text_field or ft.get("text_field") or "text"
-    pair_field = cfg.text_pair_field or ft.get("text_pair_field")
-    label_field = cfg.label_field or ft.get("label_field") or "label"
-    max_len = cfg.max_seq_len or ft.get("max_seq_len") or 128
-    data = read_labelled(cfg.test_file, text_field=text_field, text_pair_field=pair_field, label_field=label_field,
-                         fmt=cfg.format, has_header=cfg.has_header, max_field_chars=cfg.max_field_chars)
+
+
+def _read_test(cfg: EvalConfig, model_dir: Path, fields: dict, regression: bool):
+    from mlmctl.labelled import read_labelled
+
+    try:
+        return read_labelled(cfg.test_file, **fields, fmt=cfg.format, has_header=cfg.has_header,
+                             max_field_chars=cfg.max_field_chars, regression=regression)
+    except InputError as e:
+        if regression and "is not a number" in str(e):  # say why a number is expected
+            raise InputError(f"eval: {model_dir} is a regression model, so labels must be numbers: {e}") from None
+        raise
+
+
+def _load_classifier(cfg: EvalConfig, model_dir: Path, num_labels: int, pairs: bool, max_len: int, device):
+    """The model (own architecture, on `device`) and the text encoder, checked against each other."""
+    from mlmctl.model_dir import load_own_arch
+    from mlmctl.text_encoder import TextEncoder
+
     encoder = TextEncoder(model_dir, max_len, STAGE)
-    label2id = {x: i for i, x in enumerate(labels)}
-    enc = encoder.encode(data, label2id)
-    model, mcfg, info = load_own_arch(model_dir, "classifier", STAGE, num_labels=len(labels))
-    encoder.check_fits(mcfg, model_dir, STAGE, pairs=pair_field is not None and hasattr(mcfg, "type_vocab_size"))
+    model, mcfg, info = load_own_arch(model_dir, "classifier", STAGE, num_labels=num_labels)
+    encoder.check_fits(mcfg, model_dir, STAGE, pairs=pairs and hasattr(mcfg, "type_vocab_size"))
     if max_len > mcfg.max_position_embeddings:
         raise MlmctlError(f"eval: `max_seq_len` {max_len} exceeds the model's max_position_embeddings "
                           f"{mcfg.max_position_embeddings}")
     if any(k.startswith("classifier.") for k in info["missing"]):
         raise InputError(f"eval: {model_dir} has no trained classifier head (classifier.* weights); "
                          "is it a fine-tuned model? use `mode: mlm` for a pretrained one")
-    model.to(device)
+    return model.to(device), encoder
+
+
+def _score_classifier(ctx, cfg: EvalConfig, ft: dict, data, labels: list[str], model, encoder, device):
+    from mlmctl.metrics import classification_report, majority_baseline
+    from mlmctl.text_encoder import predict
+
+    enc = encoder.encode(data, {x: i for i, x in enumerate(labels)})
     probs = predict(model, enc, cfg.batch_size, encoder.pad_id, device)
     pred = probs.argmax(-1).tolist()
     report = classification_report(enc.labels, pred, labels)
@@ -231,11 +285,11 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     report["truncated"] = enc.truncated
     report["dropped"] = data.dropped
     _add_classifier_intervals(report, enc.labels, pred, cfg)
+    report["baseline"], bow_pred = _bow_baseline(ctx, cfg, ft, data, labels)
     _log_confusion(ctx, report)
-    summary = {"examples": report["n"], "accuracy": _fmt(report, "accuracy", 4),
-               "macro_f1": _fmt(report, "macro_f1", 4), "micro_f1": _fmt(report, "micro_f1", 4),
-               "weighted_f1": _fmt(report, "weighted_f1", 4),
-               "majority baseline": f"{report['majority_baseline_accuracy']:.4f}"}
+    summary = {"examples": report["n"], **{k: _fmt(report, k, 4) for k in _SUMMARY_KEYS if k in report},
+               "majority baseline": f"{report['majority_baseline_accuracy']:.4f}",
+               "tf-idf baseline": _baseline_line(report["baseline"], ("accuracy", "macro_f1"))}
     for name, pc in report["per_class"].items():
         summary[f"  {name}"] = (f"P {pc['precision']:.3f}  R {pc['recall']:.3f}  F1 {_fmt(pc, 'f1', 3)}  "
                                 f"n={pc['support']}")
@@ -250,7 +304,131 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
         preds = [{"index": i, "label": labels[g], "prediction": labels[p], "correct": g == p,
                   "probs": {x: round(float(v), 6) for x, v in zip(labels, probs[i].tolist())}}
                  for i, (g, p) in enumerate(zip(enc.labels, pred))]
+        if bow_pred is not None:  # for the paired model-vs-baseline comparison of `mlmctl report`
+            for row, b in zip(preds, bow_pred):
+                row["baseline_prediction"] = labels[b]
     return report, summary, preds
+
+
+_SUMMARY_KEYS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "f1")
+
+
+def _score_regression(ctx, cfg: EvalConfig, model_dir: Path, ft: dict, data, model, encoder, device):
+    """Pearson / Spearman / MSE with intervals, beside the train-mean predictor and the tf-idf baseline."""
+    from mlmctl.metrics import mean_squared_error, regression_report
+    from mlmctl.text_encoder import predict
+
+    enc = encoder.encode(data, None)
+    gold = list(data.labels)
+    pred = predict(model, enc, cfg.batch_size, encoder.pad_id, device, raw=True)[:, 0].tolist()
+    report = {"task": "regression", **regression_report(gold, pred)}
+    _add_regression_intervals(report, gold, pred, cfg)
+    mean = ft.get("train_label_mean")
+    if isinstance(mean, (int, float)):
+        report["mean_baseline"] = {"train_mean": mean, "mse": mean_squared_error(gold, [mean] * len(gold))}
+    else:
+        report["mean_baseline"] = {"skipped": f"{model_dir}/config.json records no train_label_mean "
+                                              "(not fine-tuned by mlmctl)"}
+    report.update(test_file=str(cfg.test_file), truncated=enc.truncated, dropped=data.dropped)
+    report["baseline"], bow_pred = _bow_baseline(ctx, cfg, ft, data, None)
+    summary = {"examples": report["n"], **{k: _fmt(report, k, 4) for k in ("pearson", "spearman", "mse")},
+               "train-mean baseline": (f"mse {report['mean_baseline']['mse']:.4f}" if "mse" in report["mean_baseline"]
+                                       else "skipped"),
+               "tf-idf baseline": _baseline_line(report["baseline"], ("pearson", "spearman", "mse"))}
+    if report["undefined"]:
+        report["warning"] = summary["warning"] = (f"{', '.join(report['undefined'])} undefined (reported as 0): "
+                                                  "the model predicts one value for every example, or every "
+                                                  "label is the same")
+        ctx.log(f"warning: {report['warning']}")
+    preds = None
+    if cfg.predictions:
+        preds = [{"index": i, "label": g, "prediction": round(p, 6), "error": round(p - g, 6)}
+                 for i, (g, p) in enumerate(zip(gold, pred))]
+        if bow_pred is not None:
+            for row, b in zip(preds, bow_pred):
+                row["baseline_prediction"] = round(b, 6)
+    return report, summary, preds
+
+
+def _add_regression_intervals(report: dict, gold: list[float], pred: list[float], cfg: EvalConfig) -> None:
+    if cfg.bootstrap_resamples:
+        from mlmctl.bootstrap import regression_intervals
+
+        for key, ci in regression_intervals(gold, pred, cfg.bootstrap_resamples, cfg.seed).items():
+            report[f"{key}_ci"] = list(ci)
+    report["intervals"] = _interval_note(cfg, "examples", len(gold))
+
+
+def _bow_baseline(ctx, cfg: EvalConfig, ft: dict, test, labels: list[str] | None):
+    """(eval.json's `baseline`, its test predictions or None): the tf-idf bag-of-words baseline
+    (mlmctl.baseline) trained on the model's own train file, scored like the model. A train file
+    that is gone or changed is reported as `skipped` with the reason, not an error."""
+    from mlmctl.shards import file_sha256
+
+    if not cfg.baseline:
+        return {"skipped": "turned off (baseline: false)"}, None
+    path = cfg.baseline_train_file or ft.get("train_file")
+    skipped = None
+    if path is None:
+        skipped = "the model's config.json records no train file; set `baseline_train_file`"
+    elif not Path(path).is_file():
+        skipped = (f"the train file {path} the model was fine-tuned on is gone; "
+                   "set `baseline_train_file` to score the baseline")
+    elif not cfg.baseline_train_file and ft.get("train_sha256") not in (None, file_sha256(path)):
+        skipped = (f"the train file {path} has changed since fine-tuning (sha256 differs); "
+                   "set `baseline_train_file` to use it anyway")
+    if skipped:
+        ctx.log(f"tf-idf baseline skipped: {skipped}")
+        return {"skipped": skipped}, None
+    train = _read_baseline_train(cfg, ft, path, labels is None)
+    figures, pred = _fit_bow(train, test, labels, cfg)
+    kind = "tfidf-ridge" if labels is None else "tfidf-logreg"
+    return {"kind": kind, "train_file": str(path), "train_sha256": file_sha256(path),
+            "train_examples": len(train), **figures}, pred
+
+
+def _read_baseline_train(cfg: EvalConfig, ft: dict, path: str, regression: bool):
+    """The train file as finetune read it (its recorded fields and format)."""
+    from mlmctl.labelled import read_labelled
+
+    return read_labelled(path, text_field=ft.get("text_field") or cfg.text_field or "text",
+                         text_pair_field=ft.get("text_pair_field") or cfg.text_pair_field,
+                         label_field=ft.get("label_field") or cfg.label_field or "label",
+                         fmt=ft.get("format", "auto"), has_header=ft.get("has_header", True),
+                         max_field_chars=cfg.max_field_chars, regression=regression)
+
+
+def _fit_bow(train, test, labels: list[str] | None, cfg: EvalConfig):
+    """Figures (with intervals) and test predictions of BowBaseline: logistic regression over
+    `labels`, or ridge regression when `labels` is None."""
+    from mlmctl.baseline import BowBaseline
+    from mlmctl.labelled import encode_labels
+    from mlmctl.metrics import classification_report, regression_report
+
+    if labels is None:
+        bow = BowBaseline().fit(train.texts, train.labels, train.pairs)
+        pred = bow.predict(test.texts, test.pairs)
+        figures = regression_report(test.labels, pred)
+        _add_regression_intervals(figures, test.labels, pred, cfg)
+        figures.pop("intervals")
+        return figures, pred
+    label2id = {x: i for i, x in enumerate(labels)}
+    bow = BowBaseline().fit(train.texts, encode_labels(train, label2id), train.pairs, len(labels))
+    gold, pred = encode_labels(test, label2id), bow.predict(test.texts, test.pairs)
+    full = classification_report(gold, pred, labels)
+    full["labels"] = labels
+    _add_classifier_intervals(full, gold, pred, cfg)
+    keys = [k for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
+                        "mcc", "f1", "positive_label") if k in full]
+    figures = {k: full[k] for k in keys} | {f"{k}_ci": full[f"{k}_ci"] for k in keys if f"{k}_ci" in full}
+    figures["per_class_f1"] = {name: pc["f1"] for name, pc in full["per_class"].items()}
+    return figures, pred
+
+
+def _baseline_line(baseline: dict, keys) -> str:
+    if "skipped" in baseline:
+        return f"skipped ({baseline['skipped']})"
+    return ", ".join(f"{k} {_fmt(baseline, k, 4)}" for k in keys)
 
 
 def _add_classifier_intervals(report: dict, gold: list[int], pred: list[int], cfg: EvalConfig) -> None:

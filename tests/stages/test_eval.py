@@ -178,3 +178,66 @@ def _run_json(run_cli, *args):
     code, _, err = run_cli(*args)
     assert code == 0, err
     return json.loads((Path(args[args.index("--output") + 1]) / "eval.json").read_text())
+
+
+def test_classifier_eval_has_the_tfidf_baseline_of_its_own_train_file(models, tmp_path, run_cli):
+    from mlmctl.baseline import baseline_report
+    from mlmctl.labelled import read_labelled
+    from mlmctl.metrics import matthews_corrcoef
+
+    out = tmp_path / "ev"
+    code, stdout, err = run_cli("eval", "--input", models["clf"], "--output", out,
+                                "--set", f"test_file={models['test']}", "--set", "bootstrap_resamples=200")
+    assert code == 0, err
+    ev = json.loads((out / "eval.json").read_text())
+    bl = ev["baseline"]
+    # The train file finetune recorded, scored like the model and equal to fitting it directly.
+    assert bl["kind"] == "tfidf-logreg" and bl["train_file"] == str(models["root"] / "train.tsv")
+    assert bl["train_examples"] == 200
+    want = baseline_report(read_labelled(models["root"] / "train.tsv"), read_labelled(models["test"]), ev["labels"])
+    for key in ("accuracy", "macro_f1", "mcc"):
+        assert bl[key] == pytest.approx(want[key]), key
+        lo, hi = bl[f"{key}_ci"]
+        assert lo <= bl[key] <= hi
+    assert bl["accuracy"] > ev["majority_baseline_accuracy"] + 0.2  # keywords: an easy task for tf-idf
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    ids = {x: i for i, x in enumerate(ev["labels"])}
+    assert sum(p["baseline_prediction"] == p["label"] for p in preds) / len(preds) == pytest.approx(bl["accuracy"])
+    # MCC of the model itself (no f1: three labels) and the summary lines.
+    assert ev["mcc"] == pytest.approx(matthews_corrcoef([ids[p["label"]] for p in preds],
+                                                        [ids[p["prediction"]] for p in preds], 3))
+    assert "f1" not in ev and "mcc_ci" in ev
+    assert "tf-idf baseline" in stdout and "mcc" in stdout
+
+
+def test_baseline_skipped_when_the_train_file_is_gone_or_changed(models, tmp_path, run_cli):
+    import shutil
+
+    clf = tmp_path / "clf"
+    shutil.copytree(models["clf"] / "best", clf)
+    cfg = json.loads((clf / "config.json").read_text())
+    train = tmp_path / "train.tsv"
+    shutil.copy(models["root"] / "train.tsv", train)
+    cfg["mlmctl_finetune"]["train_file"] = str(train)
+    (clf / "config.json").write_text(json.dumps(cfg))
+    train.write_text(train.read_text() + "w1 apple\tfruit\n")  # changed since fine-tuning
+    code, _, err = run_cli("eval", "--input", clf, "--output", tmp_path / "a", "--set", f"test_file={models['test']}")
+    assert code == 0, err
+    ev = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert "has changed since fine-tuning" in ev["baseline"]["skipped"] and "baseline skipped" in err
+    # ... unless asked for explicitly
+    code, _, err = run_cli("eval", "--input", clf, "--output", tmp_path / "b", "--set", f"test_file={models['test']}",
+                           "--set", f"baseline_train_file={train}", "--set", "bootstrap_resamples=0")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["baseline"]["train_examples"] == 201
+    train.unlink()
+    code, _, err = run_cli("eval", "--input", clf, "--output", tmp_path / "c", "--set", f"test_file={models['test']}")
+    assert code == 0, err
+    ev = json.loads((tmp_path / "c" / "eval.json").read_text())
+    assert ev["baseline"] == {"skipped": f"the train file {train} the model was fine-tuned on is gone; "
+                                         "set `baseline_train_file` to score the baseline"}
+    assert "accuracy" in ev and (tmp_path / "c" / "manifest.json").exists()
+    code, _, err = run_cli("eval", "--input", clf, "--output", tmp_path / "d", "--set", f"test_file={models['test']}",
+                           "--set", "baseline=false")
+    assert code == 0 and json.loads((tmp_path / "d" / "eval.json").read_text())["baseline"]["skipped"].startswith(
+        "turned off")

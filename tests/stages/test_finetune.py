@@ -373,3 +373,9 @@ def test_unsupported_model_type_and_misplaced_pooling_are_one_line(task, tmp_pat
     code, _, err = run_cli(*_args(task, tmp_path / "p", "--set", "max_steps=2", "--set", "classifier_pooling=mean"))
     assert code == 1 and "`classifier_pooling` is for modernbert" in err
     assert not (tmp_path / "r" / "manifest.json").exists() and not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_metric_f1_needs_a_binary_task(task, tmp_path, run_cli):
+    code, _, err = run_cli(*_args(task, tmp_path / "r", "--set", "metric=f1", "--set", "max_steps=1"))
+    assert code == 1 and "F1 of the positive class of a binary task" in err and "has 3 labels" in err
+    assert not (tmp_path / "r" / "manifest.json").exists()

@@ -61,8 +61,19 @@ def _modernbert_dir(reg, root):
                           architectures=["ModernBertForMaskedLM"])
 
 
+@pytest.fixture(scope="module")
+def reg_run(reg):
+    """The bert regressor: 60 steps, dev every 15, test scored."""
+    from mlmctl.cli import main
+
+    out = reg["root"] / "run"
+    args = reg_args(reg, out, "--set", "max_steps=60", "--set", "eval_every=15", "--set", f"test_file={reg['test']}")
+    assert main([str(a) for a in args]) == 0
+    return out
+
+
 @pytest.mark.parametrize("arch", ["bert", "modernbert"])
-def test_regression_learns_and_loads_in_transformers(reg, tmp_path, run_cli, arch):
+def test_regression_learns_and_loads_in_transformers(reg, reg_run, tmp_path, run_cli, arch):
     transformers = pytest.importorskip("transformers")
     import torch
 
@@ -70,12 +81,15 @@ def test_regression_learns_and_loads_in_transformers(reg, tmp_path, run_cli, arc
     from mlmctl.model_dir import architecture, load_model_dir
     from mlmctl.text_encoder import TextEncoder, pad_batch
 
-    model = reg["model"] if arch == "bert" else _modernbert_dir(reg, tmp_path)
-    out = tmp_path / "run"
     steps = 60 if arch == "bert" else 30
-    code, stdout, err = run_cli(*reg_args(reg, out, "--set", f"max_steps={steps}", "--set", "eval_every=15",
-                                          "--set", f"test_file={reg['test']}", model=model))
-    assert code == 0, err
+    if arch == "bert":
+        out = reg_run
+    else:
+        out = tmp_path / "run"
+        code, stdout, err = run_cli(*reg_args(reg, out, "--set", f"max_steps={steps}", "--set", "eval_every=15",
+                                              "--set", f"test_file={reg['test']}", model=_modernbert_dir(reg, tmp_path)))
+        assert code == 0, err
+        assert "test pearson" in stdout
     extra = json.loads((out / "manifest.json").read_text())["extra"]
     assert extra["task"] == "regression" and extra["metric"] == "pearson"
     assert set(extra["dev"]) >= {"pearson", "spearman", "mse", "n"} and extra["dev"]["n"] == 60
@@ -83,7 +97,6 @@ def test_regression_learns_and_loads_in_transformers(reg, tmp_path, run_cli, arc
         assert extra["test"]["pearson"] > 0.5, extra["test"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "dev_pearson" in r] == [15, 30, 45, 60][: steps // 15]
-    assert "test pearson" in stdout
 
     best = out / "best"
     cfg = json.loads((best / "config.json").read_text())
@@ -143,3 +156,40 @@ def test_auto_metric_per_task():
     assert FinetuneConfig().selection_metric == "macro_f1"
     assert FinetuneConfig(task="regression").selection_metric == "pearson"
     assert FinetuneConfig(task="regression", metric="spearman").selection_metric == "spearman"
+
+
+def test_regression_eval_with_intervals_and_both_baselines(reg, reg_run, tmp_path, run_cli):
+    from mlmctl.metrics import mean_squared_error, pearson, spearman
+
+    out = tmp_path / "ev"
+    code, stdout, err = run_cli("eval", "--input", reg_run, "--output", out, "--set", f"test_file={reg['test']}",
+                                "--set", "bootstrap_resamples=200")
+    assert code == 0, err
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["mode"] == "classifier" and ev["task"] == "regression" and ev["n"] == 80
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    gold = [y for _, y in reg["test_rows"]]
+    assert [p["label"] for p in preds] == gold and all(isinstance(p["prediction"], float) for p in preds)
+    pred = [p["prediction"] for p in preds]
+    assert ev["pearson"] == pytest.approx(pearson(gold, pred), abs=1e-5)
+    assert ev["spearman"] == pytest.approx(spearman(gold, pred), abs=1e-5)
+    assert ev["mse"] == pytest.approx(mean_squared_error(gold, pred), abs=1e-5)
+    for key in ("pearson", "spearman", "mse"):
+        lo, hi = ev[f"{key}_ci"]
+        assert lo <= ev[key] <= hi, key
+    # The train-mean predictor, and ridge on tf-idf of the same train file.
+    mean = sum(y for _, y in regression_rows(200, 1)) / 200
+    assert ev["mean_baseline"]["train_mean"] == pytest.approx(mean)
+    assert ev["mean_baseline"]["mse"] == pytest.approx(mean_squared_error(gold, [mean] * 80))
+    assert ev["mse"] < ev["mean_baseline"]["mse"]
+    bl = ev["baseline"]
+    assert bl["kind"] == "tfidf-ridge" and bl["pearson"] > 0.5 and "pearson_ci" in bl
+    assert [p["baseline_prediction"] for p in preds][:1] and "train-mean baseline" in stdout
+
+
+def test_regression_model_on_string_labels_is_one_line(reg, reg_run, tmp_path, run_cli):
+    bad = write_tsv(tmp_path / "test.tsv", [("w1 apple", "1.0"), ("w2 pear", "fruit")])
+    code, _, err = run_cli("eval", "--input", reg_run, "--output", tmp_path / "ev", "--set", f"test_file={bad}")
+    assert code == 1 and "is a regression model, so labels must be numbers" in err
+    assert f"{bad}:3: label 'fruit'" in err and err.count("mlmctl: error") == 1 and "Traceback" not in err
+    assert not (tmp_path / "ev" / "eval.json").exists() and not (tmp_path / "ev" / "manifest.json").exists()
