@@ -197,7 +197,7 @@ def test_tasks_filter_flags_and_bad_task_names(tmp_path, model, run_cli):
     assert code == 1 and "unknown task 'COLA'" in err
     write_glue(tmp_path / "GLUE", tasks=("CoLA",), n_train=4, n_dev=2)
     code, _, err = run_cli("glue", "--glue-dir", tmp_path / "GLUE", "--set", "tasks=[RTE]", "--input", model,
-                           "--output", tmp_path / "o")
+                           "--set", "max_seq_len=32", "--output", tmp_path / "o")
     assert code == 1 and "none of `tasks` (RTE)" in err and "holds CoLA" in err
 
 
