@@ -110,7 +110,9 @@ def title(report: dict) -> str:
 def footer(report: dict) -> list[str]:
     lines = []
     if "average" in report:
-        lines.append(f"average over: {', '.join(report['average']['rows'])} (MNLI-m and MNLI-mm count as one task)")
+        rows = report["average"]["rows"]
+        once = " (MNLI-m and MNLI-mm count as one task)" if "MNLI-m" in rows else ""
+        lines.append(f"average over: {', '.join(rows)}{once}")
     for kind, what in (("bow", "the bag-of-words baseline"), ("majority", "the majority class")):
         behind = [k for k, r in report["tasks"].items() if kind in r and not r[kind]["model_beats_it"]]
         if behind:  # say it where it is true: pretraining has not paid off on these tasks
