@@ -114,7 +114,7 @@ def input_fingerprint(cfg: GlueConfig) -> str:
     longest = read_model_config(model_dir, STAGE, arch=None).max_position_embeddings
     if cfg.max_seq_len > longest:  # finetune would refuse it too, but only once the output exists
         raise MlmctlError(f"glue: `max_seq_len` {cfg.max_seq_len} exceeds the model's max_position_embeddings "
-                          f"{longest} ({model_dir}/config.json); set --set max_seq_len={longest}")
+                          f"{longest} ({model_dir}/config.json); use --set max_seq_len={longest}")
     present, _ = select_tasks(cfg)
     named = []
     for task in present:
