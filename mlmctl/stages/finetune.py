@@ -20,7 +20,9 @@ train file, dev/test labels outside it are an error) and regression (one float p
 output, MSE loss, scored by Pearson / Spearman correlation and MSE; saved with num_labels 1 and
 `problem_type: "regression"`, as transformers does). Each task is a `Finetuner` class (TRAINERS);
 what differs between tasks lives in its few task methods (labels, targets, evaluation, head config).
-config.json's `mlmctl_finetune` records the train file and its sha256, for eval's baseline. Examples are truncated to `max_seq_len` tokens and padded per batch only to the batch's
+config.json's `mlmctl_finetune` records the train file and its sha256, for eval's baseline.
+
+Training: examples are truncated to `max_seq_len` tokens and padded per batch only to the batch's
 longest example (optionally batching examples of similar length together). AdamW, linear warm-up
 then decay, for `epochs` or `max_steps`; dev evaluation every epoch or every `eval_every` steps;
 the best checkpoint by `metric` is kept and training stops after `patience` evaluations without
@@ -377,8 +379,6 @@ class Finetuner:
 
     def train_step(self, rows: list[int]) -> tuple[float, float]:
         """One optimizer step on this rank's rows of a global batch: (loss, grad norm)."""
-        import torch
-
         from mlmctl.text_encoder import pad_batch
         from mlmctl.training import NonFiniteLoss, train_step
 
@@ -473,7 +473,7 @@ class Finetuner:
         return False
 
     def finish(self) -> dict:
-        cfg, t = self.cfg, self.t
+        t = self.t
         best_step, best_report = t["best_step"], t["best_report"]
         if self.dev_enc is None:  # no model selection: the last model is the result
             best_step = t["step"]

@@ -81,13 +81,14 @@ def test_regression_learns_and_loads_in_transformers(reg, reg_run, tmp_path, run
     from mlmctl.model_dir import architecture, load_model_dir
     from mlmctl.text_encoder import TextEncoder, pad_batch
 
-    steps = 60 if arch == "bert" else 30
+    steps = 60 if arch == "bert" else 10  # modernbert: only the transformers round trip is checked
     if arch == "bert":
         out = reg_run
     else:
         out = tmp_path / "run"
-        code, stdout, err = run_cli(*reg_args(reg, out, "--set", f"max_steps={steps}", "--set", "eval_every=15",
-                                              "--set", f"test_file={reg['test']}", model=_modernbert_dir(reg, tmp_path)))
+        model = _modernbert_dir(reg, tmp_path)
+        code, stdout, err = run_cli(*reg_args(reg, out, "--set", f"max_steps={steps}", "--set", "eval_every=5",
+                                              "--set", f"test_file={reg['test']}", model=model))
         assert code == 0, err
         assert "test pearson" in stdout
     extra = json.loads((out / "manifest.json").read_text())["extra"]
@@ -96,7 +97,7 @@ def test_regression_learns_and_loads_in_transformers(reg, reg_run, tmp_path, run
     if arch == "bert":  # the count of fruit words is learnable in 60 steps
         assert extra["test"]["pearson"] > 0.5, extra["test"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "dev_pearson" in r] == [15, 30, 45, 60][: steps // 15]
+    assert [r["step"] for r in rows if "dev_pearson" in r] == ([15, 30, 45, 60] if arch == "bert" else [5, 10])
 
     best = out / "best"
     cfg = json.loads((best / "config.json").read_text())
