@@ -342,11 +342,12 @@ def _score_regression(ctx, cfg: EvalConfig, model_dir: Path, ft: dict, data, mod
         ctx.log(f"warning: {report['warning']}")
     preds = None
     if cfg.predictions:
-        preds = [{"index": i, "label": g, "prediction": round(p, 6), "error": round(p - g, 6)}
+        # Unrounded: rounding makes ties, and the ranks of `spearman` recomputed from this file would differ.
+        preds = [{"index": i, "label": g, "prediction": float(p), "error": float(p - g)}
                  for i, (g, p) in enumerate(zip(gold, pred))]
         if bow_pred is not None:
             for row, b in zip(preds, bow_pred):
-                row["baseline_prediction"] = round(b, 6)
+                row["baseline_prediction"] = float(b)
     return report, summary, preds
 
 
