@@ -49,8 +49,9 @@ class EvalConfig:
     """Model directory, or a pretrain run (uses final/) or finetune run (uses best/)."""
     output: str = "runs/eval"
     """Directory for eval.json (+ predictions.jsonl) and manifest.json."""
-    mode: Literal["auto", "classifier", "mlm"] = "auto"
-    """auto = classifier when config.json's architectures names *ForSequenceClassification."""
+    mode: Literal["auto", "classifier", "tagger", "mlm"] = "auto"
+    """auto = classifier when config.json's architectures names *ForSequenceClassification, tagger for
+    *ForTokenClassification."""
     batch_size: int = 64
     """Examples (classifier) or sequences (mlm) per forward pass."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -100,6 +101,19 @@ class EvalConfig:
     """MLM: pseudo-perplexity over the first documents up to about this many tokens (whole documents)."""
     bootstrap_resamples: int = 1000
     """Resamples for the 95% bootstrap intervals (documents for mlm, examples for classifiers); 0 = none."""
+    # -- tagger (token classification); null = as the model was fine-tuned
+    tag_format: Literal["auto", "conll", "jsonl"] | None = None
+    """Tagger: test file layout (null = as fine-tuned, else auto: JSONL for .jsonl/.json, else CoNLL)."""
+    tag_column: int | None = None
+    """Tagger, CoNLL: column of the tag (null = as fine-tuned, else -1, the last)."""
+    tokens_field: str | None = None
+    """Tagger, JSONL: field of the word list (null = as fine-tuned, else "tokens")."""
+    tags_field: str | None = None
+    """Tagger, JSONL: field of the tag list (null = as fine-tuned, else "tags")."""
+    tag_scheme: Literal["iob1", "iob2", "iobes", "none"] | None = None
+    """Tagger: tag scheme (null = as fine-tuned, else iob2); none = token accuracy only."""
+    ill_formed: Literal["repair", "error"] | None = None
+    """Tagger: an I-/E- tag continuing no entity in the test file: repair (as seqeval's non-strict mode reads it, counted) or error (null = as fine-tuned, else repair)."""
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -154,9 +168,15 @@ def run(ctx) -> dict:
     raw_cfg = _read_config(model_dir)
     mode = cfg.mode
     if mode == "auto":
-        mode = "classifier" if is_classifier_config(raw_cfg) else "mlm"
+        from mlmctl.eval_tokens import is_tagger_config
+
+        mode = "tagger" if is_tagger_config(raw_cfg) else "classifier" if is_classifier_config(raw_cfg) else "mlm"
     ctx.log(f"{model_dir}: {mode} evaluation")
-    if mode == "classifier":
+    if mode == "tagger":
+        from mlmctl.eval_tokens import eval_tagger
+
+        result, summary, preds = eval_tagger(ctx, cfg, model_dir, raw_cfg, device)
+    elif mode == "classifier":
         result, summary, preds = _eval_classifier(ctx, cfg, model_dir, raw_cfg, device)
     else:
         result, summary = _eval_mlm(ctx, cfg, model_dir, device)

@@ -41,9 +41,11 @@ from mlmctl.config import check, config_to_dict
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import BEST, METRICS_FILE
 from mlmctl.metrics import METRIC_NAMES
+from mlmctl.token_data import TAG_METRICS
 from mlmctl.training import OptimSettings, check_optimiser
 
-MetricName = Literal["accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall"]
+MetricName = Literal["accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                     "entity_f1", "token_accuracy"]
 
 
 @dataclass
@@ -78,6 +80,20 @@ class FinetuneConfig:
     """Label order (id i = labels[i]); empty = sorted labels of the train file."""
     init: Literal["pretrained", "random"] = "pretrained"
     """pretrained = the input's weights; random = same architecture, fresh weights."""
+    task: Literal["classification", "regression", "token-classification"] = "classification"
+    """classification: one label per text (or pair); regression: one number; token-classification: a tag per word."""
+    tag_format: Literal["auto", "conll", "jsonl"] = "auto"
+    """token-classification: file layout; auto = JSONL for .jsonl/.json names, else CoNLL (a token and its tag(s) per line, a blank line between sentences)."""
+    tag_column: int = -1
+    """token-classification, CoNLL: column of the tag (0 is the token; -1 = the last column)."""
+    tokens_field: str = "tokens"
+    """token-classification, JSONL: field holding the list of words."""
+    tags_field: str = "tags"
+    """token-classification, JSONL: field holding the list of tags (one per word)."""
+    tag_scheme: Literal["iob1", "iob2", "iobes", "none"] = "iob2"
+    """token-classification: tag scheme; iob1 files are converted to IOB2; none = any tags (POS): token accuracy only, no entities."""
+    ill_formed: Literal["repair", "error"] = "repair"
+    """token-classification: an I-/E- tag that continues no entity (I-PER after O): repair = rewrite as seqeval's non-strict mode reads it (I-PER -> B-PER) and count it; error = stop, naming file and line."""
     max_seq_len: int = 128
     """Tokens per example including [CLS]/[SEP]; longer examples are truncated."""
     length_bucketing: bool = False
@@ -143,7 +159,10 @@ class FinetuneConfig:
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = after every dev evaluation)")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
-        check(self.metric in METRIC_NAMES, "metric", f"one of {', '.join(METRIC_NAMES)}")
+        check(self.metric in METRIC_NAMES + TAG_METRICS, "metric", f"one of {', '.join(METRIC_NAMES + TAG_METRICS)}")
+        check((self.metric in TAG_METRICS) == (self.task == "token-classification"), "metric",
+              f"{self.metric} is not a metric of task {self.task}: token-classification selects by "
+              f"{' or '.join(TAG_METRICS)}, the other tasks by {', '.join(METRIC_NAMES)}")
 
     def optim(self, total_steps: int) -> OptimSettings:
         """AdamW with BERT's fine-tuning betas and epsilon, decaying to 0 at the last step."""
@@ -170,6 +189,10 @@ def input_fingerprint(cfg: FinetuneConfig) -> str:
 def run(ctx) -> dict:
     from mlmctl.training import run_trainer
 
+    if ctx.cfg.task == "token-classification":
+        from mlmctl.token_finetune import TokenFinetuner
+
+        return run_trainer(ctx, TokenFinetuner, STAGE)
     return run_trainer(ctx, Finetuner, STAGE)
 
 
