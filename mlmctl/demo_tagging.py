@@ -4,10 +4,12 @@ Docstrings mark identifiers and literals as code: ``json.dumps``, `key`, :func:`
 keeps the words and drops the markup (backticks and the reST role), then tags the words that were
 code `B-CODE` / `I-CODE` and the rest `O`: the model has to tell from the words around them, and
 from what identifiers look like, where the code is. Scored with entity-level F1 (IOB2, strict).
+Docstrings are uneven about markup (`True` is marked in one, plain in the next), so no tagger can be
+perfect: the point is pretrained vs random init on the same words.
 
 Words: runs of word characters, and each other non-space character on its own (`json.dumps()`
 is `json . dumps ( )`), so every word survives the model's BERT-style pre-tokenizer whole. A
-sentence is the first `max_words` words of a docstring that has at least one code span there.
+sentence is a `max_words`-word piece of a docstring with at least one code span in it.
 
     sents, stats = build_tagging_task(records, cfg)      # {split: [(words, tags)]}, statistics
     write_conll(path, sents["train"])                     # `word<TAB>tag` lines, blank line between
@@ -50,42 +52,57 @@ def tag_words(text: str) -> tuple[list[str], list[str]]:
 
 def build_tagging_task(records, cfg) -> tuple[dict[str, list[tuple[list[str], list[str]]]], dict]:
     """Pure: clean records -> {split: [(words, tags)]} and the statistics for the manifest.
-    Deterministic: docstrings ranked by sha256(seed, id, text); the lowest go to test, then dev,
-    then train; duplicates (same words) dropped."""
+
+    Each docstring is cut into pieces of `max_words` words; pieces with code are the sentences.
+    Deterministic and leak-free: documents are ranked by sha256(seed, id, text) and dealt out
+    whole, the lowest to test, then dev, then train, so the pieces of one docstring never land
+    in two splits; a piece whose words were seen already is dropped."""
     dropped: Counter = Counter()
-    cands = []
+    docs = []
     for rec in records:
-        words, tags = tag_words(str(rec.get("text", "")))
-        words, tags = words[:cfg.max_words], tags[:cfg.max_words]
-        if len(words) < cfg.min_words:
-            dropped["too_short"] += 1
-            continue
-        if "B-CODE" not in tags:
-            dropped["no_code"] += 1
-            continue
-        key = " ".join(words)
-        rank = hashlib.sha256(f"{cfg.seed}\0{rec.get('id')}\0{key}".encode()).hexdigest()
-        cands.append((rank, key, words, tags))
-    cands.sort()
+        text = str(rec.get("text", ""))
+        words, tags = tag_words(text)
+        pieces = []
+        for i in range(0, len(words), cfg.max_words):
+            w, t = words[i:i + cfg.max_words], tags[i:i + cfg.max_words]
+            if t[0] == "I-CODE":  # the rest of a span the previous piece began: a span of its own
+                t = ["B-CODE", *t[1:]]
+            if len(w) < cfg.min_words:
+                dropped["too_short"] += 1
+            elif "B-CODE" not in t:
+                dropped["no_code"] += 1
+            else:
+                pieces.append((w, t))
+        if pieces:
+            docs.append((hashlib.sha256(f"{cfg.seed}\0{rec.get('id')}\0{text}".encode()).hexdigest(), pieces))
+    docs.sort(key=lambda d: d[0])
     seen: set[str] = set()
-    unique = []
-    for _, key, words, tags in cands:
-        if key in seen:
-            dropped["duplicate_text"] += 1
-            continue
-        seen.add(key)
-        unique.append((words, tags))
-    t, d, n = cfg.test_sentences, cfg.dev_sentences, cfg.train_sentences
-    if len(unique) < t + d + cfg.min_train_sentences:
-        raise InputError(f"demo-task: only {len(unique)} docstrings with code markup in their first {cfg.max_words} "
-                         f"words; need test_sentences + dev_sentences + min_train_sentences = "
-                         f"{t + d + cfg.min_train_sentences}: use a bigger clean corpus or lower them")
-    out = {"test": unique[:t], "dev": unique[t:t + d], "train": unique[t + d:t + d + n]}
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    want = {"test": cfg.test_sentences, "dev": cfg.dev_sentences, "train": cfg.train_sentences}
+    order = iter(("test", "dev", "train"))
+    split = next(order)
+    for _, pieces in docs:
+        while split and len(out[split]) >= want[split]:
+            split = next(order, None)
+        if split is None:
+            break
+        for w, t in pieces:
+            key = " ".join(w)
+            if key in seen:
+                dropped["duplicate_text"] += 1
+                continue
+            seen.add(key)
+            out[split].append((w, t))
+    if len(out["test"]) < cfg.test_sentences or len(out["dev"]) < cfg.dev_sentences or \
+            len(out["train"]) < cfg.min_train_sentences:
+        have = ", ".join(f"{s} {len(out[s])}" for s in SPLITS)
+        raise InputError(f"demo-task: too few {cfg.max_words}-word pieces of docstrings with code markup ({have}); "
+                         f"need test_sentences {cfg.test_sentences}, dev_sentences {cfg.dev_sentences} and "
+                         f"min_train_sentences {cfg.min_train_sentences}: use a bigger clean corpus or lower them")
     stats = {"kind": "tagging", "labels": ["O", "B-CODE", "I-CODE"], "dropped": dict(sorted(dropped.items())),
              "counts": {s: len(out[s]) for s in SPLITS}}
     for s in SPLITS:
-        tags = Counter(x for _, ts in out[s] for x in ts)
-        stats[f"{s}_tags"] = dict(sorted(tags.items()))
+        stats[f"{s}_tags"] = dict(sorted(Counter(x for _, ts in out[s] for x in ts).items()))
     test_tags = stats["test_tags"]
     stats["all_O_test_token_accuracy"] = test_tags.get("O", 0) / max(1, sum(test_tags.values()))
     return out, stats
