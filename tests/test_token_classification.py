@@ -239,3 +239,21 @@ def test_repair_reads_as_seqeval_non_strict(tags, scheme, want):
     assert repair_tags(tags, scheme) == want
     # after repair, strict reading finds exactly the lenient entities
     assert [e[1:] for e in entities(want, scheme)] == lenient_entities(tags, scheme)
+
+
+def test_pos_tags_without_scheme_score_token_accuracy_only(ner, tmp_path, run_cli):
+    """`tag_scheme: none` (POS): any tags, no entities; selected and scored by token accuracy."""
+    pos = {w: ("NUM" if w.startswith("w") else "NOUN") for t, _ in ner["test_sents"] for w in t}
+    train = write_jsonl(tmp_path / "train.jsonl", [(t, [pos.get(w, "NOUN") for w in t]) for t, _ in ner["test_sents"]])
+    run = tmp_path / "run"
+    swap = {"metric=entity_f1": "metric=token_accuracy", f"train_file={ner['train']}": f"train_file={train}",
+            f"dev_file={ner['dev']}": f"dev_file={train}"}
+    args = [swap.get(a, a) for a in _args(ner, run, "--set", "max_steps=6", "--set", "tag_scheme=none")]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    ev, preds = _eval(run_cli, run, tmp_path / "ev", train)
+    assert "entity_f1" not in ev and 0 <= ev["token_accuracy"] <= 1 and list(ev["baseline"]) == ["majority_tag"]
+    assert ev["baseline"]["majority_tag"]["tag"] == "NUM"
+    del swap["metric=entity_f1"]
+    code, _, err = run_cli(*[swap.get(a, a) for a in _args(ner, tmp_path / "r2", "--set", "tag_scheme=none")])
+    assert code == 1 and "`tag_scheme: none` has no entities" in err

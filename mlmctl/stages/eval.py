@@ -6,6 +6,9 @@ Two modes, chosen from the model directory (`mode: auto`) or forced by the confi
   precision / recall / F1 per class and macro / micro / weighted averages, and the confusion
   matrix on a labelled `test_file` (see mlmctl/metrics.py for the conventions), plus the
   majority-class baseline of the test file; `predictions: true` also writes predictions.jsonl.
+- tagger (`*ForTokenClassification`): entity-level P/R/F1 (seqeval's strict mode), per entity type,
+  token accuracy, the every-token-O / majority-tag baselines, on a CoNLL or JSONL tagged file
+  (mlmctl/eval_tokens.py).
 - mlm (anything else): masked-LM loss and perplexity on held-out data: the `split` of a
   build-vocab directory (`data`) or raw text files (`text_files`, tokenised with the model's
   own tokenizer.json). Masks are a pure function of (seed, sequence index), so the same config

@@ -15,6 +15,9 @@ Writes:
     mlmctl finetune -c configs/demo/finetune.yaml --input runs/demo/pretrain --output runs/demo/ft \\
         --set train_file=data/demo/task/train.tsv --set dev_file=data/demo/task/dev.tsv
 
+`task: token-classification` trains a tagger (a tag per word, CoNLL / JSONL files) with the same
+loop: mlmctl/token_finetune.py.
+
 Training: the label set (and order) comes from the train file; dev/test labels outside it are an
 error. Examples are truncated to `max_seq_len` tokens and padded per batch only to the batch's
 longest example (optionally batching examples of similar length together). AdamW, linear warm-up
