@@ -32,7 +32,7 @@ def eval_tagger(ctx, cfg, model_dir: Path, raw: dict, device):
     """(eval.json dict, summary table, predictions rows)."""
     from mlmctl.model_dir import load_own_arch
     from mlmctl.text_encoder import TextEncoder
-    from mlmctl.token_data import check_known_tags, encode_tagged, predict_tags, tag_baselines, tagging_report
+    from mlmctl.token_data import encode_tagged, predict_tags, tag_baselines, tagging_report
 
     if not cfg.test_file:
         raise MlmctlError("eval: tagger evaluation needs `test_file` (e.g. --set test_file=data/task/test.conll)")
@@ -45,7 +45,7 @@ def eval_tagger(ctx, cfg, model_dir: Path, raw: dict, device):
     max_len = cfg.max_seq_len or ft.get("max_seq_len") or 128
     data = spec.read(cfg.test_file, STAGE)
     tag2id = {x: i for i, x in enumerate(labels)}
-    check_known_tags(data, tag2id, STAGE, "the model was not trained with it: score it on a file with its tags")
+    spec.check_known(data, tag2id, STAGE, "the model was not trained with it: score it on a file with its tags")
     model, mcfg, info = load_own_arch(model_dir, "tagger", STAGE, num_labels=len(labels))
     if any(k.startswith("classifier.") for k in info["missing"]):
         raise InputError(f"eval: {model_dir} has no trained tagging head (classifier.* weights); is it a fine-tuned "

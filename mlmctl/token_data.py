@@ -4,8 +4,9 @@ sentences into model windows, predicting word tags, and the tagging report.
 
     spec = TagSpec(scheme="iob2", ill_formed="repair")                # what the config says
     data = spec.read("train.conll", "finetune")                       # tagging.TaggedData, repaired
-    enc = encode_tagged(encoder, data, tag2id, max_seq_len=128)       # windows as model inputs
-    pred = predict_tags(model, enc, batch_size, device)               # word tag ids per sentence
+    ids = [[tag2id[t] for t in s] for s in data.tags]
+    enc = encode_tagged(encoder, data.tokens, ids, max_seq_len=128)   # windows as model inputs
+    pred = predict_tags(model, enc, batch_size, pad_id, device)       # word tag ids per sentence
     report = tagging_report(data.tags, [[tags[i] for i in s] for s in pred], "iob2")
 
 Ill-formed sequences (an `I-X` that continues nothing, under IOB2/IOBES) are treated as
@@ -73,6 +74,20 @@ class TagSpec:
         return data
 
 
+    def check_known(self, data: TaggedData, tag2id: dict[str, int], reader: str, fix: str) -> None:
+        """A tag the model has no id for is an error naming file and line (a dev/test file with a
+        tag the train file never had)."""
+        name = Path(data.path).name.lower().removesuffix(".gz")
+        jsonl = self.fmt == "jsonl" or (self.fmt == "auto" and name.endswith((".jsonl", ".json")))
+        for sent, tags in enumerate(data.tags):
+            for k, tag in enumerate(tags):
+                if tag not in tag2id:
+                    line = data.lines[sent] + (0 if jsonl else k)  # CoNLL: a line per token
+                    known = ", ".join(list(tag2id)[:8]) + (", ..." if len(tag2id) > 8 else "")
+                    raise InputError(f"{reader}: {data.path}:{line}: tag {tag!r} is not among the model's tags "
+                                     f"({known}); {fix}")
+
+
 def repair_tags(tags: list[str], scheme: str) -> list[str]:
     """The entities seqeval's default (non-strict) mode reads in `tags`, written back well-formed
     in `scheme` (a well-formed sequence comes back unchanged)."""
@@ -106,18 +121,6 @@ def lenient_entities(tags: list[str], scheme: str) -> list[tuple[int, int, str]]
             start = i
         prev, prev_kind = p, kind
     return spans
-
-
-def check_known_tags(data: TaggedData, tag2id: dict[str, int], reader: str, fix: str) -> None:
-    """A tag the model has no id for is an error naming file and line (a dev/test file with a
-    tag the train file never had)."""
-    for sent, tags in enumerate(data.tags):
-        for k, tag in enumerate(tags):
-            if tag not in tag2id:
-                line = data.lines[sent] + k if not str(data.path).endswith((".jsonl", ".json", ".jsonl.gz")) \
-                    else data.lines[sent]
-                raise InputError(f"{reader}: {data.path}:{line}: tag {tag!r} is not among the model's tags "
-                                 f"({', '.join(list(tag2id)[:8])}{', ...' if len(tag2id) > 8 else ''}); {fix}")
 
 
 @dataclass

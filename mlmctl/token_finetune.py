@@ -36,8 +36,7 @@ class TokenFinetuner(Finetuner):
         from mlmctl.model_dir import resolve_model_dir
         from mlmctl.tagging import tag_list
         from mlmctl.text_encoder import TextEncoder
-        from mlmctl.token_data import check_known_tags
-
+        
         cfg, ctx = self.cfg, self.ctx
         if cfg.class_weights != "none":
             raise MlmctlError("finetune: `class_weights` is for classification; remove it for token-classification")
@@ -60,7 +59,7 @@ class TokenFinetuner(Finetuner):
         for split, path in (("dev", cfg.dev_file), ("test", cfg.test_file)):
             if path:
                 self.data[split] = self.spec.read(path, STAGE)
-                check_known_tags(self.data[split], self.label2id, STAGE,
+                self.spec.check_known(self.data[split], self.label2id, STAGE,
                                  "the train file never has it: add it to `labels`, or fix the file")
         enc = {s: self._encode(d) for s, d in self.data.items()}
         self.train_enc, self.dev_enc, self.test_enc = enc["train"], enc.get("dev"), enc.get("test")

@@ -189,6 +189,11 @@ def test_long_sentences_are_windowed_and_every_word_is_tagged(ner, tmp_path, run
     ev, preds = _eval(run_cli, run, tmp_path / "ev", test)
     assert ev["split_sentences"] == 6 and ev["n_tokens"] == sum(len(t) for t, _ in long)
     assert [len(p["predicted"]) for p in preds] == [len(t) for t, _ in long]
+    # eval refuses a tag the model never learnt, naming file and line
+    other = write_jsonl(tmp_path / "other.jsonl", [(["alice"], ["B-PER"]), (["bonn"], ["B-LOC"]), (["x"], ["B-ORG"])])
+    code, _, err = run_cli("eval", "--input", run, "--output", tmp_path / "ev2", "--set", f"test_file={other}")
+    assert code == 1 and f"{other}:3: tag 'B-ORG' is not among the model's tags" in err
+    assert not (tmp_path / "ev2" / "eval.json").exists()
 
 
 def test_ill_formed_tags_are_repaired_and_counted_or_an_error_naming_the_line(ner, tmp_path, run_cli):
