@@ -128,6 +128,8 @@ class EvalConfig:
         check(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 100, "bootstrap_resamples",
               "must be 0 (no intervals) or >= 100 (fewer make the 2.5% tails meaningless)")
         check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
+        check(self.tag_column is None or (self.tag_column != 0 and -100 <= self.tag_column <= 100), "tag_column",
+              "must be a column index in [-100, 100] other than 0, the token (-1 = the last column), or null")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(not (self.data and self.text_files), "text_files", "give either `data` or `text_files`, not both")
 

@@ -162,6 +162,8 @@ class FinetuneConfig:
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = after every dev evaluation)")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
+        check(self.tag_column != 0 and -100 <= self.tag_column <= 100, "tag_column",
+              "must be a column index in [-100, 100] other than 0, the token (-1 = the last column)")
         check(self.metric in METRIC_NAMES + TAG_METRICS, "metric", f"one of {', '.join(METRIC_NAMES + TAG_METRICS)}")
         check((self.metric in TAG_METRICS) == (self.task == "token-classification"), "metric",
               f"{self.metric} is not a metric of task {self.task}: token-classification selects by "
