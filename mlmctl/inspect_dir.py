@@ -105,7 +105,7 @@ def _model_section(path: Path):
         if key in cfg:
             rows.append((key, cfg[key]))
     archs = cfg.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in archs) and cfg.get("id2label"):
+    if any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs) and cfg.get("id2label"):
         labels = [cfg["id2label"][k] for k in sorted(cfg["id2label"], key=lambda x: int(x))]
         rows.append(("labels", ", ".join(labels)))
     weights = path / "model.safetensors"

@@ -31,7 +31,7 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "ma
                           "mcc", "f1")
 REGRESSION_METRICS = ("pearson", "spearman")
 TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS,
-                "token-classification": ("entity_f1",)}
+                "token-classification": ("entity_f1", "token_accuracy")}
 DEFAULT_METRIC = {"classification": "macro_f1", "regression": "pearson", "token-classification": "entity_f1"}
 METRIC_NAMES = tuple(dict.fromkeys(m for names in TASK_METRICS.values() for m in names))
 """Every name `metric:` accepts besides `auto`."""

@@ -359,6 +359,30 @@ class BertForSequenceClassification(nn.Module):
         return logits, loss
 
 
+class BertForTokenClassification(nn.Module):
+    """BERT + dropout + linear classifier on every token (HF `BertForTokenClassification`: no pooler).
+    Labels -100 (sub-words after a word's first, special tokens, padding) are ignored by the loss."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, classifier_dropout: float | None = None):
+        super().__init__()
+        self.config = cfg
+        self.num_labels = num_labels
+        self.bert = BertModel(cfg, add_pooling_layer=False)
+        p = cfg.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        _init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, class_weights=None):
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(self.dropout(h))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
+                                   weight=class_weights, ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+
 def _init_weights(module: nn.Module, std: float) -> None:
     # BERT's init: truncated normal for every matrix, zeros for biases, ones for LayerNorm gains.
     if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -119,7 +119,7 @@ def read_model_config(path, reader: str = "mlmctl", arch: str | None = "bert"):
 
 def load_own_arch(path, kind: str, reader: str = "mlmctl", **cls_kwargs):
     """`load_model_dir` with the class of the directory's own architecture (config.json
-    `model_type`): `kind` is `masked_lm` or `classifier` (an `Arch` field)."""
+    `model_type`): `kind` is `masked_lm`, `classifier` or `tagger` (an `Arch` field)."""
     arch = architecture(arch_of(read_model_config(path, reader, arch=None)))
     return load_model_dir(path, getattr(arch, kind), **cls_kwargs)
 
@@ -155,6 +155,8 @@ class Arch:
     classifier: type
     hf_masked_lm: str
     hf_classifier: str
+    tagger: type  # a label per token (finetune `task: token-classification`)
+    hf_tagger: str
 
 
 def architecture(name: str) -> Arch:
@@ -164,9 +166,11 @@ def architecture(name: str) -> Arch:
     mod = _arch_module(name)
     if name == "modernbert":
         return Arch(name, mod.ModernBertConfig, mod.PRESETS, mod.ModernBertForMaskedLM,
-                    mod.ModernBertForSequenceClassification, "ModernBertForMaskedLM", "ModernBertForSequenceClassification")
+                    mod.ModernBertForSequenceClassification, "ModernBertForMaskedLM", "ModernBertForSequenceClassification",
+                    mod.ModernBertForTokenClassification, "ModernBertForTokenClassification")
     return Arch(name, mod.ModelConfig, mod.PRESETS, mod.BertForPreTraining, mod.BertForSequenceClassification,
-                "BertForMaskedLM", "BertForSequenceClassification")
+                "BertForMaskedLM", "BertForSequenceClassification", mod.BertForTokenClassification,
+                "BertForTokenClassification")
 
 
 def _arch_module(model_type: str):

@@ -526,6 +526,32 @@ class ModernBertForSequenceClassification(nn.Module):
         return logits, loss
 
 
+class ModernBertForTokenClassification(nn.Module):
+    """ModernBERT + head + dropout + classifier on every token, as HF `ModernBertForTokenClassification`.
+    Labels -100 are ignored by the loss."""
+
+    config_class = ModernBertConfig
+
+    def __init__(self, cfg: ModernBertConfig, num_labels: int, classifier_dropout: float | None = None):
+        super().__init__()
+        self.config = cfg
+        self.num_labels = num_labels
+        self.model = ModernBertModel(cfg)
+        self.head = PredictionHead(cfg)
+        self.drop = nn.Dropout(cfg.classifier_dropout if classifier_dropout is None else classifier_dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        init_weights(self, cfg)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, *, token_type_ids=None, class_weights=None):
+        h = self.model(input_ids, attention_mask)  # (B, T, C)
+        logits = self.classifier(self.drop(self.head(h)))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
+                                   weight=class_weights, ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+
 def init_weights(model: nn.Module, cfg: ModernBertConfig) -> None:
     """ModernBERT's init (HF `_init_weights`): truncated normal cut at `initializer_cutoff_factor`
     std; std `initializer_range` for embeddings and input projections, scaled down by
@@ -552,7 +578,7 @@ def init_weights(model: nn.Module, cfg: ModernBertConfig) -> None:
             trunc(m.dense.weight, std_out)
         elif isinstance(m, TiedDecoder) and m.bias is not None:
             nn.init.zeros_(m.bias)
-    if isinstance(model, ModernBertForSequenceClassification):
+    if isinstance(model, (ModernBertForSequenceClassification, ModernBertForTokenClassification)):
         trunc(model.classifier.weight, cfg.hidden_size ** -0.5)
         nn.init.zeros_(model.classifier.bias)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mlmctl.errors import MlmctlError
 from mlmctl.layout import EVAL_JSON, MANIFEST, METRICS_FILE, STATS_FILE
+from mlmctl.report_tagging import is_tagging_eval, tagging_rows, tagging_task_row
 
 # The names scripts/chain.sh gives its eval directories, shown as what they measure.
 LABELS = {"eval-random": "random init + finetune", "eval-pretrained": "pretrained + finetune"}
@@ -85,10 +86,13 @@ def summary_rows(data: Path | None, runs: Path | None,
     table: list[tuple[str, str, str]] = []
     baselines: dict[tuple, tuple[str, str, str]] = {}
     scored = False
+    taggers = {}
     for d in evals:
         ev = _load(d / EVAL_JSON) or {}
         name = LABELS.get(d.name) or eval_label(d, runs)
-        if "mlm_ppl" in ev:
+        if is_tagging_eval(ev):
+            taggers[d.name if d.name not in taggers else eval_label(d, runs)] = d
+        elif "mlm_ppl" in ev:
             suffix = "" if d.name == "eval-mlm" else f" ({name})"
             rows += [(key + suffix, value) for key, value in mlm_rows(ev)]
         elif "accuracy" in ev:
@@ -101,6 +105,9 @@ def summary_rows(data: Path | None, runs: Path | None,
                 rows.append((f"{name} vs baseline", baseline_effect(d)))
         elif "pearson" in ev:
             rows.append((f"{name} (regression)", regression_line(ev)))
+    if data is not None and _extra(data / "tagging"):
+        rows.append(tagging_task_row(_extra(data / "tagging")))
+    rows += tagging_rows(taggers)
     by_name = {d.name: d for d in evals}
     if "eval-pretrained" in by_name and "eval-random" in by_name:
         rows.append(("pretraining effect", pretraining_effect(by_name["eval-pretrained"], by_name["eval-random"])))

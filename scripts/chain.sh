@@ -25,5 +25,18 @@ for init in pretrained random; do
   m eval -c "$C/eval.yaml" --input "$R/finetune-$init/best" --output "$R/eval-$init" \
     --set "test_file=$D/task/test.tsv"
 done
+# The second task: tag the code in docstrings (token classification), pretrained vs random init.
+# A config set without demo-task-tagging.yaml skips it (configs/zh: its generated corpus has no code markup).
+if [ -f "$C/demo-task-tagging.yaml" ]; then
+  m demo-task -c "$C/demo-task-tagging.yaml" --input "$D/clean" --output "$D/tagging"
+  for init in pretrained random; do
+    m finetune -c "$C/finetune-tagging.yaml" --input "$R/pretrain" --output "$R/tagger-$init" --set "init=$init" \
+      --set "train_file=$D/tagging/train.conll" --set "dev_file=$D/tagging/dev.conll"
+    m eval -c "$C/eval-tagging.yaml" --input "$R/tagger-$init/best" --output "$R/eval-tagging-$init" \
+      --set "test_file=$D/tagging/test.conll"
+  done
+else
+  echo "(no $C/demo-task-tagging.yaml: the tagging task is skipped for this config set)" >&2
+fi
 # The summary tables, then a self-contained page with the curves and charts (its path printed last).
 "$MLMCTL" report --data "$D" --runs "$R" --html "$R/report.html"

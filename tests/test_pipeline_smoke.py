@@ -62,6 +62,13 @@ def test_smoke_chain_end_to_end(tmp_path):
         assert len(cm) == len(ev["labels"]) >= 2 and sum(map(sum, cm)) == ev["n"] > 0
         assert ev["accuracy"] == pytest.approx(sum(cm[i][i] for i in range(len(cm))) / ev["n"])
         assert 0 <= ev["macro_f1"] <= 1 and ev["accuracy_ci"][0] <= ev["accuracy"] <= ev["accuracy_ci"][1]
+    # The second task: a tagger per init, entity F1 with its interval, compared in the summary.
+    for init in ("pretrained", "random"):
+        assert (runs / f"tagger-{init}" / MANIFEST).exists()
+        ev = json.loads((runs / f"eval-tagging-{init}" / "eval.json").read_text())
+        assert ev["mode"] == "tagger" and ev["entity_f1_ci"][0] <= ev["entity_f1"] <= ev["entity_f1_ci"][1]
+        assert ev["n_sentences"] == read_manifest(data / "tagging").extra["counts"]["test"]
+    assert "tagging: pretraining effect" in proc.stdout
     assert "pretrained" in proc.stdout and "random" in proc.stdout  # the closing summary
     assert mlm["mlm_ppl_ci"][0] <= mlm["mlm_ppl"] <= mlm["mlm_ppl_ci"][1]
     assert "pretraining effect" in proc.stdout and "paired bootstrap" in proc.stdout

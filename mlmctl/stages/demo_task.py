@@ -1,4 +1,4 @@
-"""demo-task: build a labelled classification task from a clean directory.
+"""demo-task: build a labelled classification task (or, `kind: tagging`, a tagging task) from a clean directory.
 
 The task: given the opening words of a docstring, which library family does it come from?
 (For Chinese text, e.g. configs/zh's generated corpus, words are Han characters: `scripts.units`.)
@@ -26,6 +26,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mlmctl.config import check
 from mlmctl.errors import InputError
@@ -62,6 +63,18 @@ class DemoTaskConfig:
     """A family needs at least this many training examples on top of dev and test to be used."""
     seed: int = 0
     """Seed of the deterministic selection."""
+    kind: Literal["classification", "tagging"] = "classification"
+    """classification: docstring -> library family (train/dev/test.tsv); tagging: tag the words that were code
+    in docstrings whose code markup was removed (train/dev/test.conll, B-CODE/I-CODE; mlmctl/demo_tagging.py).
+    tagging reads min_words, max_words, seed and the *_sentences keys."""
+    train_sentences: int = 300
+    """tagging: at most this many training sentences."""
+    dev_sentences: int = 60
+    """tagging: dev sentences."""
+    test_sentences: int = 150
+    """tagging: test sentences."""
+    min_train_sentences: int = 50
+    """tagging: fewer training sentences than this (after dev and test) is an error."""
 
     def __post_init__(self):
         check(self.num_classes >= 2 or len(self.families) >= 2, "num_classes", "need at least 2 classes")
@@ -73,6 +86,10 @@ class DemoTaskConfig:
         check(self.min_train_per_class >= 1, "min_train_per_class", "must be at least 1")
         check(self.max_train_per_class >= self.min_train_per_class, "max_train_per_class",
               "must be at least `min_train_per_class`")
+        for key in ("train_sentences", "dev_sentences", "test_sentences", "min_train_sentences"):
+            check(getattr(self, key) >= 1, key, "must be at least 1")
+        check(self.train_sentences >= self.min_train_sentences, "train_sentences",
+              "must be at least `min_train_sentences`")
 
 
 CONFIG = DemoTaskConfig
@@ -88,6 +105,8 @@ def run(ctx) -> dict:
     if not names:
         raise InputError(f"demo-task: {ctx.input_dir} has no train split; rerun `mlmctl clean`")
     records = (json.loads(line) for name in names for line in open_shard_lines(ctx.input_dir / name) if line)
+    if cfg.kind == "tagging":
+        return _run_tagging(ctx, records)
     splits, stats = build_task(records, cfg)
     ctx.log(f"families: {', '.join(stats['labels'])}")
 
@@ -102,6 +121,22 @@ def run(ctx) -> dict:
     for split in SPLITS:
         summary[f"{split} examples"] = len(splits[split])
     summary["majority (test)"] = f"{stats['majority_test_accuracy']:.3f}"
+    return summary
+
+
+def _run_tagging(ctx, records) -> dict:
+    from mlmctl.demo_tagging import build_tagging_task, conll_text
+
+    sents, stats = build_tagging_task(records, ctx.cfg)
+    shards = []
+    for split in SPLITS:
+        atomic_write_text(ctx.output_dir / f"{split}.conll", conll_text(sents[split]))
+        shards.append(ctx.describe(f"{split}.conll", split, {"sentences": len(sents[split])}))
+    ctx.finish(shards, extra=stats)
+    summary = {"tags": ", ".join(stats["labels"])}
+    for split in SPLITS:
+        summary[f"{split} sentences"] = len(sents[split])
+    summary["every token O (test)"] = f"token accuracy {stats['all_O_test_token_accuracy']:.3f}, entity F1 0"
     return summary
 
 

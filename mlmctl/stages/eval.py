@@ -11,6 +11,9 @@ Two modes, chosen from the model directory (`mode: auto`) or forced by the confi
   (mlmctl/baseline.py) trained on the model's own train file (recorded by finetune in
   config.json); a train file that is gone is reported as skipped. `predictions: true` also
   writes predictions.jsonl (with the baseline's prediction per example).
+- tagger (`*ForTokenClassification`): entity-level P/R/F1 (seqeval's strict mode), per entity type,
+  token accuracy, the every-token-O / majority-tag baselines, on a CoNLL or JSONL tagged file
+  (mlmctl/eval_tokens.py).
 - mlm (anything else): masked-LM loss and perplexity on held-out data: the `split` of a
   build-vocab directory (`data`) or raw text files (`text_files`, tokenised with the model's
   own tokenizer.json). Masks are a pure function of (seed, sequence index), so the same config
@@ -54,8 +57,9 @@ class EvalConfig:
     """Model directory, or a pretrain run (uses final/) or finetune run (uses best/)."""
     output: str = "runs/eval"
     """Directory for eval.json (+ predictions.jsonl) and manifest.json."""
-    mode: Literal["auto", "classifier", "mlm"] = "auto"
-    """auto = classifier when config.json's architectures names *ForSequenceClassification."""
+    mode: Literal["auto", "classifier", "tagger", "mlm"] = "auto"
+    """auto = classifier when config.json's architectures names *ForSequenceClassification, tagger for
+    *ForTokenClassification."""
     batch_size: int = 64
     """Examples (classifier) or sequences (mlm) per forward pass."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -111,6 +115,19 @@ class EvalConfig:
     """MLM: pseudo-perplexity over the first documents up to about this many tokens (whole documents)."""
     bootstrap_resamples: int = 1000
     """Resamples for the 95% bootstrap intervals (documents for mlm, examples for classifiers); 0 = none."""
+    # -- tagger (token classification); null = as the model was fine-tuned
+    tag_format: Literal["auto", "conll", "jsonl"] | None = None
+    """Tagger: test file layout (null = as fine-tuned, else auto: JSONL for .jsonl/.json, else CoNLL)."""
+    tag_column: int | None = None
+    """Tagger, CoNLL: column of the tag (null = as fine-tuned, else -1, the last)."""
+    tokens_field: str | None = None
+    """Tagger, JSONL: field of the word list (null = as fine-tuned, else "tokens")."""
+    tags_field: str | None = None
+    """Tagger, JSONL: field of the tag list (null = as fine-tuned, else "tags")."""
+    tag_scheme: Literal["iob1", "iob2", "iobes", "none"] | None = None
+    """Tagger: tag scheme (null = as fine-tuned, else iob2); none = token accuracy only."""
+    ill_formed: Literal["repair", "error"] | None = None
+    """Tagger: an I-/E- tag continuing no entity in the test file: repair (as seqeval's non-strict mode reads it, counted) or error (null = as fine-tuned, else repair)."""
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -122,6 +139,8 @@ class EvalConfig:
         check(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 100, "bootstrap_resamples",
               "must be 0 (no intervals) or >= 100 (fewer make the 2.5% tails meaningless)")
         check(self.max_field_chars >= 1, "max_field_chars", "must be >= 1")
+        check(self.tag_column is None or (self.tag_column != 0 and -100 <= self.tag_column <= 100), "tag_column",
+              "must be a column index in [-100, 100] other than 0, the token (-1 = the last column), or null")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(not (self.data and self.text_files), "text_files", "give either `data` or `text_files`, not both")
 
@@ -179,9 +198,15 @@ def run(ctx) -> dict:
     raw_cfg = _read_config(model_dir)
     mode = cfg.mode
     if mode == "auto":
-        mode = "classifier" if is_classifier_config(raw_cfg) else "mlm"
+        from mlmctl.eval_tokens import is_tagger_config
+
+        mode = "tagger" if is_tagger_config(raw_cfg) else "classifier" if is_classifier_config(raw_cfg) else "mlm"
     ctx.log(f"{model_dir}: {mode} evaluation")
-    if mode == "classifier":
+    if mode == "tagger":
+        from mlmctl.eval_tokens import eval_tagger
+
+        result, summary, preds = eval_tagger(ctx, cfg, model_dir, raw_cfg, device)
+    elif mode == "classifier":
         result, summary, preds = _eval_classifier(ctx, cfg, model_dir, raw_cfg, device)
     else:
         result, summary = _eval_mlm(ctx, cfg, model_dir, device)

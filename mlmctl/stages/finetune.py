@@ -18,7 +18,8 @@ Writes:
 Tasks (`task`): classification (one label per example; the label set and order come from the
 train file, dev/test labels outside it are an error) and regression (one float per example, one
 output, MSE loss, scored by Pearson / Spearman correlation and MSE; saved with num_labels 1 and
-`problem_type: "regression"`, as transformers does). Each task is a `Finetuner` class (TRAINERS);
+`problem_type: "regression"`, as transformers does). Each task is a `Finetuner` class (TRAINERS;
+token-classification, a tag per word of CoNLL / JSONL files: mlmctl/token_finetune.py);
 what differs between tasks lives in its few task methods (labels, targets, evaluation, head config).
 config.json's `mlmctl_finetune` records the train file and its sha256, for eval's baseline.
 
@@ -50,7 +51,7 @@ from mlmctl.metrics import METRIC_NAMES, metric_for
 from mlmctl.training import OptimSettings, check_optimiser
 
 MetricName = Literal["auto", "accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
-                     "mcc", "f1", "pearson", "spearman", "entity_f1"]
+                     "mcc", "f1", "pearson", "spearman", "entity_f1", "token_accuracy"]
 Task = Literal["classification", "regression", "token-classification"]
 
 
@@ -89,6 +90,18 @@ class FinetuneConfig:
     task: Task = "classification"
     """classification = one label per example (cross-entropy); regression = one float per example (one
     output, MSE loss; saved with `problem_type: regression`); token-classification = a tag per word."""
+    tag_format: Literal["auto", "conll", "jsonl"] = "auto"
+    """token-classification: file layout; auto = JSONL for .jsonl/.json names, else CoNLL (a token and its tag(s) per line, a blank line between sentences)."""
+    tag_column: int = -1
+    """token-classification, CoNLL: column of the tag (0 is the token; -1 = the last column)."""
+    tokens_field: str = "tokens"
+    """token-classification, JSONL: field holding the list of words."""
+    tags_field: str = "tags"
+    """token-classification, JSONL: field holding the list of tags (one per word)."""
+    tag_scheme: Literal["iob1", "iob2", "iobes", "none"] = "iob2"
+    """token-classification: tag scheme; iob1 files are converted to IOB2; none = any tags (POS): token accuracy only, no entities."""
+    ill_formed: Literal["repair", "error"] = "repair"
+    """token-classification: an I-/E- tag that continues no entity (I-PER after O): repair = rewrite as seqeval's non-strict mode reads it (I-PER -> B-PER) and count it; error = stop, naming file and line."""
     max_seq_len: int = 128
     """Tokens per example including [CLS]/[SEP]; longer examples are truncated."""
     length_bucketing: bool = False
@@ -121,9 +134,10 @@ class FinetuneConfig:
     """Evaluate on dev every this many steps (0 = at the end of every epoch)."""
     metric: MetricName = "auto"
     """Dev metric that picks the best checkpoint and drives early stopping (higher is better). auto =
-    macro_f1 (classification), pearson (regression), entity_f1 (token-classification). Classification:
+    macro_f1 (classification), pearson (regression), entity_f1 (token-classification; token_accuracy
+    with `tag_scheme: none`). Classification:
     accuracy, macro_f1, micro_f1, weighted_f1, macro_precision, macro_recall, mcc (Matthews correlation),
-    f1 (F1 of the positive class = the second label; binary tasks only); regression: pearson, spearman."""
+    f1 (F1 of the positive class = the second label; binary tasks only); regression: pearson, spearman; token-classification: entity_f1, token_accuracy."""
     patience: int = 0
     """Stop after this many dev evaluations without improvement (0 = never stop early)."""
     log_every: int = 10
@@ -157,6 +171,8 @@ class FinetuneConfig:
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = after every dev evaluation)")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(len(set(self.labels)) == len(self.labels), "labels", "has duplicates")
+        check(self.tag_column != 0 and -100 <= self.tag_column <= 100, "tag_column",
+              "must be a column index in [-100, 100] other than 0, the token (-1 = the last column)")
         check(self.metric == "auto" or self.metric in METRIC_NAMES, "metric", f"one of auto, {', '.join(METRIC_NAMES)}")
         try:
             metric_for(self.task, self.metric)
@@ -172,6 +188,8 @@ class FinetuneConfig:
     @property
     def selection_metric(self) -> str:
         """The dev metric that picks the best checkpoint (`metric`, with auto resolved for the task)."""
+        if self.task == "token-classification" and self.tag_scheme == "none" and self.metric == "auto":
+            return "token_accuracy"  # tags without a scheme have no entities
         return metric_for(self.task, self.metric)
 
     def optim(self, total_steps: int) -> OptimSettings:
@@ -199,11 +217,11 @@ def input_fingerprint(cfg: FinetuneConfig) -> str:
 def run(ctx) -> dict:
     from mlmctl.training import run_trainer
 
-    trainer = TRAINERS.get(ctx.cfg.task)
-    if trainer is None:
-        raise MlmctlError(f"finetune: `task: {ctx.cfg.task}` is not available in this build of mlmctl; "
-                          f"use one of {', '.join(TRAINERS)}")
-    return run_trainer(ctx, trainer, STAGE)
+    if ctx.cfg.task == "token-classification":  # its module subclasses Finetuner: imported here, not above
+        from mlmctl.token_finetune import TokenFinetuner
+
+        return run_trainer(ctx, TokenFinetuner, STAGE)
+    return run_trainer(ctx, TRAINERS[ctx.cfg.task], STAGE)
 
 
 def _fresh_loop_state() -> dict:

@@ -1,0 +1,94 @@
+"""The tagging lines of `mlmctl report`: each tagger eval (entity F1 and token accuracy with their
+intervals), the every-token-`O` baseline, and pretrained vs random init as a paired bootstrap
+over the same test sentences (as `report.pretraining_effect` does for the classifiers).
+
+    rows = tagging_rows({"eval-tagging-pretrained": Path(...), "eval-tagging-random": Path(...)})
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlmctl.layout import EVAL_JSON, PREDICTIONS
+
+# The names scripts/chain.sh gives the tagging evals.
+PRETRAINED, RANDOM = "eval-tagging-pretrained", "eval-tagging-random"
+LABELS = {PRETRAINED: "pretrained + finetune", RANDOM: "random init + finetune"}
+
+
+def is_tagging_eval(ev: dict) -> bool:
+    return ev.get("task") == "token-classification"
+
+
+def tagging_task_row(extra: dict) -> tuple[str, str]:
+    """The tagging task's line, from its demo-task manifest."""
+    counts, tags = extra.get("counts", {}), extra.get("test_tags", {})
+    entities = tags.get("B-CODE", 0)
+    return ("tagging task", f"code in docstrings ({', '.join(extra.get('labels', []))}); {counts.get('train', 0)} train / "
+            f"{counts.get('test', 0)} test sentences, {entities} code spans in test")
+
+
+def tagging_rows(evals: dict[str, Path]) -> list[tuple[str, str]]:
+    """(name, value) rows for the tagger evals, keyed by directory name."""
+    from mlmctl.report import with_ci
+
+    rows = []
+    loaded = {name: json.loads((d / EVAL_JSON).read_text()) for name, d in evals.items()}
+    for name, ev in loaded.items():
+        if "entity_f1" in ev:
+            text = f"entity F1 {with_ci(ev, 'entity_f1')}, token accuracy {with_ci(ev, 'token_accuracy')}"
+        else:
+            text = f"token accuracy {with_ci(ev, 'token_accuracy')}"
+        rows.append((f"tagging: {LABELS.get(name, name)}", text))
+    if loaded:
+        ev = next(iter(loaded.values()))
+        for b in (ev.get("baseline") or {}).values():
+            f1 = f"entity F1 {b['entity_f1']:.3f}, " if "entity_f1" in b else ""
+            rows.append((f"tagging: every token {b['tag']}", f"{f1}token accuracy {b['token_accuracy']:.3f}"))
+            break  # the first (all-O) is the one that matters; the majority tag is O in the demo
+    if PRETRAINED in evals and RANDOM in evals:
+        rows.append(("tagging: pretraining effect", paired_effect(evals[PRETRAINED], evals[RANDOM])))
+    return rows
+
+
+def _predictions(d: Path):
+    try:
+        lines = [json.loads(x) for x in (d / PREDICTIONS).read_text().splitlines() if x.strip()]
+        return [x["gold"] for x in lines], [x["predicted"] for x in lines]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def paired_effect(pre_dir: Path, rand_dir: Path) -> str:
+    """Pretrained minus random-init entity F1, with a paired 95% bootstrap interval over sentences."""
+    import numpy as np
+
+    from mlmctl.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resample_blocks
+    from mlmctl.token_data import sentence_counts
+
+    pre, rand = _predictions(pre_dir), _predictions(rand_dir)
+    ev = json.loads((pre_dir / EVAL_JSON).read_text())
+    if not (pre and rand) or "entity_f1" not in ev:
+        return "not compared (needs predictions.jsonl with entity figures from both tagger evals)"
+    if pre[0] != rand[0]:
+        return "not compared (the two evals scored different test files)"
+    scheme = {"iob1": "iob2"}.get(ev.get("tag_scheme", "iob2"), ev.get("tag_scheme", "iob2"))
+    a, b = sentence_counts(pre[0], pre[1], scheme), sentence_counts(rand[0], rand[1], scheme)
+
+    def f1(s):  # columns: correct, tokens, tp, predicted, gold
+        p = np.divide(s[..., 2], s[..., 3], out=np.zeros_like(s[..., 2]), where=s[..., 3] > 0)
+        r = np.divide(s[..., 2], s[..., 4], out=np.zeros_like(s[..., 2]), where=s[..., 4] > 0)
+        return np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=p + r > 0)
+
+    note = ev.get("intervals") or {}
+    diffs = np.concatenate([f1(w @ a) - f1(w @ b) for w in resample_blocks(
+        len(a), note.get("resamples") or DEFAULT_RESAMPLES, note.get("seed", 0))])
+    d = float(f1(a.sum(0)) - f1(b.sum(0)))
+    lo, hi = percentile_interval(diffs)
+    text = f"entity F1 {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, {len(a)} test sentences)"
+    if lo > 0:
+        return f"pretraining helps: {text}"
+    if hi < 0:
+        return f"pretraining hurts: {text}"
+    return f"not significant: {text}; the 95% interval includes 0"

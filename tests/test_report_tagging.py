@@ -1,0 +1,41 @@
+"""`mlmctl report`'s tagging lines: entity F1 with intervals per tagger eval, the all-O baseline,
+and pretrained vs random init as a paired bootstrap over the same sentences."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from mlmctl.report import summary_rows
+from mlmctl.token_data import tag_baselines, tagging_intervals, tagging_report
+
+
+def _tagger_eval(d, gold, pred):
+    d.mkdir(parents=True)
+    ev = {"mode": "tagger", "task": "token-classification", "tag_scheme": "iob2",
+          **tagging_report(gold, pred, "iob2"), "baseline": tag_baselines(gold, gold, "iob2"),
+          "intervals": {"resamples": 300, "seed": 0}}
+    ev.update({f"{k}_ci": list(v) for k, v in tagging_intervals(gold, pred, "iob2", 300, 0).items()})
+    (d / "eval.json").write_text(json.dumps(ev))
+    (d / "predictions.jsonl").write_text("".join(
+        json.dumps({"index": i, "tokens": ["w"] * len(g), "gold": g, "predicted": p}) + "\n"
+        for i, (g, p) in enumerate(zip(gold, pred))))
+
+
+def test_summary_compares_pretrained_and_random_taggers(tmp_path):
+    rng = random.Random(0)
+    gold = [[rng.choice(["O", "O", "B-CODE"]) for _ in range(8)] for _ in range(80)]
+    good = [[t if rng.random() < 0.95 else "O" for t in s] for s in gold]
+    runs = tmp_path / "runs"
+    _tagger_eval(runs / "eval-tagging-pretrained", gold, good)
+    _tagger_eval(runs / "eval-tagging-random", gold, [["O"] * 8 for _ in gold])
+    rows = dict(summary_rows(None, runs)[0])
+    assert rows["tagging: pretrained + finetune"].startswith("entity F1 0.9")
+    assert rows["tagging: random init + finetune"].startswith("entity F1 0.000 [0.000, 0.000]")
+    assert rows["tagging: every token O"].startswith("entity F1 0.000, token accuracy")
+    effect = rows["tagging: pretraining effect"]
+    assert effect.startswith("pretraining helps: entity F1 +0.9") and "80 test sentences" in effect
+
+    _tagger_eval(runs / "x" / "eval-tagging-random", gold[:40], good[:40])  # another test file: not compared
+    rows = dict(summary_rows(None, None, [runs / "eval-tagging-pretrained", runs / "x" / "eval-tagging-random"])[0])
+    assert rows["tagging: pretraining effect"].startswith("not compared")
