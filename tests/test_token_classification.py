@@ -224,7 +224,7 @@ def test_bad_tagged_input_is_one_line(ner, tmp_path, run_cli, case):
         expect = f"{path}:3: tag 'E-PER' is not in the IOB2 scheme"
     else:
         path, more = ner["dev"], ["--set", "metric=macro_f1"]
-        expect = "macro_f1 is not a metric of task token-classification"
+        expect = "`macro_f1` is not a token-classification metric"
     args = _args(ner, tmp_path / "run", "--set", "max_steps=2", *more)
     code, _, err = run_cli(*[f"dev_file={path}" if str(a).startswith("dev_file=") else a for a in args])
     assert code != 0 and expect in err and "Traceback" not in err, err
