@@ -120,9 +120,12 @@ def _ranges(names) -> tuple[tuple[int, int], ...]:
     return tuple(r for s in sorted(names) for r in SCRIPTS[s])
 
 
-_SCRIPT_RE = {name: re.compile(f"[{_class(r)}]+") for name, r in SCRIPTS.items() if name != "latin"}
-_LATIN_RE = re.compile(f"[{_class(SCRIPTS['latin'])}]+")
-_NON_LATIN = re.compile(f"[{_class(_ranges(set(SCRIPTS) - {'latin'}))}]")
+_NAMES = tuple(SCRIPTS)
+# Every range of SCRIPTS as [start, end + 1) edges, sorted (the ranges do not overlap): a code
+# point's `searchsorted` position is odd inside range (position - 1) // 2, even outside all.
+_SORTED = sorted((a, b, _NAMES.index(name)) for name, rs in SCRIPTS.items() for a, b in rs)
+_EDGES = [x for a, b, _ in _SORTED for x in (a, b + 1)]
+_RANGE_SCRIPT = [i for _, _, i in _SORTED]
 _UNSPACED_RE = re.compile(f"[{_class(_ranges(UNSPACED))}][{_class(_THAI_MARKS)}]*")
 _HAN_RE = re.compile(f"[{_class(HAN_RANGES)}]")
 _SYLLABIC_RE = re.compile(f"[{_class(_ranges(_JOINED))}]")
@@ -193,12 +196,25 @@ def script_stats(text: str) -> ScriptStats:
         n = len(data) - len(data.translate(None, _ASCII_LETTERS))
         st = ScriptStats(n, {"latin": n})
     else:
-        counts = {"latin": sum(map(len, _LATIN_RE.findall(text)))}
-        if _NON_LATIN.search(text) is not None:  # accented Latin skips the other scripts' scans
-            counts.update((name, sum(map(len, rx.findall(text)))) for name, rx in _SCRIPT_RE.items())
-        st = ScriptStats(sum(map(len, _LETTER_RUN.findall(text))), counts)
+        st = ScriptStats(sum(map(len, _LETTER_RUN.findall(text))), _script_counts(text))
     _last = (text, st)
     return st
+
+
+def _script_counts(text: str) -> dict[str, int]:
+    """Characters per script in one pass: a table lookup of every code point (numpy), ~10x
+    faster than one regex scan per script on short documents."""
+    import numpy as np
+
+    global _EDGES, _RANGE_SCRIPT
+    if isinstance(_EDGES, list):  # numpy only once a non-ASCII text needs it
+        _EDGES = np.array(_EDGES, dtype=np.uint32)
+        _RANGE_SCRIPT = np.array(_RANGE_SCRIPT, dtype=np.intp)
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    pos = np.searchsorted(_EDGES, cps, side="right")
+    per_range = np.bincount(pos[pos & 1 == 1] >> 1, minlength=len(_RANGE_SCRIPT))
+    per_script = np.bincount(_RANGE_SCRIPT, weights=per_range, minlength=len(_NAMES))
+    return {name: int(n) for name, n in zip(_NAMES, per_script)}
 
 
 def dominant(text: str) -> str:
