@@ -217,11 +217,6 @@ def _script_counts(text: str) -> dict[str, int]:
     return {name: int(n) for name, n in zip(_NAMES, per_script)}
 
 
-def dominant(text: str) -> str:
-    """The dominant script of text (`ScriptStats.dominant`); ASCII text is `latin` (or `none`)."""
-    return script_stats(text).dominant
-
-
 def profile(text: str) -> Profile:
     """How the filters measure text: the `PROFILES` row of its dominant script."""
     return PROFILES[script_stats(text).dominant]
