@@ -174,15 +174,16 @@ def floor(root: Path, workdir: Path, level: int, workers: int) -> tuple[float, f
     return elapsed, _child_cpu() - cpu
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
+def _tree_rss_kb(pid: int, key: str = "VmRSS:") -> int:
+    """Resident memory of a process and all its descendants, from /proc. `key="RssAnon:"`: only
+    anonymous memory (heap), leaving out memory-mapped file pages, which the kernel can drop."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(key):
                         total += int(line.split()[1])
                         break
             for task in os.listdir(f"/proc/{p}/task"):
@@ -202,6 +203,7 @@ def run_clean(root: Path, out: Path, workers: int, level: int, extra: list[str] 
 
 
 _last_stdout = ""  # what the last `_timed` command printed
+_last_anon_kb = 0  # and its peak anonymous memory (process tree), KiB
 
 
 def _timed(cmd: list[str], env: dict) -> tuple[float, int, float]:
@@ -209,15 +211,16 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, int, float]:
 
     Its output goes to files, not pipes: a chatty child (datatrove logs every task) would
     block on a full pipe while this loop samples memory."""
-    global _last_stdout
+    global _last_stdout, _last_anon_kb
     CACHE.mkdir(parents=True, exist_ok=True)
     cpu = _child_cpu()
     start = time.monotonic()
     with open(CACHE / "stdout.txt", "w+") as out, open(CACHE / "stderr.txt", "w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-        peak = 0
+        peak = _last_anon_kb = 0
         while proc.poll() is None:
             peak = max(peak, _tree_rss_kb(proc.pid))
+            _last_anon_kb = max(_last_anon_kb, _tree_rss_kb(proc.pid, "RssAnon:"))
             time.sleep(0.02)
         elapsed = time.monotonic() - start
         out.seek(0), err.seek(0)
@@ -306,29 +309,34 @@ def bench_formats(size_mb: float, workers: int, level: int) -> dict:
     paths = write_formats(docs, root)
     print(f"formats: {len(docs):,} documents, {mb:.0f} MB of text; reader = clean's reader alone in one "
           f"process; clean = `mlmctl clean --workers {workers}` (one input file, so one read unit)")
-    print(f"{'format':10} {'file MB':>8} {'read MB/s':>10} {'read CPU s':>10} {'read RSS MiB':>12} "
-          f"{'clean MB/s':>10} {'clean RSS MiB':>13}  same output")
+    print("MB/s of text; RSS = peak resident MiB (anon = without memory-mapped file pages); CPU in seconds")
+    print(f"{'format':10} {'file MB':>8} {'read MB/s':>10} {'read CPU':>8} {'read RSS':>8} {'anon':>5} "
+          f"{'clean MB/s':>10} {'clean CPU':>9} {'clean RSS':>9} {'anon':>5}  same output")
     results, ref = {}, None
     base = root / "one.jsonl"  # one document: the reader process's memory before any reading
     base.write_text(json.dumps({"text": docs[0], "source": "bench"}) + "\n", encoding="utf-8")
     _, base_peak, _ = _timed([sys.executable, __file__, "--read-one", str(base)], dict(os.environ, PYTHONPATH=str(ROOT)))
-    print(f"{'(imports)':10} {'':8} {'':10} {'':10} {base_peak / 1024:12.0f}")
-    results["imports_rss_mib"] = round(base_peak / 1024)
+    print(f"{'(imports)':10} {'':8} {'':10} {'':8} {base_peak / 1024:8.0f} {_last_anon_kb / 1024:5.0f}")
+    results["imports_rss_mib"] = [round(base_peak / 1024), round(_last_anon_kb / 1024)]
     for fmt, path in paths.items():
         _, read_peak, _ = _timed([sys.executable, __file__, "--read-one", str(path)],
                                  dict(os.environ, PYTHONPATH=str(ROOT)))
         r = json.loads(_last_stdout.splitlines()[-1])
+        read_anon = _last_anon_kb
         assert r["documents"] == len(docs), (fmt, r)
-        t_clean, peak, _ = run_clean(path, CACHE / "out", workers, level, ["--set", "source_field=source"])
+        t_clean, peak, cpu_clean = run_clean(path, CACHE / "out", workers, level, ["--set", "source_field=source"])
         digest = _shard_digest(CACHE / "out")
         ref = ref or digest
         results[fmt] = {"file_mb": round(path.stat().st_size / 1e6, 1), "read_mb_s": round(mb / r["seconds"], 1),
                         "read_cpu_s": round(r["cpu"], 2), "read_rss_mib": round(read_peak / 1024),
-                        "clean_mb_s": round(mb / t_clean, 1), "clean_rss_mib": round(peak / 1024),
+                        "read_anon_mib": round(read_anon / 1024), "clean_mb_s": round(mb / t_clean, 1),
+                        "clean_cpu_s": round(cpu_clean, 1), "clean_rss_mib": round(peak / 1024),
+                        "clean_anon_mib": round(_last_anon_kb / 1024),
                         "same_output": digest == ref}
         x = results[fmt]
-        print(f"{fmt:10} {x['file_mb']:8.1f} {x['read_mb_s']:10.1f} {x['read_cpu_s']:10.2f} {x['read_rss_mib']:12d} "
-              f"{x['clean_mb_s']:10.1f} {x['clean_rss_mib']:13d}  {'yes' if x['same_output'] else 'NO'}")
+        print(f"{fmt:10} {x['file_mb']:8.1f} {x['read_mb_s']:10.1f} {x['read_cpu_s']:8.2f} {x['read_rss_mib']:8d} "
+              f"{x['read_anon_mib']:5d} {x['clean_mb_s']:10.1f} {x['clean_cpu_s']:9.1f} {x['clean_rss_mib']:9d} "
+              f"{x['clean_anon_mib']:5d}  {'yes' if x['same_output'] else 'NO'}")
     shutil.rmtree(root, ignore_errors=True)
     return {"documents": len(docs), "text_mb": round(mb, 1), "formats": results}
 
@@ -421,13 +429,13 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig
 inp, work, workers, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 cfg = MinhashConfig()  # 5-grams, 14 buckets x 8 hashes: what mlmctl's near_dedup defaults copy
 kw = dict(workers=workers, start_method="fork")
-LocalPipelineExecutor([JsonlReader(inp), MinhashDedupSignature(f"{work}/sigs", config=cfg)],
+LocalPipelineExecutor([JsonlReader(inp, glob_pattern="*.jsonl.gz"), MinhashDedupSignature(f"{work}/sigs", config=cfg)],
                       tasks=files, logging_dir=f"{work}/l1", **kw).run()
 LocalPipelineExecutor([MinhashDedupBuckets(f"{work}/sigs", f"{work}/buckets", config=cfg)],
                       tasks=cfg.num_buckets, logging_dir=f"{work}/l2", **kw).run()
 LocalPipelineExecutor([MinhashDedupCluster(f"{work}/buckets", f"{work}/ids", config=cfg)],
                       tasks=1, logging_dir=f"{work}/l3", **kw).run()
-LocalPipelineExecutor([JsonlReader(inp), MinhashDedupFilter(f"{work}/ids"), JsonlWriter(f"{work}/out")],
+LocalPipelineExecutor([JsonlReader(inp, glob_pattern="*.jsonl.gz"), MinhashDedupFilter(f"{work}/ids"), JsonlWriter(f"{work}/out")],
                       tasks=files, logging_dir=f"{work}/l4", **kw).run()
 """
 

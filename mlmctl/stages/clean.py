@@ -531,11 +531,21 @@ def _script_drops(table: dict, d: Path, mask, key: tuple[str, str]) -> None:
 
     if not mask.any():
         return
-    codes = np.fromfile(d / _SCRIPTS, dtype=np.uint8)[mask]
+    codes = _script_codes(d)[mask]
     chars = np.fromfile(d / _CHARS, dtype=np.uint64)[mask].astype(np.float64)
     docs_chars = table.setdefault(key, np.zeros((2, len(DOMINANT)), dtype=np.int64))
     docs_chars[0] += np.bincount(codes, minlength=len(DOMINANT))
     docs_chars[1] += np.bincount(codes, weights=chars, minlength=len(DOMINANT)).astype(np.int64)
+
+
+def _script_codes(d: Path):
+    """A read unit's per-document script codes (uint8, index in scripts.DOMINANT)."""
+    import numpy as np
+
+    if not (d / _SCRIPTS).is_file():  # a unit finished by an mlmctl from before per-script stats
+        raise MlmctlError(f"clean: {d} was written by an older mlmctl (it has no {_SCRIPTS}); "
+                          f"rerun with --force")
+    return np.fromfile(d / _SCRIPTS, dtype=np.uint8)
 
 
 def _repeated_hashes(read_dirs: list[Path], counts: list[int]):
@@ -793,7 +803,7 @@ def _per_script(read, plan: dict) -> dict[str, dict]:
                 for reason, (n, c) in reasons.items():
                     drop(script, step, reason, n, c)
         kept = np.fromfile(path, dtype=np.int64) >= 0
-        codes = np.fromfile(r.dir / _SCRIPTS, dtype=np.uint8)[kept]
+        codes = _script_codes(r.dir)[kept]
         chars = np.fromfile(r.dir / _CHARS, dtype=np.uint64)[kept].astype(np.float64)
         docs_out = np.bincount(codes, minlength=len(DOMINANT))
         chars_out = np.bincount(codes, weights=chars, minlength=len(DOMINANT))
