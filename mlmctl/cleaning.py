@@ -641,6 +641,8 @@ STEPS: dict[str, type[Step]] = {
 DEFAULT_STEPS = ["decode", "remove_bom", "normalize", "remove_chars", "urls", "whitespace", "length_filter", "quality_filter"]
 """The default order: strip_markup is opt-in (plain text with `<` in it must survive), zh_convert too."""
 
+_ASCII_LETTER = re.compile("[A-Za-z]")
+
 EMPTY = "empty"
 """Pseudo-step that drops documents left empty after all steps (always on)."""
 
@@ -681,8 +683,13 @@ class Pipeline:
         return text, None, None
 
     def _count(self, text: str, chars_in: int) -> str:
-        # script_stats remembers the last text, which the filters have usually just measured.
-        script = self.last_script = script_stats(text).dominant
+        # ASCII: Latin if it holds a letter (found within the first characters, typically);
+        # else script_stats, which remembers the last text, usually just measured by a filter.
+        if text.isascii():
+            script = "latin" if _ASCII_LETTER.search(text) is not None else "none"
+        else:
+            script = script_stats(text).dominant
+        self.last_script = script
         slot = self.scripts.setdefault(script, [0, 0])
         slot[0] += 1
         slot[1] += chars_in
