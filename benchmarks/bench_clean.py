@@ -410,7 +410,8 @@ def bench_near_dedup(n_docs: int, workers: int, level: int) -> dict:
         # core, so the long one alone would take most of the 5 minutes this benchmark may use.
         peer = run_datatrove(root, workers) if sentences == 8 else None
         if peer:
-            r["datatrove"] = {"mb_s": round(mb / peer[0], 1), "rss_mib": round(peer[1] / 1024), "kept": peer[2]}
+            r["datatrove"] = {"mb_s": round(mb / peer[0], 2), "seconds": round(peer[0], 1),
+                              "rss_mib": round(peer[1] / 1024), "kept": peer[2]}
         results[f"{sentences}_sentences"] = r
         print(f"  {mb:5.0f} MB ({sentences} sentences/doc): clean {r['clean_mb_s']} MB/s, with near_dedup "
               f"{r['with_near_dedup_mb_s']} MB/s (near_dedup {r['near_dedup_share']:.0%} of clean's CPU), "

@@ -126,6 +126,7 @@ _NAMES = tuple(SCRIPTS)
 _SORTED = sorted((a, b, _NAMES.index(name)) for name, rs in SCRIPTS.items() for a, b in rs)
 _EDGES = [x for a, b, _ in _SORTED for x in (a, b + 1)]
 _RANGE_SCRIPT = [i for _, _, i in _SORTED]
+assert all(x <= y for x, y in zip(_EDGES, _EDGES[1:])), "SCRIPTS ranges must not overlap"  # adjacent is fine
 _UNSPACED_RE = re.compile(f"[{_class(_ranges(UNSPACED))}][{_class(_THAI_MARKS)}]*")
 _HAN_RE = re.compile(f"[{_class(HAN_RANGES)}]")
 _SYLLABIC_RE = re.compile(f"[{_class(_ranges(_JOINED))}]")
