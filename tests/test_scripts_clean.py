@@ -228,3 +228,10 @@ def test_stats_per_script_and_output_independent_of_workers_and_tasks(run_cli, t
     assert _shards(tmp_path / "w2") == ref and _shards(tmp_path / "t") == ref
     for out in ("w2", "t"):
         assert (tmp_path / out / "stats.json").read_bytes() == (tmp_path / "w1" / "stats.json").read_bytes()
+
+
+def test_docs_table_names_every_profile():
+    """docs/clean.md's per-script table has a row for every dominant script the code knows."""
+    doc = (Path(__file__).parents[1] / "docs" / "clean.md").read_text(encoding="utf-8")
+    table = doc[doc.index("| dominant script |"):doc.index("Everything else - `max_chars`")]
+    assert [s for s in PROFILES if f"`{s}`" not in table] == []
