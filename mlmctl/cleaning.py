@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 
 from mlmctl.config import check
 from mlmctl.errors import MlmctlError
-from mlmctl.scripts import script_stats, units, unspaced_chars
+from mlmctl.scripts import PROFILES, han_chars, script_stats, syllabic_chars, units
 
 # --------------------------------------------------------------------------- base
 
@@ -359,9 +359,10 @@ class Whitespace(Step):
 class LengthFilterConfig:
     """Settings of the `length_filter` step (words are runs of non-space characters).
 
-    A document mostly in Han characters (`mlmctl.scripts`: at least 30% of its letters) is
-    measured in characters: `min_chars_unspaced` replaces `min_chars` and `min_words`, and
-    `max_words` counts each Han character as a word (as BERT-Chinese's vocabulary does).
+    A document mostly in a script written without spaces - Chinese, Japanese, Thai
+    (`mlmctl.scripts`: at least 30% of its letters) - is measured in characters:
+    `min_chars_unspaced` replaces `min_chars` and `min_words`, and `max_words` counts each such
+    character as a word (as BERT-Chinese's vocabulary does for Han).
     """
 
     min_chars: int | None = 20
@@ -369,11 +370,11 @@ class LengthFilterConfig:
     max_chars: int | None = 10_000_000
     """Drop documents longer than this many characters (null: no maximum)."""
     min_words: int | None = 5
-    """Drop documents with fewer words (null: no minimum); not applied to Chinese documents (see `min_chars_unspaced`)."""
+    """Drop documents with fewer words (null: no minimum); not applied to unspaced-script documents (see `min_chars_unspaced`)."""
     max_words: int | None = None
-    """Drop documents with more words (null: no maximum); in Chinese documents each Han character counts as a word."""
+    """Drop documents with more words (null: no maximum); in unspaced-script documents (Chinese, Japanese, Thai) each character counts as a word."""
     min_chars_unspaced: int | None = 2
-    """Chinese documents (mostly Han characters): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
+    """Unspaced-script documents (Chinese, Japanese, Thai): drop those with fewer non-space characters than this (2 keeps UI strings like 确定; null: no minimum)."""
 
     def __post_init__(self) -> None:
         for key in ("min_chars", "max_chars", "min_words", "max_words", "min_chars_unspaced"):
@@ -382,7 +383,7 @@ class LengthFilterConfig:
 
 
 class LengthFilter(Filter):
-    """Minimum and maximum length in characters and words (Chinese: in characters)."""
+    """Minimum and maximum length in characters and words (unspaced scripts: in characters)."""
 
     name = "length_filter"
     Config = LengthFilterConfig
@@ -476,10 +477,12 @@ def mojibake_fraction(text: str, non_space: int) -> float:
 class QualityFilterConfig:
     """Settings of the `quality_filter` step: C4 / Gopher heuristics; null turns a check off.
 
-    A document mostly in Han characters (see `length_filter`) skips the mean-word-length checks
-    (it has no spaces to count words by), measures `max_word_chars` on its non-Han runs, and
-    counts each Han character as two letters in `max_non_letter_fraction` (a Han character is a
-    word or syllable; UI strings such as 保存(&S)... stay).
+    Script-aware (`mlmctl.scripts.PROFILES`, by the document's dominant script): a document
+    in an unspaced script (Chinese, Japanese, Thai; see `length_filter`) skips the
+    mean-word-length checks (it has no spaces to count words by) and measures `max_word_chars`
+    on its other runs; Korean and Hindi skip `min_mean_word_chars` (short syllabic words). In
+    `max_non_letter_fraction` each Han or kana character counts as two letters (it is a word
+    or a syllable; UI strings such as 保存(&S)... stay).
     """
 
     max_non_letter_fraction: float | None = 0.5
@@ -489,9 +492,9 @@ class QualityFilterConfig:
     max_word_chars: int | None = 1000
     """Drop documents with a word longer than this many characters (base64, hashes glued together)."""
     min_mean_word_chars: float | None = 3.0
-    """Drop documents whose mean word length is below this (Gopher: 3); not applied to Chinese documents."""
+    """Drop documents whose mean word length is below this (Gopher: 3); not applied to Chinese, Japanese, Thai, Korean and Hindi documents."""
     max_mean_word_chars: float | None = 12.0
-    """Drop documents whose mean word length is above this (Gopher uses 10; 12 leaves room for identifiers and German); not applied to Chinese documents."""
+    """Drop documents whose mean word length is above this (Gopher uses 10; 12 leaves room for identifiers and German); not applied to Chinese, Japanese and Thai documents."""
     max_repeated_line_fraction: float | None = 0.3
     """Drop documents where more than this fraction of the non-empty lines repeat an earlier line (Gopher: 0.3)."""
     max_char_run: int | None = 16
@@ -533,12 +536,14 @@ class QualityFilter(Filter):
         if not words:
             return True, ""
         word_chars = sum(map(len, words))  # = non-space characters
-        unspaced = not text.isascii() and script_stats(text).is_unspaced
-        ok, reason = (self._unspaced_words if unspaced else self._words)(text, words, word_chars)
+        script = "latin" if text.isascii() else script_stats(text).dominant
+        unspaced = PROFILES[script].unit == "char"
+        ok, reason = (self._unspaced_words(text, words, word_chars) if unspaced
+                      else self._words(script, words, word_chars))
         if not ok:
             return ok, reason
         if c.max_non_letter_fraction is not None:
-            letters = count_letters(text) + (unspaced_chars(text) if unspaced else 0)
+            letters = count_letters(text) + (syllabic_chars(text) if unspaced else 0)
             if 1.0 - min(letters, word_chars) / word_chars > c.max_non_letter_fraction:
                 return False, "non_letter_fraction"
         if self._run is not None and self._run.search(text) is not None:
@@ -551,20 +556,20 @@ class QualityFilter(Filter):
                 return False, "repeated_lines"
         return True, ""
 
-    def _words(self, text: str, words: list[str], word_chars: int) -> tuple[bool, str]:
-        c = self.cfg
+    def _words(self, script: str, words: list[str], word_chars: int) -> tuple[bool, str]:
+        c, prof = self.cfg, PROFILES[script]
         # Only a document longer than the limit can hold such a word; most are shorter.
         if c.max_word_chars is not None and word_chars > c.max_word_chars and max(map(len, words)) > c.max_word_chars:
             return False, "word_too_long"
         mean = word_chars / len(words)
-        if c.min_mean_word_chars is not None and mean < c.min_mean_word_chars:
+        if c.min_mean_word_chars is not None and prof.min_mean_word and mean < c.min_mean_word_chars:
             return False, "mean_word_too_short"
-        if c.max_mean_word_chars is not None and mean > c.max_mean_word_chars:
+        if c.max_mean_word_chars is not None and prof.max_mean_word and mean > c.max_mean_word_chars:
             return False, "mean_word_too_long"
         return True, ""
 
     def _unspaced_words(self, text: str, words: list[str], word_chars: int) -> tuple[bool, str]:
-        # Han characters are words of their own here: a paragraph without spaces is not one long word.
+        # Han, kana and Thai characters are words of their own here: a paragraph without spaces is not one long word.
         c = self.cfg
         if c.max_word_chars is not None and word_chars > c.max_word_chars:
             if max(map(len, units(text))) > c.max_word_chars:
@@ -595,7 +600,7 @@ class ZhConvert(Step):
 
     def process(self, text: str) -> tuple[str, str | None]:
         # Only text with Han characters can change; skip the converter for the rest.
-        if text.isascii() or not unspaced_chars(text):
+        if text.isascii() or not han_chars(text):
             return text, None
         return self._cc.convert(text), None
 
@@ -636,6 +641,8 @@ STEPS: dict[str, type[Step]] = {
 DEFAULT_STEPS = ["decode", "remove_bom", "normalize", "remove_chars", "urls", "whitespace", "length_filter", "quality_filter"]
 """The default order: strip_markup is opt-in (plain text with `<` in it must survive), zh_convert too."""
 
+_ASCII_LETTER = re.compile("[A-Za-z]")
+
 EMPTY = "empty"
 """Pseudo-step that drops documents left empty after all steps (always on)."""
 
@@ -645,32 +652,55 @@ class Pipeline:
 
     `changed[step]`: documents the step modified; `dropped[step][reason]`:
     [documents, characters] it dropped (characters counted as the step saw them).
+    Per dominant script (`mlmctl.scripts`, of the text as the last step saw it):
+    `scripts[script]` = [documents, characters] in, and `script_dropped[script][step][reason]`
+    as `dropped`. `last_script` is the script of the document `run` saw last.
     """
 
     def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
         self.changed: dict[str, int] = {s.name: 0 for s in steps}
         self.dropped: dict[str, dict[str, list[int]]] = {}
+        self.scripts: dict[str, list[int]] = {}
+        self.script_dropped: dict[str, dict[str, dict[str, list[int]]]] = {}
+        self.last_script = "none"
 
     def run(self, text: str) -> tuple[str, str | None, str | None]:
         """Clean one document: (text, None, None) if kept, else (text, step, reason)."""
+        chars_in = len(text)
         for step in self.steps:
             new, reason = step.process(text)
             if reason is not None:
-                self._drop(step.name, reason, len(text))
+                self._drop(step.name, reason, text, chars_in)
                 return text, step.name, reason
             if new is not text and new != text:
                 self.changed[step.name] += 1
             text = new
         if not text.strip():
-            self._drop(EMPTY, "empty", len(text))
+            self._drop(EMPTY, "empty", text, chars_in)
             return text, EMPTY, "empty"
+        self._count(text, chars_in)
         return text, None, None
 
-    def _drop(self, step: str, reason: str, chars: int) -> None:
-        slot = self.dropped.setdefault(step, {}).setdefault(reason, [0, 0])
+    def _count(self, text: str, chars_in: int) -> str:
+        # ASCII: Latin if it holds a letter (found within the first characters, typically);
+        # else script_stats, which remembers the last text, usually just measured by a filter.
+        if text.isascii():
+            script = "latin" if _ASCII_LETTER.search(text) is not None else "none"
+        else:
+            script = script_stats(text).dominant
+        self.last_script = script
+        slot = self.scripts.setdefault(script, [0, 0])
         slot[0] += 1
-        slot[1] += chars
+        slot[1] += chars_in
+        return script
+
+    def _drop(self, step: str, reason: str, text: str, chars_in: int) -> None:
+        script = self._count(text, chars_in)
+        for table in (self.dropped, self.script_dropped.setdefault(script, {})):
+            slot = table.setdefault(step, {}).setdefault(reason, [0, 0])
+            slot[0] += 1
+            slot[1] += len(text)
 
 
 def build_pipeline(names: list[str], configs: dict[str, object]) -> Pipeline:

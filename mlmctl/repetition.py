@@ -12,9 +12,11 @@ Two opt-in steps, registered in `mlmctl.cleaning.STEPS` (same shape as the steps
   in punctuation, share of short lines, characters in duplicated lines, newlines per word.
 
 Every threshold is the published default and can be switched off with null; every rule has its
-own drop reason. Words are space-separated runs; in a document mostly in a script written
-without spaces (Chinese, `mlmctl.scripts`) every such character is a word, so n-grams become
-character n-grams rather than one "word" per paragraph.
+own drop reason. Script-aware through `mlmctl.scripts` (the one mechanism every clean filter
+uses): words are space-separated runs; in a document mostly in a script written without spaces
+(Chinese, Japanese, Thai) every such character is a word, so n-grams become character n-grams
+rather than one "word" per paragraph; Thai documents skip the line-punctuation rule (Thai ends
+a sentence with a space, not a stop).
 
 One deviation from datatrove: the top-n-gram rule counts only an n-gram that occurs more than
 once (datatrove also scores a short document whose most frequent 2-gram occurs once, which
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mlmctl.config import check
-from mlmctl.scripts import units
+from mlmctl.scripts import profile, units
 
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
@@ -146,7 +148,7 @@ class FineWebQualityConfig:
     """Settings of the `fineweb_quality` step (FineWeb defaults; null turns a rule off)."""
 
     min_punctuated_line_fraction: float | None = 0.12
-    """Drop when at most this share of the non-empty lines end in terminal punctuation (`line_punct_ratio`)."""
+    """Drop when at most this share of the non-empty lines end in terminal punctuation (`line_punct_ratio`); not applied to Thai documents (no sentence stop)."""
     max_short_line_fraction: float | None = 0.67
     """Drop when at least this share of the non-empty lines are short (`short_line_ratio`)."""
     short_line_chars: int = 30
@@ -182,7 +184,7 @@ class FineWebQuality:
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if not lines:
             return None  # the `empty` pseudo-step drops it
-        if c.min_punctuated_line_fraction is not None:
+        if c.min_punctuated_line_fraction is not None and (text.isascii() or profile(text).line_punct):
             punct = sum(1 for ln in lines if ln.rstrip().endswith(TERMINAL_PUNCTUATION)) / len(lines)
             if punct <= c.min_punctuated_line_fraction:
                 return "line_punct_ratio"

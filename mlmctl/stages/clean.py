@@ -69,6 +69,7 @@ INPUT_STAGE = None
 
 SUFFIX = ".jsonl.gz"
 _DOCS, _HASHES, _SIZES, _CHARS = "docs.jsonl", "hashes.u64", "sizes.u64", "chars.u64"
+_SCRIPTS = "scripts.u8"  # each kept document's dominant script: its index in scripts.DOMINANT
 
 
 @dataclass
@@ -326,11 +327,13 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     """Read, clean and hash one unit; keep its documents as JSON lines for the write phase."""
     from array import array
 
+    from mlmctl.scripts import DOMINANT
     from mlmctl.sources import read_unit
 
     pipeline = build_pipeline(u.steps, dict(zip(u.steps, u.step_configs)))
     skips = _Skips(u.max_listed)
-    hashes, sizes, chars = array("Q"), array("Q"), array("Q")
+    hashes, sizes, chars, scripts = array("Q"), array("Q"), array("Q"), array("B")
+    script_code = {name: i for i, name in enumerate(DOMINANT)}
     minhash = _minhasher(u)
     kept = docs_in = chars_in = 0
     read_stats: dict = {}
@@ -343,7 +346,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_write(part / _DOCS))
         arrays = [(arr, stack.enter_context(atomic_write(part / name)))
-                  for arr, name in ((hashes, _HASHES), (sizes, _SIZES), (chars, _CHARS))]
+                  for arr, name in ((hashes, _HASHES), (sizes, _SIZES), (chars, _CHARS), (scripts, _SCRIPTS))]
         sig_file = stack.enter_context(atomic_write(part / MINHASH_FILE)) if minhash is not None else None
 
         def flush() -> None:
@@ -372,6 +375,7 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
             hashes.append(h)
             sizes.append(len(line))
             chars.append(len(text))
+            scripts.append(script_code[pipeline.last_script])
             if minhash is not None:
                 minhash.add(text)
             kept += 1
@@ -392,6 +396,8 @@ def _read_unit(u: _ReadUnit, part: Path) -> dict:
         "skipped": skips.listed,
         "skipped_total": skips.total,
         "read": read_stats,
+        "scripts": pipeline.scripts,
+        "script_dropped": pipeline.script_dropped,
     }
 
 
@@ -473,6 +479,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
     plan_dir.mkdir(parents=True, exist_ok=True)
     files = []
     dup_docs = dup_chars = 0
+    by_script: dict = {}  # (step, reason) -> [documents, characters] per script code
     pos = 0
     for j, (d, n) in enumerate(zip(read_dirs, counts)):
         h = hashes[pos:pos + n]
@@ -489,6 +496,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
                 chars = load(d, _CHARS)
                 dup_docs += int((~keep).sum())
                 dup_chars += int(chars[~keep].sum())
+                _script_drops(by_script, d, ~keep, ("dedup", "duplicate"))
             else:
                 dest[rows] = np.minimum(copy, (1 << 20) - 1)
         if near is not None:
@@ -497,6 +505,7 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
             keep &= ~gone
             near_docs += int(gone.sum())
             near_chars += int(load(d, _CHARS)[gone].sum())
+            _script_drops(by_script, d, gone, ("near_dedup", "near_duplicate"))
         split = _split_of(h, cfg.split_seed, threshold)
         sizes = load(d, _SIZES)
         for s in (0, 1):
@@ -510,8 +519,33 @@ def _plan(cfg: CleanConfig, read_dirs: list[Path], plan_dir: Path) -> dict:
             f.write(dest.tobytes())
         files.append((path, file_sha256(path)))
     return {"files": files, "duplicates": dup_docs, "duplicate_chars": dup_chars,
-            "near_duplicates": near_docs, "near_duplicate_chars": near_chars,
+            "near_duplicates": near_docs, "near_duplicate_chars": near_chars, "script_drops": by_script,
             "shards": [numbers.dense[0] + 1, numbers.dense[1] + 1]}
+
+
+def _script_drops(table: dict, d: Path, mask, key: tuple[str, str]) -> None:
+    """Add the documents `mask` drops from unit `d` to `table[key]`, per dominant script."""
+    import numpy as np
+
+    from mlmctl.scripts import DOMINANT
+
+    if not mask.any():
+        return
+    codes = _script_codes(d)[mask]
+    chars = np.fromfile(d / _CHARS, dtype=np.uint64)[mask].astype(np.float64)
+    docs_chars = table.setdefault(key, np.zeros((2, len(DOMINANT)), dtype=np.int64))
+    docs_chars[0] += np.bincount(codes, minlength=len(DOMINANT))
+    docs_chars[1] += np.bincount(codes, weights=chars, minlength=len(DOMINANT)).astype(np.int64)
+
+
+def _script_codes(d: Path):
+    """A read unit's per-document script codes (uint8, index in scripts.DOMINANT)."""
+    import numpy as np
+
+    if not (d / _SCRIPTS).is_file():  # a unit finished by an mlmctl from before per-script stats
+        raise MlmctlError(f"clean: {d} was written by an older mlmctl (it has no {_SCRIPTS}); "
+                          f"rerun with --force")
+    return np.fromfile(d / _SCRIPTS, dtype=np.uint8)
 
 
 def _repeated_hashes(read_dirs: list[Path], counts: list[int]):
@@ -715,6 +749,7 @@ def _stats(cfg: CleanConfig, units, read, plan: dict, shards: list[ShardInfo], w
     docs_out = {s: sum(sh.records["documents"] for sh in shards if sh.split == s) for s in SPLITS}
     kept_chars = _chars_out(read, plan)
     return {
+        "scripts": _per_script(read, plan),
         "documents_in": docs_in,
         "characters_in": chars_in,
         "documents_out": {**docs_out, "total": sum(docs_out.values())},
@@ -739,6 +774,46 @@ def _walk_skips(cfg: CleanConfig, walk_skips, skipped: list[dict]) -> dict[str, 
         if reason not in ("hidden", "not_included") and len(skipped) < cfg.max_listed_skips:
             skipped.append({"file": _valid(path), "line": 0, "step": "discover", "reason": reason})
     return {r: counts[r] for r in SKIP_REASONS if r in counts}
+
+
+def _per_script(read, plan: dict) -> dict[str, dict]:
+    """stats.json's `scripts`: per dominant script, documents and characters in and out, and
+    what dropped them (`{step: {reason: {documents, characters}}}`, as `dropped`)."""
+    import numpy as np
+
+    from mlmctl.scripts import DOMINANT
+
+    table: dict[str, dict] = {}
+
+    def entry(script: str) -> dict:
+        return table.setdefault(script, {"documents_in": 0, "characters_in": 0, "documents_out": 0,
+                                         "characters_out": 0, "dropped": {}})
+
+    def drop(script: str, step: str, reason: str, n: int, c: int) -> None:
+        slot = entry(script)["dropped"].setdefault(step, {}).setdefault(reason, {"documents": 0, "characters": 0})
+        slot["documents"] += n
+        slot["characters"] += c
+
+    for r, (path, _) in zip(read, plan["files"]):
+        for script, (n, c) in r.result["scripts"].items():
+            entry(script)["documents_in"] += n
+            entry(script)["characters_in"] += c
+        for script, steps in r.result["script_dropped"].items():
+            for step, reasons in steps.items():
+                for reason, (n, c) in reasons.items():
+                    drop(script, step, reason, n, c)
+        kept = np.fromfile(path, dtype=np.int64) >= 0
+        codes = _script_codes(r.dir)[kept]
+        chars = np.fromfile(r.dir / _CHARS, dtype=np.uint64)[kept].astype(np.float64)
+        docs_out = np.bincount(codes, minlength=len(DOMINANT))
+        chars_out = np.bincount(codes, weights=chars, minlength=len(DOMINANT))
+        for i in np.nonzero(docs_out)[0]:
+            entry(DOMINANT[i])["documents_out"] += int(docs_out[i])
+            entry(DOMINANT[i])["characters_out"] += int(chars_out[i])
+    for (step, reason), arr in plan["script_drops"].items():
+        for i in np.nonzero(arr[0])[0]:
+            drop(DOMINANT[i], step, reason, int(arr[0][i]), int(arr[1][i]))
+    return {s: table[s] for s in DOMINANT if s in table}
 
 
 def _chars_out(read, plan: dict) -> dict[str, int]:
