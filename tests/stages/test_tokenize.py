@@ -280,3 +280,28 @@ def test_batched_sentence_words_equal_one_by_one(kind, prefix, text):
     pre = _pre_cache[key]
     sentences = split_sentences(text + " Next one. 再来。Last")
     assert pre.sentence_words(sentences) == [pre.words(s) for s in sentences]
+
+
+@pytest.mark.parametrize("lowercase, normalization", [(True, "none"), (False, "none"), (True, "nfkc")])
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=80))
+def test_ascii_fast_path_equals_the_library(lowercase, normalization, text):
+    """The C-speed ASCII path of the BERT pipeline gives the `tokenizers` normalizer + pre-tokenizer's words."""
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, ascii_bert_words, pipeline_json
+
+    key = ("ascii", lowercase, normalization)
+    if key not in _pre_cache:
+        cfg = PretokenizerConfig(lowercase=lowercase, unicode_normalization=normalization)
+        _pre_cache[key] = Pretokenizer(pipeline_json(cfg))
+    pre = _pre_cache[key]
+    assert pre.ascii_lowercase is lowercase
+    assert ascii_bert_words(text, lowercase) == pre.words(text)
+    # and in the batched path, next to sentences that take the library's path
+    assert pre.sentence_words([text, "Zürich café.", text]) == [pre.words(text), pre.words("Zürich café."), pre.words(text)]
+
+
+def test_ascii_fast_path_only_for_bert_pipelines():
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+
+    for kind in ("byte-level", "metaspace"):
+        assert Pretokenizer(pipeline_json(PretokenizerConfig(kind=kind))).ascii_lowercase is None
