@@ -16,7 +16,7 @@ the ends. `Pretokenizer.words` checks the guarantee on every sentence anyway and
 raises rather than write a line that would read back differently.
 
 Speed: for the BERT pipeline, a sentence made only of ASCII, Latin-1 letters, common typographic
-punctuation and CJK ideographs is pre-tokenized by `_FastBert` (`str.translate`, `str.lower`,
+punctuation and CJK ideographs is pre-tokenized by `_FastBert` (`str.lower`,
 `unicodedata.normalize` and one regex, all in C) instead of the library's normalizer and
 pre-tokenizer, whose per-character alignment bookkeeping costs ~0.7 s of CPU per MB. On those
 characters the BERT normalizer reduces to "drop control characters, strip accents (NFD, drop the
@@ -137,7 +137,7 @@ def pipeline_tokenizer(pipeline: dict, model_json: dict | None = None) -> Tokeni
 # become spaces); the BERT pre-tokenizer isolates each punctuation character (Rust
 # `is_ascii_punctuation`, the four ASCII ranges below, or Unicode category P) and splits on
 # whitespace; with handle_chinese_chars every CJK ideograph is a word of its own.
-_ASCII_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_PUNCT = r"!-/:-@\[-`{-~"
 # Non-ASCII characters the fast path also takes, chosen because the BERT normalizer changes them
 # only in ways Python's own str methods repeat exactly: Latin-1 letters (lower-case alike; NFD
@@ -165,14 +165,20 @@ class _FastBert:
         run = f"[^\\s{punct}{_CJK}]+" if cjk else f"[^\\s{punct}]+"
         self.word = re.compile(f"{run}|{single}")
 
+    def covers(self, sentence: str) -> bool:
+        return sentence.isascii() or not self.other.search(sentence)
+
     def words(self, sentence: str) -> list[str] | None:
-        if not sentence.isascii():
-            if self.other.search(sentence):
-                return None
-            if self.strip_accents:
-                sentence = _COMBINING.sub("", unicodedata.normalize("NFD", sentence))
-        text = sentence.translate(_ASCII_CONTROLS)
-        return self.word.findall(text.lower() if self.lowercase else text)
+        if not self.covers(sentence):
+            return None
+        return self.word.findall(self._normalize(sentence))
+
+    def _normalize(self, text: str) -> str:
+        if not text.isascii() and self.strip_accents:
+            text = _COMBINING.sub("", unicodedata.normalize("NFD", text))
+        # A regex, not str.translate: translate is fast on one-byte strings only.
+        text = _CONTROLS.sub("", text)
+        return text.lower() if self.lowercase else text
 
 
 def _fast_bert(pipeline: dict) -> _FastBert | None:
