@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
 	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,zh,formats,tensorboard,plot]"
+	$(PY) -m pip install -q -e ".[dev,zh,formats,tensorboard,plot,bench]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,7 +43,9 @@ test: install
 test-quick: install
 	$(PY) -m pytest -q -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
 
+# The bench extra (datasets) is in the install line; installed again here for a venv made before it.
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/run_all.py
 
 lint: install

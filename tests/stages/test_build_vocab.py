@@ -139,7 +139,7 @@ def test_indexing_path_equals_full_tokenizer_on_any_unicode(trained, kind, text)
     """The index path (pre-tokens -> model alone) equals tokenizer.json on the sentence, for any text."""
     from tokenizers import Tokenizer
 
-    from mlmctl.stages.build_vocab import _model_only
+    from mlmctl.stages.build_vocab import _model_only, _WordIds
 
     tmp = trained[kind]
     vocab = tmp / "vocab"
@@ -150,8 +150,15 @@ def test_indexing_path_equals_full_tokenizer_on_any_unicode(trained, kind, text)
         if any(t in sentence for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")):
             continue  # literal special tokens are text in the index (see docs/build-vocab.md)
         words = pre.words(sentence)
+        want = full.encode(sentence, add_special_tokens=False)
         got = model.encode(words, is_pretokenized=True, add_special_tokens=False).ids if words else []
-        assert got == full.encode(sentence, add_special_tokens=False).ids
+        assert got == want.ids
+        # indexing's word table (ids per distinct pre-token, gathered): the same ids and word starts
+        ids, starts, _ = _WordIds(model).encode(words * 2)
+        assert ids.tolist() == want.ids * 2
+        word_ids = want.word_ids * 2
+        assert starts.tolist() == [i == 0 or word_ids[i] != word_ids[i - 1] or i == len(want.ids)
+                                   for i in range(len(ids))]
 
 
 _full_cache: dict = {}

@@ -280,3 +280,42 @@ def test_batched_sentence_words_equal_one_by_one(kind, prefix, text):
     pre = _pre_cache[key]
     sentences = split_sentences(text + " Next one. 再来。Last")
     assert pre.sentence_words(sentences) == [pre.words(s) for s in sentences]
+
+
+FAST_TEXT = st.text(
+    alphabet=st.characters(max_codepoint=0x7F)
+    | st.sampled_from(list("ÀÉÎõøÿßÆ–—‘’“”、。「」『』北京大学的学生éü\u00a0\u0301×«ǅΣς€")),
+    max_size=80,
+)
+
+
+@pytest.mark.parametrize("lowercase, strip_accents, normalization, split_cjk", [
+    (True, None, "none", True), (False, None, "none", True), (True, False, "nfc", True),
+    (False, True, "nfkc", False), (True, None, "nfkc", False),
+])
+@settings(max_examples=300, deadline=None)
+@given(text=FAST_TEXT)
+def test_fast_bert_path_equals_the_library(lowercase, strip_accents, normalization, split_cjk, text):
+    """The C-speed path of the BERT pipeline gives the `tokenizers` normalizer + pre-tokenizer's words,
+    and leaves every sentence with a character it does not cover to the library."""
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+
+    key = ("fast", lowercase, strip_accents, normalization, split_cjk)
+    if key not in _pre_cache:
+        cfg = PretokenizerConfig(lowercase=lowercase, strip_accents=strip_accents,
+                                 unicode_normalization=normalization, split_cjk=split_cjk)
+        _pre_cache[key] = Pretokenizer(pipeline_json(cfg))
+    pre = _pre_cache[key]
+    fast = pre.fast.words(text)
+    assert fast is None or fast == pre.words(text)
+    if text.isascii() or (split_cjk and all(c in "ÀÉÎõøÿßÆ–—‘’“”、。「」『』北京大学的学生" or c.isascii() for c in text)):
+        assert fast is not None  # the characters it claims to cover do take the fast path
+    assert pre.sentence_words([text, "Zürich ǅ €.", text]) == [pre.words(text), pre.words("Zürich ǅ €."), pre.words(text)]
+
+
+def test_fast_bert_path_only_for_bert_pipelines():
+    from mlmctl.pretokenize import Pretokenizer, PretokenizerConfig, pipeline_json
+
+    assert Pretokenizer(pipeline_json(PretokenizerConfig())).fast is not None
+    for kind in ("byte-level", "metaspace"):
+        assert Pretokenizer(pipeline_json(PretokenizerConfig(kind=kind))).fast is None
