@@ -158,11 +158,28 @@ def _pretrain_rows(run: Path) -> list[tuple[str, str]]:
         # The run's one tokens/s (progress.tokens_per_s), as the summary and metrics.jsonl show it.
         speed = f", {pre['tokens_per_s']} tokens/s" if "tokens_per_s" in pre else ""
         rows.append(("pretraining", f"{pre.get('steps', 0):,} steps, {pre.get('tokens', 0):,} tokens, {loss}{speed}"))
+        model = model_line(_load(run / "final" / "config.json"))
+        if model:
+            rows.append(("model", model))
+        if "packing_efficiency" in pre:
+            rows.append(("packing efficiency", f"{pre['packing_efficiency']:.3f} (real tokens / slots)"))
         if vals:
             rows.append(("validation ppl", f"{vals[0]:.1f} -> {vals[-1]:.1f}"))
     else:
         rows.append(("pretraining", "missing (pretrain did not finish)"))
     return rows
+
+
+def model_line(cfg: dict | None) -> str | None:
+    """`modernbert: 2 layers x 128 hidden, 2 heads; global attention every 3rd layer, local window 128`."""
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        return None
+    shape = (f"{cfg.get('model_type')}: {cfg.get('num_hidden_layers', '?')} layers x {cfg.get('hidden_size', '?')} "
+             f"hidden, {cfg.get('num_attention_heads', '?')} heads")
+    if cfg.get("model_type") == "modernbert":
+        shape += (f"; global attention every {cfg.get('global_attn_every_n_layers', '?')} layers, "
+                  f"local window {cfg.get('local_attention', '?')}")
+    return shape
 
 
 # ----------------------------------------------------------------------------------------------
