@@ -100,3 +100,19 @@ def test_report_names_the_architecture(modern_runs, run_cli):
     assert f"{eff:.3f} (real tokens / slots)" in out
     assert "pseudo-perplexity" in out and "held-out MLM ppl" in out
     assert "finetune" in out or "eval" in out  # the classifier's row in the test-set table
+
+
+def _one_line(err: str) -> bool:
+    return err.count("mlmctl: error") == 1 and "Traceback" not in err
+
+
+def test_sequences_longer_than_the_model_takes_are_one_line(modern_runs, run_cli, tmp_path):
+    limit = json.loads((modern_runs / "pretrain" / "final" / "config.json").read_text())["max_position_embeddings"]
+    code, _, err = run_cli("finetune", "--input", modern_runs / "pretrain", "--output", tmp_path / "ft",
+                           "--set", f"train_file={modern_runs / 'train.tsv'}",
+                           "--set", f"dev_file={modern_runs / 'dev.tsv'}", "--set", f"max_seq_len={limit + 1}")
+    assert code == 1 and _one_line(err) and "max_position_embeddings" in err, err
+    code, _, err = run_cli("eval", "--input", modern_runs / "finetune", "--output", tmp_path / "ev",
+                           "--set", f"test_file={modern_runs / 'test.tsv'}", "--set", f"max_seq_len={limit + 1}")
+    assert code == 1 and _one_line(err) and "max_position_embeddings" in err, err
+    assert not (tmp_path / "ft" / "manifest.json").exists() and not (tmp_path / "ev" / "manifest.json").exists()

@@ -563,3 +563,19 @@ def test_batch_warmup_bad_settings(tmp_path, run_cli, vocab_dir):
     code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "b", "--set", "train.batch_warmup_steps=-1")
     assert code == 1 and "batch_warmup_steps" in err
     assert not any((tmp_path / p / "manifest.json").exists() for p in "ab")
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_a_vocabulary_without_the_special_tokens_is_one_line(tmp_path, run_cli, vocab_dir, arch):
+    """A build-vocab directory whose vocabulary lacks [MASK] (a hand-edited or foreign one): one
+    line naming it, before any model is built, nothing written that looks finished."""
+    bad = tmp_path / "vocab"
+    shutil.copytree(vocab_dir, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    del man["extra"]["special_ids"]["[MASK]"]
+    (bad / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "run"
+    code, _, err = pretrain(run_cli, bad, out, *ARCH_ARGS[arch], "--set", "train.max_steps=2")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "[MASK]" in err and "build-vocab" in err
+    assert not (out / "manifest.json").exists() and not (out / "final").exists()
