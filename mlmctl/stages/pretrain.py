@@ -478,10 +478,10 @@ class Pretrainer:
 
     def step_batches(self, at_step: int) -> list:
         """This rank's micro-batches of optimizer step `at_step`: a pure function of the step."""
+        import numpy as np
+
         from mlmctl.masking import STREAM_TRAIN_MASK
         from mlmctl.packing import epoch_order, rank_slice
-
-        import numpy as np
 
         micro, seed = self.micro, self.cfg.data.seed
         epochs, within = self.schedule.positions(at_step)
