@@ -337,8 +337,8 @@ class BatchSchedule:
     two epochs, each of its sequences masked with its own epoch. Without warm-up, step s is
     exactly batch s % (E / full) of epoch s // (E / full).
 
-        sched = BatchSchedule(full=32, epoch_len=3200, start=8, warmup_steps=100, granule=2)
-        sched.size(0), sched.size(50), sched.size(100)   # 8, 20, 32
+        sched = BatchSchedule(full=32, epoch_len=3200, start=8, warmup_steps=100, granule=8)
+        sched.size(0), sched.size(50), sched.size(100)   # 8, 16, 32
         epochs, within = sched.positions(7)             # per sequence of step 7's global batch
     """
 
@@ -351,7 +351,8 @@ class BatchSchedule:
     warmup_steps: int = 0
     """Steps over which the batch grows linearly from `start` to `full`."""
     granule: int = 1
-    """Every batch is a multiple of this (the world size: each rank takes an equal slice)."""
+    """Every warm-up batch is a multiple of this (pretrain: `start`, a multiple of the world size,
+    so that the schedule does not depend on the number of processes)."""
 
     def size(self, step: int) -> int:
         if self.start is None or step >= self.warmup_steps:

@@ -123,9 +123,9 @@ class TrainSection:
     micro_batch_size: int | None = None
     """Sequences per forward pass per rank; null = batch_size / world size (no accumulation)."""
     batch_warmup_steps: int = 0
-    """Batch-size warm-up: grow the global batch linearly from `batch_warmup_start` to `batch_size` over this many optimizer steps (0 = off; ModernBERT, arXiv 2412.13663). Each batch is rounded down to a multiple of the world size."""
+    """Batch-size warm-up: grow the global batch linearly from `batch_warmup_start` to `batch_size` over this many optimizer steps (0 = off; ModernBERT, arXiv 2412.13663). Each batch is rounded down to a multiple of `batch_warmup_start`, so the schedule is the same on any number of processes."""
     batch_warmup_start: int | None = None
-    """The first step's global batch with batch warm-up (null = batch_size / 6, ModernBERT's 768 of 4,608)."""
+    """The first step's global batch with batch warm-up (null = batch_size / 6, ModernBERT's 768 of 4,608); under torchrun a multiple of the world size."""
     max_steps: int | None = None
     """Stop after this many optimizer steps."""
     max_tokens: int | None = None
@@ -353,13 +353,14 @@ class Pretrainer:
         if B % (world * micro):
             raise MlmctlError(f"pretrain: `train.batch_size` {B} is not a multiple of world size {world} x "
                               f"`train.micro_batch_size` {micro}; change one of them")
-        if tc.batch_warmup_steps and tc.warmup_start() < world:
-            raise MlmctlError(f"pretrain: `train.batch_warmup_start` {tc.warmup_start()} is smaller than the world "
-                              f"size {world} (every rank needs a sequence); raise it to at least {world}")
+        if tc.batch_warmup_steps and tc.warmup_start() % world:
+            raise MlmctlError(f"pretrain: `train.batch_warmup_start` {tc.warmup_start()} is not a multiple of the world "
+                              f"size {world} (every warm-up batch is a multiple of it, split evenly over the ranks); "
+                              f"set it to a multiple of {world}")
         self.accum = B // (world * micro)
         self.steps_per_epoch = len(ds) // B  # the last incomplete global batch of an epoch is skipped
         self.schedule = BatchSchedule(full=B, epoch_len=self.steps_per_epoch * B, start=tc.warmup_start(),
-                                      warmup_steps=tc.batch_warmup_steps, granule=world)
+                                      warmup_steps=tc.batch_warmup_steps, granule=tc.warmup_start() or 1)
         if self.steps_per_epoch == 0:
             raise InputError(
                 f"pretrain: {self.ctx.input_dir} gives {len(ds)} training sequences of {self.cfg.data.max_seq_len} "
