@@ -24,8 +24,8 @@ SMOKE_SIZES = {
     "tokenize": {"compresslevel": 1},
     "build-vocab": {"vocab_size": 1000, "min_frequency": 2},
     "pretrain": {"model": {"hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 96,
-                           "num_hidden_layers": 3, "local_attention": 16},
-                 "data": {"max_seq_len": 64}, "train": {"batch_size": 8, "max_steps": 30, "warmup_steps": 3},
+                           "num_hidden_layers": 2, "local_attention": 16},
+                 "data": {"max_seq_len": 64}, "train": {"batch_size": 8, "max_steps": 20, "warmup_steps": 3},
                  "validation": {"every": 10, "max_sequences": 32}, "checkpoint": {"save_every": 10},
                  "log_every": 2},
     "eval-mlm": {"max_seq_len": 64, "max_sequences": 64, "pppl_tokens": 200},
@@ -70,7 +70,7 @@ def test_modern_chain_end_to_end_loads_in_transformers(tmp_path):
         assert read_manifest(d, verify=True), d
 
     pre = read_manifest(runs / "pretrain").extra
-    assert pre["architectures"] == ["ModernBertForMaskedLM"] and pre["steps"] == 30
+    assert pre["architectures"] == ["ModernBertForMaskedLM"] and pre["steps"] == 20
     assert 0.3 < pre["packing_efficiency"] <= 1.0 and math.isfinite(pre["final_loss"])
     cfg = json.loads((runs / "pretrain" / "final" / "config.json").read_text())
     assert cfg["model_type"] == "modernbert" and cfg["local_attention"] == 16 and cfg["global_attn_every_n_layers"] == 3
@@ -86,5 +86,5 @@ def test_modern_chain_end_to_end_loads_in_transformers(tmp_path):
     ev = json.loads((runs / "eval-mlm" / "eval.json").read_text())
     assert ev["mask_prob"] == 0.15 and 1 < ev["mlm_ppl"] < cfg["vocab_size"] and 1 < ev["pppl"] < cfg["vocab_size"]
     # The closing report names the architecture and the packing.
-    assert "modernbert: 3 layers x 64 hidden, 2 heads; global attention every 3 layers, local window 16" in proc.stdout
+    assert "modernbert: 2 layers x 64 hidden, 2 heads; global attention every 3 layers, local window 16" in proc.stdout
     assert "packing efficiency" in proc.stdout and "pseudo-perplexity" in proc.stdout
