@@ -104,6 +104,8 @@ def _model_section(path: Path):
                 "max_position_embeddings", "hidden_act"):
         if key in cfg:
             rows.append((key, cfg[key]))
+    if cfg.get("model_type") == "modernbert":
+        rows += _modern_rows(cfg)
     archs = cfg.get("architectures") or []
     if any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs) and cfg.get("id2label"):
         labels = [cfg["id2label"][k] for k in sorted(cfg["id2label"], key=lambda x: int(x))]
@@ -121,6 +123,22 @@ def _model_section(path: Path):
            if (path / n).is_file()]
     rows.append(("tokenizer files", ", ".join(tok) or "none"))
     return (f"{path} (model)", rows)
+
+
+def _modern_rows(cfg: dict) -> list[tuple[str, object]]:
+    """What sets a ModernBERT apart (HF ModernBertConfig names): which layers attend globally,
+    the local window, the RoPE bases, and the classifier's pooling."""
+    rows = [(k, cfg[k]) for k in ("hidden_activation", "local_attention", "global_attn_every_n_layers",
+                                  "global_rope_theta", "local_rope_theta", "classifier_pooling") if k in cfg]
+    n, every, kinds = cfg.get("num_hidden_layers"), cfg.get("global_attn_every_n_layers"), cfg.get("layer_types")
+    if not isinstance(kinds, list) and isinstance(n, int) and isinstance(every, int) and every >= 1:
+        # older configs: layer i is global when i % every == 0 (HF's rule)
+        kinds = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(n)]
+    if isinstance(kinds, list):
+        glob = [i for i, k in enumerate(kinds) if k == "full_attention"]
+        rows.append(("attention", f"global at layers {', '.join(map(str, glob)) or 'none'}; local "
+                                  f"(window {cfg.get('local_attention', '?')}) at the other {len(kinds) - len(glob)}"))
+    return rows
 
 
 def _safetensors_params(path: Path) -> tuple[int, set[str]]:
@@ -155,7 +173,8 @@ def _metrics_section(path: Path):
     if train:
         rows.append(("last step", train[-1].get("step")))
         rows.append(("last loss", _num(train[-1]["loss"])))
-    for key in ("val_ppl", "val_loss", "dev_macro_f1", "dev_accuracy"):
+    for key in ("val_ppl", "val_loss", "val_acc", "packing_efficiency", "batch_size", "dev_macro_f1",
+                "dev_accuracy"):
         vals = [x[key] for x in lines if key in x]
         if vals:
             rows.append((f"last {key}", _num(vals[-1])))

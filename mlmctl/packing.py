@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -322,6 +323,67 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffled order of n sequences in one epoch: a pure function of (seed, epoch)."""
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, STREAM_ORDER, epoch])))
     return rng.permutation(n)
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    """The global batch of every optimizer step, as a pure function of the step (so resuming
+    needs only the step number), with an optional batch-size warm-up (ModernBERT, arXiv
+    2412.13663: the batch grows from 768 to 4,608 sequences early in training).
+
+    The data is one stream of positions: position p is sequence `epoch_order(n, seed, e)[p % E]`
+    of epoch e = p // E, where E = `epoch_len` (the full batches of an epoch; the incomplete last
+    one is skipped). Step s takes positions [offset(s), offset(s) + size(s)); a step may straddle
+    two epochs, each of its sequences masked with its own epoch. Without warm-up, step s is
+    exactly batch s % (E / full) of epoch s // (E / full).
+
+        sched = BatchSchedule(full=32, epoch_len=3200, start=8, warmup_steps=100, granule=8)
+        sched.size(0), sched.size(50), sched.size(100)   # 8, 16, 32
+        epochs, within = sched.positions(7)             # per sequence of step 7's global batch
+    """
+
+    full: int
+    """The global batch after warm-up (`train.batch_size`)."""
+    epoch_len: int
+    """Stream positions per epoch: steps_per_epoch x full."""
+    start: int | None = None
+    """The first step's batch; None (or warmup_steps 0): no warm-up."""
+    warmup_steps: int = 0
+    """Steps over which the batch grows linearly from `start` to `full`."""
+    granule: int = 1
+    """Every warm-up batch is a multiple of this (pretrain: `start`, a multiple of the world size,
+    so that the schedule does not depend on the number of processes)."""
+
+    def size(self, step: int) -> int:
+        if self.start is None or step >= self.warmup_steps:
+            return self.full
+        b = self.start + (self.full - self.start) * step // self.warmup_steps
+        return max(self.granule, b - b % self.granule)
+
+    @cached_property
+    def _warm_offsets(self) -> np.ndarray:
+        """offset(s) for s in 0..warmup_steps (int64)."""
+        n = self.warmup_steps if self.start is not None else 0
+        sizes = np.array([self.size(s) for s in range(n)], dtype=np.int64)
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def offset(self, step: int) -> int:
+        """Stream positions consumed by the steps before `step`."""
+        warm = self._warm_offsets
+        w = min(step, len(warm) - 1)
+        return int(warm[w]) + (step - w) * self.full
+
+    def steps_for(self, positions: int) -> int:
+        """The fewest steps whose batches reach `positions` stream positions."""
+        warm = self._warm_offsets
+        if positions <= warm[-1]:
+            return int(np.searchsorted(warm, positions, side="left"))
+        return len(warm) - 1 + -(-(positions - int(warm[-1])) // self.full)
+
+    def positions(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch, index within the epoch's order) of each sequence of step `step`'s global batch."""
+        p = np.arange(self.offset(step), self.offset(step) + self.size(step), dtype=np.int64)
+        return p // self.epoch_len, p % self.epoch_len
 
 
 def rank_slice(global_batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:

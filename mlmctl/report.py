@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlmctl.errors import MlmctlError
-from mlmctl.layout import EVAL_JSON, MANIFEST, METRICS_FILE, STATS_FILE
+from mlmctl.layout import CONFIG_NAME, EVAL_JSON, FINAL, MANIFEST, METRICS_FILE, STATS_FILE
 from mlmctl.report_tagging import is_tagging_eval, tagging_rows, tagging_task_row
 
 # The names scripts/chain.sh gives its eval directories, shown as what they measure.
@@ -179,11 +179,29 @@ def _pretrain_rows(run: Path) -> list[tuple[str, str]]:
         # The run's one tokens/s (progress.tokens_per_s), as the summary and metrics.jsonl show it.
         speed = f", {pre['tokens_per_s']} tokens/s" if "tokens_per_s" in pre else ""
         rows.append(("pretraining", f"{pre.get('steps', 0):,} steps, {pre.get('tokens', 0):,} tokens, {loss}{speed}"))
+        model = model_line(_load(run / FINAL / CONFIG_NAME))
+        if model:
+            rows.append(("model", model))
+        if "packing_efficiency" in pre:
+            rows.append(("packing efficiency", f"{pre['packing_efficiency']:.3f} (real tokens / slots)"))
         if vals:
             rows.append(("validation ppl", f"{vals[0]:.1f} -> {vals[-1]:.1f}"))
     else:
         rows.append(("pretraining", "missing (pretrain did not finish)"))
     return rows
+
+
+def model_line(cfg: dict | None) -> str | None:
+    """`modernbert: 2 layers x 128 hidden, 2 heads; global attention every 3 layers, local window 128`
+    (or `bert: ...`) from a model's config.json; None when there is none."""
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        return None
+    shape = (f"{cfg.get('model_type')}: {cfg.get('num_hidden_layers', '?')} layers x {cfg.get('hidden_size', '?')} "
+             f"hidden, {cfg.get('num_attention_heads', '?')} heads")
+    if cfg.get("model_type") == "modernbert":
+        shape += (f"; global attention every {cfg.get('global_attn_every_n_layers', '?')} layers, "
+                  f"local window {cfg.get('local_attention', '?')}")
+    return shape
 
 
 # ----------------------------------------------------------------------------------------------

@@ -124,3 +124,33 @@ def test_documents_packing_keeps_every_document_whole_and_apart(T):
     assert np.array_equal(np.concatenate(pieces), np.concatenate(docs_of(part)))
     assert tokens == ds.num_tokens and ds.efficiency == pytest.approx(tokens / (len(ds) * T))
     assert pad_doc_ids([np.array([0, 0, 1])], 5).tolist() == [[0, 0, 1, -1, -1]]
+
+
+@pytest.mark.parametrize("start, warmup, granule", [(None, 0, 1), (8, 100, 2), (1, 7, 1), (3, 50, 4)])
+def test_batch_schedule_walks_the_stream_without_gap_or_overlap(start, warmup, granule):
+    from mlmctl.packing import BatchSchedule
+
+    s = BatchSchedule(full=32, epoch_len=32 * 5, start=start, warmup_steps=warmup, granule=granule)
+    seen = []
+    for step in range(warmup + 20):
+        b = s.size(step)
+        assert b % granule == 0 and granule <= b <= 32
+        assert b == 32 or step < warmup
+        assert s.size(step) >= s.size(step - 1) if step else True  # the batch only grows
+        epochs, within = s.positions(step)
+        assert len(epochs) == b and s.offset(step + 1) == s.offset(step) + b
+        seen += (epochs * s.epoch_len + within).tolist()
+        assert s.steps_for(s.offset(step + 1)) == step + 1 and s.steps_for(s.offset(step) + 1) == step + 1
+    assert seen == list(range(len(seen)))  # every stream position once, in order, across epochs
+    if start is None:  # no warm-up: step s is batch s % 5 of epoch s // 5, as before warm-up existed
+        epochs, within = s.positions(12)
+        assert (epochs == 2).all() and within.tolist() == list(range(64, 96))
+
+
+def test_batch_schedule_ramps_linearly_and_straddles_epochs():
+    from mlmctl.packing import BatchSchedule
+
+    s = BatchSchedule(full=12, epoch_len=24, start=3, warmup_steps=3)
+    assert [s.size(i) for i in range(5)] == [3, 6, 9, 12, 12]
+    epochs, within = s.positions(3)  # positions 18..29: the end of epoch 0, the start of epoch 1
+    assert epochs.tolist() == [0] * 6 + [1] * 6 and within.tolist() == [18, 19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5]

@@ -122,6 +122,10 @@ class TrainSection:
     """Sequences per optimizer step, over all ranks and accumulation steps together."""
     micro_batch_size: int | None = None
     """Sequences per forward pass per rank; null = batch_size / world size (no accumulation)."""
+    batch_warmup_steps: int = 0
+    """Batch-size warm-up: grow the global batch linearly from `batch_warmup_start` to `batch_size` over this many optimizer steps (0 = off; ModernBERT, arXiv 2412.13663). Each batch is rounded down to a multiple of `batch_warmup_start`, so the schedule is the same on any number of processes."""
+    batch_warmup_start: int | None = None
+    """The first step's global batch with batch warm-up (null = batch_size / 6, ModernBERT's 768 of 4,608); under torchrun a multiple of the world size."""
     max_steps: int | None = None
     """Stop after this many optimizer steps."""
     max_tokens: int | None = None
@@ -164,6 +168,10 @@ class TrainSection:
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.micro_batch_size is None or self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1 or null")
+        check(self.batch_warmup_steps >= 0, "batch_warmup_steps", f"must be >= 0, got {self.batch_warmup_steps}")
+        check(self.batch_warmup_start is None or 1 <= self.batch_warmup_start <= self.batch_size,
+              "batch_warmup_start", f"must be in [1, train.batch_size = {self.batch_size}] or null, "
+              f"got {self.batch_warmup_start}")
         check(self.max_steps is not None or self.max_tokens is not None or self.epochs is not None,
               "max_steps", "set at least one of `train.max_steps`, `train.max_tokens`, `train.epochs`")
         for key in ("max_steps", "max_tokens", "epochs"):
@@ -179,6 +187,12 @@ class TrainSection:
             check(0.0 <= v < 1.0, key, f"must be in [0, 1), got {v}")
         check(self.adam_eps > 0, "adam_eps", f"must be > 0, got {self.adam_eps}")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+    def warmup_start(self) -> int | None:
+        """The first step's batch when batch warm-up is on, else None."""
+        if not self.batch_warmup_steps:
+            return None
+        return self.batch_warmup_start or max(1, self.batch_size // 6)
 
     def optim(self, total_steps: int) -> OptimSettings:
         return OptimSettings(lr=self.lr, total_steps=total_steps, warmup_steps=self.warmup_steps, decay=self.decay,
@@ -331,27 +345,35 @@ class Pretrainer:
         self._batch_geometry()
 
     def _batch_geometry(self) -> None:
+        from mlmctl.packing import BatchSchedule
+
         tc, world, ds = self.cfg.train, self.proc.world, self.train_ds
         B = self.batch_size = tc.batch_size
         micro = self.micro = tc.micro_batch_size or max(1, B // world)
         if B % (world * micro):
             raise MlmctlError(f"pretrain: `train.batch_size` {B} is not a multiple of world size {world} x "
                               f"`train.micro_batch_size` {micro}; change one of them")
+        if tc.batch_warmup_steps and tc.warmup_start() % world:
+            raise MlmctlError(f"pretrain: `train.batch_warmup_start` {tc.warmup_start()} is not a multiple of the world "
+                              f"size {world} (every warm-up batch is a multiple of it, split evenly over the ranks); "
+                              f"set it to a multiple of {world}")
         self.accum = B // (world * micro)
         self.steps_per_epoch = len(ds) // B  # the last incomplete global batch of an epoch is skipped
+        self.schedule = BatchSchedule(full=B, epoch_len=self.steps_per_epoch * B, start=tc.warmup_start(),
+                                      warmup_steps=tc.batch_warmup_steps, granule=tc.warmup_start() or 1)
         if self.steps_per_epoch == 0:
             raise InputError(
                 f"pretrain: {self.ctx.input_dir} gives {len(ds)} training sequences of {self.cfg.data.max_seq_len} "
                 f"tokens, fewer than one batch (`train.batch_size` {B}); lower train.batch_size or "
                 f"data.max_seq_len, or add data")
         avg_len = ds.num_tokens / max(1, len(ds))
-        limits = []
+        limits = []  # in steps; the schedule counts the smaller batches of a batch warm-up
         if tc.max_steps:
             limits.append(tc.max_steps)
         if tc.max_tokens:
-            limits.append(math.ceil(tc.max_tokens / (B * avg_len)))
+            limits.append(self.schedule.steps_for(math.ceil(tc.max_tokens / avg_len)))
         if tc.epochs:
-            limits.append(tc.epochs * self.steps_per_epoch)
+            limits.append(self.schedule.steps_for(tc.epochs * self.schedule.epoch_len))
         self.total_steps = max(1, min(limits))
         self.optim = tc.optim(self.total_steps)
 
@@ -380,6 +402,9 @@ class Pretrainer:
                      "batch_size": self.batch_size, "tokenizer_sha256": self.tokenizer_sha256,
                      "vocab_size": self.vocab_size, "train_sequences": len(self.train_ds)},
         }
+        if cfg.train.batch_warmup_steps:  # decides each step's sequences; absent when off (older checkpoints)
+            self.run_meta["data"] |= {"batch_warmup_steps": cfg.train.batch_warmup_steps,
+                                      "batch_warmup_start": cfg.train.warmup_start()}
 
     def resume(self) -> None:
         """Continue from the newest valid checkpoint (or --resume-from), then wrap the model."""
@@ -418,8 +443,9 @@ class Pretrainer:
                 f"accumulation {self.accum}")
 
     # -- batches -------------------------------------------------------------------------------
-    def make_batch(self, ds, indices, epoch: int, stream: int):
-        """(numpy arrays of one masked micro-batch, masked-token count, token count)."""
+    def make_batch(self, ds, indices, epochs, stream: int):
+        """(numpy arrays of one masked micro-batch, masked-token count, token count). `epochs`: one
+        epoch for all, or one per sequence (a step that straddles two epochs)."""
         import numpy as np
 
         from mlmctl.masking import mask_batch
@@ -427,9 +453,13 @@ class Pretrainer:
 
         cfg, spec = self.cfg, self.cfg.masking
         exs = [ds.get(int(i)) for i in indices]
-        word_starts = [e.word_starts for e in exs] if spec.whole_word else None
-        inputs, labels = mask_batch([e.ids for e in exs], [int(i) for i in indices], epoch, cfg.data.seed, spec,
-                                    self.vocab_size, word_starts, stream=stream)
+        epochs = np.broadcast_to(np.asarray(epochs, dtype=np.int64), (len(exs),))
+        inputs, labels = [], []
+        for j, e in enumerate(exs):  # masks are per sequence anyway: (seed, its epoch, its index)
+            (inp,), (lab,) = mask_batch([e.ids], [int(indices[j])], int(epochs[j]), cfg.data.seed, spec,
+                                        self.vocab_size, [e.word_starts] if spec.whole_word else None, stream=stream)
+            inputs.append(inp)
+            labels.append(lab)
         tt = [e.token_types for e in exs] if cfg.data.packing == "sentence-pair" else None
         ids, lab, am, tts = collate(inputs, labels, tt)
         nsl = np.array([e.next_sentence_label for e in exs]) if cfg.data.nsp else None
@@ -449,17 +479,21 @@ class Pretrainer:
 
     def step_batches(self, at_step: int) -> list:
         """This rank's micro-batches of optimizer step `at_step`: a pure function of the step."""
+        import numpy as np
+
         from mlmctl.masking import STREAM_TRAIN_MASK
         from mlmctl.packing import epoch_order, rank_slice
 
-        B, micro, seed = self.batch_size, self.micro, self.cfg.data.seed
-        epoch, epoch_step = divmod(at_step, self.steps_per_epoch)
-        if epoch not in self._order_cache:
-            self._order_cache.clear()
+        micro, seed = self.micro, self.cfg.data.seed
+        epochs, within = self.schedule.positions(at_step)
+        for epoch in set(epochs.tolist()) - set(self._order_cache):
+            if len(self._order_cache) >= 2:  # a step spans at most two epochs
+                self._order_cache.pop(min(self._order_cache))
             self._order_cache[epoch] = epoch_order(len(self.train_ds), seed, epoch)
-        mine = rank_slice(self._order_cache[epoch][epoch_step * B:(epoch_step + 1) * B], self.proc.rank,
-                          self.proc.world)
-        return [self.make_batch(self.train_ds, mine[j:j + micro], epoch, STREAM_TRAIN_MASK)
+        indices = np.array([self._order_cache[e][i] for e, i in zip(epochs.tolist(), within.tolist())], dtype=np.int64)
+        mine = rank_slice(indices, self.proc.rank, self.proc.world)
+        my_epochs = rank_slice(epochs, self.proc.rank, self.proc.world)
+        return [self.make_batch(self.train_ds, mine[j:j + micro], my_epochs[j:j + micro], STREAM_TRAIN_MASK)
                 for j in range(0, len(mine), micro)]
 
     # -- one step, validation, checkpoints -----------------------------------------------------
@@ -470,7 +504,7 @@ class Pretrainer:
         is the same however the batch is split over ranks and accumulation steps."""
         from mlmctl.training import train_step
 
-        proc, B, world = self.proc, self.batch_size, self.proc.world
+        proc, B, world = self.proc, self.schedule.size(self.state.step), self.proc.world
         n_masked, n_tokens = (sum(m[k] for m in micro_batches) for k in (1, 2))
         n_masked, n_tokens = proc.all_sum([n_masked, n_tokens])
 
@@ -538,7 +572,8 @@ class Pretrainer:
         from mlmctl import checkpoint as ckpts
 
         st = self.state
-        epoch, epoch_step = divmod(st.step, self.steps_per_epoch)
+        epoch, epoch_pos = divmod(self.schedule.offset(st.step), self.schedule.epoch_len)
+        epoch_step = epoch_pos // self.batch_size  # informational; the step number alone resumes
         states = ckpts.gather_rng(self.proc.device, self.proc.world)
         if self.ctx.is_main:
             state = {"step": st.step, "tokens": st.tokens, "epoch": epoch, "epoch_step": epoch_step,
@@ -617,7 +652,9 @@ class Pretrainer:
             row = {"step": st.step, "tokens": st.tokens, "loss": loss, "lr": self.optim.lr_at(st.step - 1),
                    "grad_norm": norm, "tokens_per_s": self._tokens_per_s(), "train_s": st.train_s}
             if self.cfg.data.packing == "documents":  # this step's real tokens / slots
-                row["packing_efficiency"] = n_tokens / (self.batch_size * cfg.data.max_seq_len)
+                row["packing_efficiency"] = n_tokens / (self.schedule.size(st.step - 1) * cfg.data.max_seq_len)
+            if cfg.train.batch_warmup_steps:
+                row["batch_size"] = self.schedule.size(st.step - 1)
         if (cfg.validation.every and st.step % cfg.validation.every == 0) or last:
             st.last_val = self.validate()
             if st.last_val is not None:

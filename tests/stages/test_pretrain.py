@@ -437,12 +437,16 @@ def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, referen
     _tensorboard_matches_metrics(out)
 
 
+# A batch warm-up makes the batch, and so each rank's slice, change from step to step.
+BATCH_WARMUP = ["--set", "train.batch_warmup_steps=5", "--set", "train.batch_warmup_start=2"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+@pytest.mark.parametrize("arch", ["bert", "modernbert", "bert-batch-warmup"])
 def test_ddp_two_processes_match_one(tmp_path, vocab_dir, arch):
     args = ["--set", "model.hidden_dropout_prob=0.0", "--set", "model.attention_probs_dropout_prob=0.0",
             "--set", "train.max_steps=8", "--set", "validation.every=4", "--set", "checkpoint.save_every=4",
-            *ARCH_ARGS[arch]]
+            *(ARCH_ARGS["bert"] + BATCH_WARMUP if arch == "bert-batch-warmup" else ARCH_ARGS[arch])]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = tmp_path / "one"
     subprocess.run(_cli_cmd(vocab_dir, one, *args), check=True, capture_output=True, env=env, timeout=300)
@@ -510,3 +514,72 @@ def test_tensorboard_without_the_package_fails_before_any_work(tmp_path, run_cli
     code, _, err = pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=2", "--set", "tensorboard=true")
     assert code == 1 and err.count("\n") == 1 and 'pip install "mlmctl[tensorboard]"' in err
     assert not (out / "metrics.jsonl").exists() and not (out / "manifest.json").exists()
+
+
+def _as_if_killed_after(out: Path, ref: Path, last_ckpt: str) -> None:
+    """Leave `out` (a finished copy of the run) as a run killed after its `last_ckpt` checkpoint."""
+    (out / "manifest.json").unlink()
+    shutil.rmtree(out / "final")
+    for ckpt in (out / "checkpoints").iterdir():
+        if ckpt.name > last_ckpt:
+            shutil.rmtree(ckpt)
+    man = json.loads((ref / "manifest.json").read_text())
+    (out / ".work").mkdir()
+    (out / ".work" / "run.json").write_text(json.dumps({"config_hash": man["config_hash"],
+                                                        "input_hash": man["input_hash"]}))
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_batch_warmup_grows_the_batch_and_resumes_exactly(tmp_path, run_cli, vocab_dir, arch):
+    args = ["--set", "train.max_steps=10", "--set", "train.batch_warmup_steps=6", "--set", "train.batch_warmup_start=2",
+            "--set", "checkpoint.save_every=3", "--set", "checkpoint.keep_last=0", "--set", "validation.every=5",
+            *ARCH_ARGS[arch]]
+    ref = tmp_path / "ref"
+    code, _, err = pretrain(run_cli, vocab_dir, ref, *args)
+    assert code == 0, err
+    rows = [r for r in metrics(ref) if "loss" in r]
+    # 2 sequences at step 1, growing by one a step, rounded down to a multiple of 2; the full 8 from step 7
+    assert [r["batch_size"] for r in rows] == [2, 2, 4, 4, 6, 6, 8, 8, 8, 8]
+    prev = 0
+    for r in rows:  # the tokens of each step are those of its own batch: tokens/s counts them
+        assert 0 < r["tokens"] - prev <= r["batch_size"] * 32
+        prev = r["tokens"]
+    # the learning-rate schedule is the steps' own, whatever the batch (2 warm-up steps, then decay)
+    assert rows[1]["lr"] == pytest.approx(3e-3) and rows[-1]["lr"] < rows[5]["lr"] < 3e-3
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    _as_if_killed_after(out, ref, "step-000003")  # mid warm-up: the data position is the schedule's
+    code, _, err = pretrain(run_cli, vocab_dir, out, *args)
+    assert code == 0, err
+    assert "resuming from" in err and "step 3" in err
+    assert untimed(metrics(out)) == untimed(metrics(ref))
+    assert file_sha256(out / "final" / "model.safetensors") == file_sha256(ref / "final" / "model.safetensors")
+    # A checkpoint of the run without warm-up sees other data at each step: refused, not mixed.
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "other", *args[:2], "--set", "checkpoint.save_every=3",
+                            *ARCH_ARGS[arch], "--resume-from", ref / "checkpoints" / "step-000009")
+    assert code == 1 and "batch_warmup" in err and "Traceback" not in err
+
+
+def test_batch_warmup_bad_settings(tmp_path, run_cli, vocab_dir):
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "a", "--set", "train.batch_warmup_steps=4",
+                            "--set", "train.batch_warmup_start=9")
+    assert code == 1 and "train.batch_warmup_start" in err and "[1, train.batch_size = 8]" in err
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "b", "--set", "train.batch_warmup_steps=-1")
+    assert code == 1 and "batch_warmup_steps" in err
+    assert not any((tmp_path / p / "manifest.json").exists() for p in "ab")
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_a_vocabulary_without_the_special_tokens_is_one_line(tmp_path, run_cli, vocab_dir, arch):
+    """A build-vocab directory whose vocabulary lacks [MASK] (a hand-edited or foreign one): one
+    line naming it, before any model is built, nothing written that looks finished."""
+    bad = tmp_path / "vocab"
+    shutil.copytree(vocab_dir, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    del man["extra"]["special_ids"]["[MASK]"]
+    (bad / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "run"
+    code, _, err = pretrain(run_cli, bad, out, *ARCH_ARGS[arch], "--set", "train.max_steps=2")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "[MASK]" in err and "build-vocab" in err
+    assert not (out / "manifest.json").exists() and not (out / "final").exists()
