@@ -80,7 +80,8 @@ class EvalConfig:
     label_field: str | None = None
     """Classifier: label column (null = as fine-tuned, else "label")."""
     max_seq_len: int | None = None
-    """Tokens per example (classifier) or sequence (mlm); null = as fine-tuned, else 128."""
+    """Tokens per example (classifier) or sequence (mlm); null = as fine-tuned, else 128 (mlm: at most the
+    model's max_position_embeddings). A value above max_position_embeddings is an error, never cut silently."""
     predictions: bool = True
     """Classifier: also write predictions.jsonl (index, gold, predicted, correct, probabilities, the baseline's
     prediction; regression: gold, predicted, error), which `mlmctl report` needs for its paired comparisons."""
@@ -499,7 +500,10 @@ def _eval_mlm(ctx, cfg: EvalConfig, model_dir: Path, device):
         raise InputError(f"eval: {model_dir} has no masked-LM head (cls.predictions.*); "
                          "for a fine-tuned classifier use `mode: classifier` with a test_file")
     model.to(device).eval()
-    max_len = min(cfg.max_seq_len or 128, mcfg.max_position_embeddings)
+    if cfg.max_seq_len and cfg.max_seq_len > mcfg.max_position_embeddings:  # asked for: never cut silently
+        raise MlmctlError(f"eval: `max_seq_len` {cfg.max_seq_len} exceeds the model's max_position_embeddings "
+                          f"{mcfg.max_position_embeddings}")
+    max_len = cfg.max_seq_len or min(128, mcfg.max_position_embeddings)
     encoder = TextEncoder(model_dir, max_len, STAGE)
     docs, train_counts, source = _heldout_docs(cfg, model_dir, encoder)
     if encoder.mask_id is None:

@@ -106,7 +106,7 @@ def _one_line(err: str) -> bool:
     return err.count("mlmctl: error") == 1 and "Traceback" not in err
 
 
-def test_sequences_longer_than_the_model_takes_are_one_line(modern_runs, run_cli, tmp_path):
+def test_sequences_longer_than_the_model_takes_are_one_line(modern_runs, run_cli, tmp_path, vocab_dir):  # noqa: F811
     limit = json.loads((modern_runs / "pretrain" / "final" / "config.json").read_text())["max_position_embeddings"]
     code, _, err = run_cli("finetune", "--input", modern_runs / "pretrain", "--output", tmp_path / "ft",
                            "--set", f"train_file={modern_runs / 'train.tsv'}",
@@ -115,4 +115,8 @@ def test_sequences_longer_than_the_model_takes_are_one_line(modern_runs, run_cli
     code, _, err = run_cli("eval", "--input", modern_runs / "finetune", "--output", tmp_path / "ev",
                            "--set", f"test_file={modern_runs / 'test.tsv'}", "--set", f"max_seq_len={limit + 1}")
     assert code == 1 and _one_line(err) and "max_position_embeddings" in err, err
-    assert not (tmp_path / "ft" / "manifest.json").exists() and not (tmp_path / "ev" / "manifest.json").exists()
+    code, _, err = run_cli("eval", "--input", modern_runs / "pretrain", "--output", tmp_path / "ev-mlm",
+                           "--set", "mode=mlm", "--set", f"data={vocab_dir}", "--set", f"max_seq_len={limit + 1}")
+    assert code == 1 and _one_line(err) and "max_position_embeddings" in err, err
+    for out in ("ft", "ev", "ev-mlm"):
+        assert not (tmp_path / out / "manifest.json").exists()
