@@ -127,18 +127,25 @@ def read_labelled(
 
 def float_label(label, where: str, label_field: str) -> float:
     """A regression label as a float; anything but a finite number is an error naming `where`."""
-    value = None
-    if isinstance(label, (int, float)) and not isinstance(label, bool):
-        value = float(label)
-    elif isinstance(label, str):
-        try:
-            value = float(label.strip())
-        except ValueError:
-            value = None
-    if value is None or not math.isfinite(value):
+    value = parse_finite(label)
+    if value is None:
         raise InputError(f"{where}: label {label!r} in `{label_field}` is not a number; a regression task "
                          "needs one finite number per example")
     return value
+
+
+def parse_finite(label) -> float | None:
+    """`label` (a JSON number or a string) as a finite float, else None. Stricter than `float()`:
+    NaN, infinities, 1e999 and Python-only spellings such as `1_000` are not numbers in a data file."""
+    if isinstance(label, bool):
+        return None
+    if not isinstance(label, (int, float)) and not (isinstance(label, str) and "_" not in label):
+        return None
+    try:
+        value = float(label.strip() if isinstance(label, str) else label)
+    except (ValueError, OverflowError):  # OverflowError: an integer past the float range
+        return None
+    return value if math.isfinite(value) else None
 
 
 def label_list(labels: list[str], explicit: list[str] | None = None) -> list[str]:
