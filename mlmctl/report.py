@@ -268,7 +268,20 @@ def regression_line(ev: dict) -> str:
     bl = ev.get("baseline") or {}
     if "pearson" in bl:
         text += f"; tf-idf + ridge baseline pearson {with_ci(bl, 'pearson')}, mse {with_ci(bl, 'mse')}"
-    return text
+    return text + regression_verdict(ev)
+
+
+def regression_verdict(ev: dict) -> str:
+    """Say it when a regressor does not beat its baselines. Point estimates only: predictions.jsonl
+    holds no baseline predictions to pair, so this is a plain comparison, never a "beats" claim."""
+    notes = []
+    mean, bl = ev.get("mean_baseline") or {}, ev.get("baseline") or {}
+    if isinstance(mean.get("mse"), (int, float)) and isinstance(ev.get("mse"), (int, float)) and ev["mse"] >= mean["mse"]:
+        notes.append("no better than predicting the train mean (mse)")
+    if isinstance(bl.get("pearson"), (int, float)) and isinstance(ev.get("pearson"), (int, float)) \
+            and ev["pearson"] <= bl["pearson"]:
+        notes.append("does not beat the tf-idf baseline (pearson)")
+    return f"; {' and '.join(notes)}" if notes else ""
 
 
 def pretraining_effect(pre_dir: Path, rand_dir: Path) -> str:

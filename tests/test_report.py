@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mlmctl.report import _majority_macro_f1, summary_rows
 
 
@@ -161,3 +163,17 @@ def test_regression_eval_gets_its_line(tmp_path):
     rows = dict(summary_rows(None, runs)[0])
     assert rows["sts/eval (regression)"] == ("pearson 0.800, spearman 0.750, mse 0.500; train-mean predictor mse "
                                              "1.200; tf-idf + ridge baseline pearson 0.600, mse 0.900")
+
+
+@pytest.mark.parametrize("pearson, mse, says", [
+    (0.8, 0.5, ""),
+    (0.55, 0.5, "; does not beat the tf-idf baseline (pearson)"),
+    (0.7, 1.3, "; no better than predicting the train mean (mse)"),
+    (-0.2, 13.0, "; no better than predicting the train mean (mse) and does not beat the tf-idf baseline (pearson)"),
+])
+def test_regression_line_says_when_the_model_does_not_beat_its_baselines(tmp_path, pearson, mse, says):
+    runs = tmp_path / "runs"
+    _eval(runs / "sts" / "eval", pearson=pearson, spearman=0.5, mse=mse, mean_baseline={"mse": 1.2},
+          baseline={"pearson": 0.6, "mse": 0.9})
+    line = dict(summary_rows(None, runs)[0])["sts/eval (regression)"]
+    assert line.endswith("mse 0.900" + says), line
