@@ -215,7 +215,9 @@ def read_text_docs(path: str | Path, reader: str) -> list[str]:
 def jsonl_objects(path: Path, text: str, expect: str = "a JSON object per line"):
     """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON
     object is an error naming file, line and what was `expect`ed."""
-    for line_no, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also breaks at U+2028, U+0085 and friends, which JSON allows raw
+    # inside strings (json.dumps(ensure_ascii=False) writes them so); a trailing "\r" is JSON whitespace.
+    for line_no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -209,3 +209,27 @@ def test_python_only_number_spellings_are_not_regression_labels(tmp_path):
     j.write_text('{"text": "a", "label": 99999999999999999999999999999999999999999999999999' + "9" * 400 + "}\n")
     with pytest.raises(InputError, match=rf"{j}:1: "):
         read_labelled(j, regression=True)
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x1c", "\x0b", "\x0c"])
+def test_unicode_line_separators_inside_a_record_are_text_not_line_breaks(tmp_path, sep):
+    """JSON allows U+2028 and friends raw inside strings, and `glue` writes its JSONL with
+    ensure_ascii=False: a text holding one must read back whole, and CoNLL line numbers must be
+    the editor's (str.splitlines() breaks at all of these)."""
+    import json
+
+    from mlmctl.labelled import read_labelled
+    from mlmctl.token_data import TagSpec
+
+    p = tmp_path / "f.jsonl"
+    p.write_text(json.dumps({"text": f"a{sep}b", "label": "1"}, ensure_ascii=False) + "\n"
+                 + json.dumps({"text": "c", "label": "0"}) + "\n", encoding="utf-8")
+    assert read_labelled(p).texts == [f"a{sep}b", "c"]
+    t = tmp_path / "t.jsonl"
+    t.write_text(json.dumps({"tokens": [f"a{sep}b", "c"], "tags": ["O", "O"]}, ensure_ascii=False) + "\n",
+                 encoding="utf-8")
+    assert TagSpec().read(t, "eval").tokens == [[f"a{sep}b", "c"]]
+    c = tmp_path / "t.conll"
+    c.write_text(f"EU B-ORG\nsays O{sep}\nbad E-PER\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{c}:3: "):  # the bad line, counted as an editor does
+        TagSpec().read(c, "eval")
