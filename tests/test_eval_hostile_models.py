@@ -107,3 +107,16 @@ def test_a_multi_label_model_is_refused_not_scored_as_single_label(models, tmp_p
 def test_the_other_tasks_test_file_is_one_line(models, tmp_path, run_cli, which, test):
     line = _eval_one_line(run_cli, tmp_path, models[which], models[test])
     assert str(models[test]) in line, line
+
+
+@pytest.mark.parametrize("case", ["id2label a list", "id2label gaps", "architectures a string", "a list"])
+def test_inspect_shows_a_mangled_head_instead_of_crashing(models, tmp_path, run_cli, case):
+    changes = {**TAGGER_CASES, **AUTO_CASES}
+    if case == "a list":
+        model = _hostile(models, tmp_path, "tagger", lambda cfg: None)
+        (model / "config.json").write_text("[1, 2]")
+    else:
+        model = _hostile(models, tmp_path, "tagger", changes[case][0])
+    code, out, err = run_cli("inspect", model)
+    assert code == 0 and "Traceback" not in err, err
+    assert "unreadable: " in out and "config.json" in out, out
