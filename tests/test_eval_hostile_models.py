@@ -120,3 +120,11 @@ def test_inspect_shows_a_mangled_head_instead_of_crashing(models, tmp_path, run_
     code, out, err = run_cli("inspect", model)
     assert code == 0 and "Traceback" not in err, err
     assert "unreadable: " in out and "config.json" in out, out
+
+
+@pytest.mark.parametrize("which,mode,test", [("tagger", "classifier", "tsv"), ("regressor", "tagger", "conll")])
+def test_a_mode_that_contradicts_the_model_is_one_line(models, tmp_path, run_cli, which, mode, test):
+    """A token and a sequence head share the `classifier.*` weight names: forcing the other mode
+    would load and score nonsense."""
+    line = _eval_one_line(run_cli, tmp_path, models[which], models[test], "--set", f"mode={mode}")
+    assert "use mode: auto" in line and ("token classifier" if which == "tagger" else "sequence classifier") in line

@@ -196,12 +196,15 @@ def run(ctx) -> dict:
     device = pick_device(cfg.device, "eval")
     model_dir = resolve_model_dir(cfg.input, STAGE)
     raw_cfg = _read_config(model_dir)
-    mode = cfg.mode
-    if mode == "auto":
-        from mlmctl.eval_tokens import is_tagger_config
+    from mlmctl.eval_tokens import is_tagger_config
 
-        mode = ("tagger" if is_tagger_config(raw_cfg, model_dir)
-                else "classifier" if is_classifier_config(raw_cfg, model_dir) else "mlm")
+    found = ("tagger" if is_tagger_config(raw_cfg, model_dir)
+             else "classifier" if is_classifier_config(raw_cfg, model_dir) else "mlm")
+    mode = found if cfg.mode == "auto" else cfg.mode
+    if {mode, found} == {"tagger", "classifier"}:  # the same `classifier.*` keys would load, silently wrong
+        raise InputError(f"eval: {model_dir} is a {'token' if found == 'tagger' else 'sequence'} classifier "
+                         f"(config.json), not a {'sequence classifier' if mode == 'classifier' else 'tagger'}; "
+                         "use mode: auto")
     ctx.log(f"{model_dir}: {mode} evaluation")
     if mode == "tagger":
         from mlmctl.eval_tokens import eval_tagger
