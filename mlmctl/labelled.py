@@ -32,6 +32,7 @@ import gzip
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,7 +194,7 @@ def read_text_file(path: Path, reader: str = "") -> str:
             raise InputError(f"{where}: named .gz but not gzip data; rename it without .gz or compress it")
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as e:  # zlib.error is not an OSError
+        except (OSError, EOFError, ValueError, zlib.error) as e:  # zlib.error is neither OSError nor ValueError
             raise InputError(f"{where}: damaged gzip data ({e}); recompress the file") from None
     try:
         return raw.decode("utf-8-sig")

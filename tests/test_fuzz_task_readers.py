@@ -31,14 +31,19 @@ LINES = st.lists(st.text(max_size=30) | HOSTILE_LINE, max_size=5)
 NEWLINE = st.sampled_from(["\n", "\r\n"])
 
 
-def _file(tmp: str, name: str, head: str, rows: list[str], nl: str, cut: int | None, junk: bytes, gz: bool,
+def _file(tmp: str, name: str, head: str, rows: list[str], nl: str, cut: int | None, junk: bytes, gz: bool | str,
           bom: bool) -> Path:
     text = ("\ufeff" if bom else "") + nl.join([head, *rows]) + nl
     # cut None keeps the whole text (huge lines reach the reader), else truncate and add junk
     data = text.encode("utf-8", "surrogatepass")
     data = data + junk if cut is None else _mutate(data, cut, junk)
     path = Path(tmp) / name
-    path.write_bytes(gzip.compress(data) if gz else data)
+    if gz:
+        data = gzip.compress(data)
+        if gz == "damaged":  # a truncated download: the stream ends early, or a byte flipped mid-way
+            k = len(data) // 2
+            data = data[:k] if len(data) % 2 else data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1:]
+    path.write_bytes(data)
     return path
 
 
@@ -48,7 +53,7 @@ def _one_line(e: MlmctlError) -> None:
 
 
 FILE_KNOBS = dict(rows=LINES, nl=NEWLINE, cut=st.none() | st.integers(0, 300), junk=st.binary(max_size=40),
-                  gz=st.booleans(), bom=st.booleans())
+                  gz=st.sampled_from([False, True, "damaged"]), bom=st.booleans())
 
 
 # --------------------------------------------------------------------------- tagged files
@@ -233,3 +238,24 @@ def test_unicode_line_separators_inside_a_record_are_text_not_line_breaks(tmp_pa
     c.write_text(f"EU B-ORG\nsays O{sep}\nbad E-PER\n", encoding="utf-8")
     with pytest.raises(InputError, match=rf"{c}:3: "):  # the bad line, counted as an editor does
         TagSpec().read(c, "eval")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "no trailer"])
+@pytest.mark.parametrize("reader", ["labelled", "tagged"])
+def test_damaged_gzip_is_one_input_error(tmp_path, damage, reader):
+    """A flipped byte inside the deflate stream raises zlib.error, which is neither an OSError nor
+    a ValueError: it must still be the one-line `damaged gzip data` error naming the file."""
+    from mlmctl.labelled import read_labelled
+    from mlmctl.token_data import TagSpec
+
+    body = b"text\tlabel\n" + b"a b c\t1\n" * 200 if reader == "labelled" else b"EU B-ORG\nsays O\n\n" * 200
+    data = gzip.compress(body)
+    k = len(data) // 2
+    data = {"truncated": data[:k], "flipped": data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1:],
+            "no trailer": data[:-4]}[damage]
+    p = tmp_path / ("f.tsv.gz" if reader == "labelled" else "f.conll.gz")
+    p.write_bytes(data)
+    read = (lambda: read_labelled(p)) if reader == "labelled" else (lambda: TagSpec().read(p, "eval"))
+    with pytest.raises(InputError, match="damaged gzip data") as e:
+        read()
+    _one_line(e.value)
