@@ -241,7 +241,7 @@ def _tagger_section(evals: list[Path], runs: Path | None) -> list[str]:
 def _regression_section(evals: list[Path], runs: Path | None) -> list[str]:
     """Each regression eval: Pearson, Spearman and MSE with intervals beside the train-mean and
     tf-idf + ridge baselines (the text report's regression line, as a table)."""
-    from mlmctl.report import with_ci
+    from mlmctl.report import regression_baseline_effect, with_ci
 
     regressors = [(d, ev) for d in evals if "pearson" in (ev := _load(d / EVAL_JSON)) and "accuracy" not in ev]
     if not regressors:
@@ -259,6 +259,8 @@ def _regression_section(evals: list[Path], runs: Path | None) -> list[str]:
                                                      ("pearson", "spearman", "mse"))))
         parts.append(f"<h3>{_e(name)}</h3><p>{_e(str(d / EVAL_JSON))}</p>")
         parts.append(_table(["model", "pearson", "spearman", "MSE"], rows))
+        if "pearson" in bl:
+            parts.append(f"<p>vs baseline: {_e(regression_baseline_effect(d))}</p>")
     return parts
 
 
