@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mlmctl.manifest import read_manifest
+
 from test_glue_harness import model  # noqa: F401  (the module fixture: a tiny model directory)
 from test_glue_harness import write_glue
 
@@ -64,8 +66,8 @@ def test_glue_killed_anywhere_then_rerun_gives_the_same_table(reference, model):
             # run marker that says the directory is unfinished.
             assert not (out / "manifest.json").exists()
             assert not (out / "glue.json").exists() or (out / ".work" / "run.json").exists()
-            for sub in out.glob("*/seed-*/manifest.json"):  # a finished sub-run is finished for good
-                assert not (sub.parent / ".work").exists(), sub
+            for sub in out.glob("*/seed-*/manifest.json"):  # a sub-run with a manifest is complete
+                read_manifest(sub.parent, "finetune", verify=True)  # (.work may linger: the rerun drops it)
     done = subprocess.run(_cmd(glue, model, out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _report(out) == _report(tmp / "ref")
@@ -76,13 +78,17 @@ def test_glue_killed_anywhere_then_rerun_gives_the_same_table(reference, model):
 def test_a_second_glue_run_on_the_same_output_is_refused(reference, model):  # noqa: F811
     tmp, glue, _ = reference
     out = tmp / "twice"
-    first = subprocess.Popen(_cmd(glue, model, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # Four seeds: the first run holds the lock far longer than the second needs to start.
+    first = subprocess.Popen(_cmd(glue, model, out) + ["--seeds", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (out / ".mlmctl.lock").exists() and time.monotonic() < deadline:
+        lock = out / ".mlmctl.lock"
+        # The holder writes its PID just after taking the lock: wait for it, not only the file.
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = subprocess.run(_cmd(glue, model, out), capture_output=True, text=True)
+        second = subprocess.run(_cmd(glue, model, out) + ["--seeds", "4"], capture_output=True, text=True)
+        assert first.poll() is None, "the first run ended before the second tried: the test proved nothing"
         assert second.returncode == 1, second.stderr
         lines = [ln for ln in second.stderr.splitlines() if "error" in ln]
         assert len(lines) == 1 and re.search(rf"another mlmctl run \(PID {first.pid}\) is writing to {out}", lines[0])
