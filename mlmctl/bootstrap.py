@@ -222,3 +222,25 @@ def regression_intervals(gold, pred, resamples: int, seed: int) -> dict[str, tup
         parts["spearman"].append(_weighted_pearson(w, rx, ry))
         parts["mse"].append((w @ (gold - pred) ** 2) / w.sum(axis=1))
     return {k: percentile_interval(np.concatenate(v)) for k, v in parts.items()}
+
+
+def paired_regression_difference(gold, pred_a, pred_b, resamples: int, seed: int) -> dict[str, dict]:
+    """Pearson and MSE of predictions a minus those of b on the same examples, with a paired
+    percentile interval (each resample scores both on the same draw): {metric: {"diff", "ci",
+    "better"}}, `better` True when the interval says a is better (Pearson higher, MSE lower)."""
+    gold, a, b = (np.asarray(v, dtype=np.float64) for v in (gold, pred_a, pred_b))
+    xc, ac, bc = gold - gold.mean(), a - a.mean(), b - b.mean()
+    one = np.ones((1, len(gold)))
+    diffs: dict[str, list[np.ndarray]] = {"pearson": [], "mse": []}
+    for w in resample_blocks(len(gold), resamples, seed):
+        w = w.astype(np.float64)
+        diffs["pearson"].append(_weighted_pearson(w, xc, ac) - _weighted_pearson(w, xc, bc))
+        diffs["mse"].append((w @ ((gold - a) ** 2 - (gold - b) ** 2)) / w.sum(axis=1))
+    point = {"pearson": float(_weighted_pearson(one, xc, ac)[0] - _weighted_pearson(one, xc, bc)[0]),
+             "mse": float(np.mean((gold - a) ** 2) - np.mean((gold - b) ** 2))}
+    out = {}
+    for m, parts in diffs.items():
+        lo, hi = percentile_interval(np.concatenate(parts))
+        out[m] = {"diff": point[m], "ci": (lo, hi), "better": lo > 0 if m == "pearson" else hi < 0,
+                  "worse": hi < 0 if m == "pearson" else lo > 0}
+    return out

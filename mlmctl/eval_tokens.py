@@ -21,11 +21,13 @@ from mlmctl.token_data import TagSpec
 STAGE = "eval"
 
 
-def is_tagger_config(raw: dict) -> bool:
+def is_tagger_config(raw: dict, model_dir: Path) -> bool:
     """config.json of a token classifier (ours or one transformers wrote)?"""
-    archs = raw.get("architectures") or []
+    from mlmctl.head_config import architectures
+
     ft = raw.get("mlmctl_finetune") or {}
-    return any(str(a).endswith("ForTokenClassification") for a in archs) or ft.get("task") == "token-classification"
+    return (any(a.endswith("ForTokenClassification") for a in architectures(raw, model_dir, STAGE))
+            or isinstance(ft, dict) and ft.get("task") == "token-classification")
 
 
 def eval_tagger(ctx, cfg, model_dir: Path, raw: dict, device):
@@ -81,11 +83,9 @@ def _pick(mine, fine_tuned, default):
 
 
 def _labels(raw: dict, model_dir: Path) -> list[str]:
-    id2label = raw.get("id2label") or {}
-    try:
-        labels = [id2label[str(i)] for i in range(len(id2label))]
-    except KeyError:
-        raise InputError(f"eval: {model_dir}/config.json has a malformed id2label (ids must be 0..K-1)") from None
+    from mlmctl.head_config import head_labels
+
+    labels = head_labels(raw, model_dir, STAGE)
     if len(labels) < 2:
         raise InputError(f"eval: {model_dir}/config.json has no id2label with at least 2 tags; is it a tagger?")
     return labels

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from mlmctl import metrics
 from mlmctl.errors import InputError
-from mlmctl.labelled import LabelledData, read_text_file
+from mlmctl.labelled import MAX_FIELD_CHARS, LabelledData, parse_finite, read_text_file
 
 Column = str | int  # a header name, or a 0-based index for header-less files
 
@@ -104,7 +104,19 @@ def read_split(task: GlueTask, path: str | Path) -> LabelledData:
     floats for STS-B)."""
     path = Path(path)
     text = read_text_file(path)
+    # The csv module's field limit (131,072 characters) is process-wide: raise it for this file only.
+    previous = csv.field_size_limit(MAX_FIELD_CHARS)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        return _read_rows(task, path, rows)
+    except csv.Error as e:  # a field over the limit, a NUL byte: the line the reader stopped on
+        raise InputError(f"{path}:{rows.line_num}: unreadable {task.name} row ({e}); "
+                         f"is this the GLUE release's {task.name} file?") from None
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_rows(task: GlueTask, path: Path, rows) -> LabelledData:
     out = LabelledData(str(path), [], [] if task.pair is not None else None, [])
     index: dict[Column, int] = {}
     width = task.columns
@@ -139,11 +151,8 @@ def _header(task: GlueTask, path: Path, row: list[str]) -> dict[Column, int]:
 
 def _label(task: GlueTask, path: Path, line_no: int, value: str) -> str | float:
     if task.labels is None:
-        try:
-            score = float(value)
-        except ValueError:
-            score = float("nan")
-        if score != score or score in (float("inf"), float("-inf")):
+        score = parse_finite(value)
+        if score is None:
             raise InputError(f"{path}:{line_no}: {task.name} score {value!r} is not a number")
         return score
     if value not in task.labels:

@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 from mlmctl.errors import InputError
+from mlmctl.head_config import architectures, head_labels
 from mlmctl.layout import CHECKPOINTS, CONFIG_NAME, EVAL_JSON, MANIFEST, METRICS_FILE, MODEL_SUBDIRS, WORK
 
 
@@ -99,17 +100,28 @@ def _model_section(path: Path):
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return (f"{path} (model)", [("config.json", f"unreadable: {e}")])
-    rows = [("architectures", ", ".join(cfg.get("architectures") or ["?"])), ("model_type", cfg.get("model_type", "?"))]
+    if not isinstance(cfg, dict):
+        return (f"{path} (model)", [("config.json", f"unreadable: a JSON {type(cfg).__name__}, not an object")])
+    rows = []
+    # inspect shows what is there, so a mangled head is a row saying so, not an error.
+    try:
+        archs = architectures(cfg, path, "inspect")
+        rows.append(("architectures", ", ".join(archs or ["?"])))
+    except InputError as e:
+        archs = []
+        rows.append(("architectures", f"unreadable: {e}"))
+    rows.append(("model_type", cfg.get("model_type", "?")))
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
                 "max_position_embeddings", "hidden_act"):
         if key in cfg:
             rows.append((key, cfg[key]))
     if cfg.get("model_type") == "modernbert":
         rows += _modern_rows(cfg)
-    archs = cfg.get("architectures") or []
     if any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs) and cfg.get("id2label"):
-        labels = [cfg["id2label"][k] for k in sorted(cfg["id2label"], key=lambda x: int(x))]
-        rows.append(("labels", ", ".join(labels)))
+        try:
+            rows.append(("labels", ", ".join(head_labels(cfg, path, "inspect"))))
+        except InputError as e:
+            rows.append(("labels", f"unreadable: {e}"))
     weights = path / "model.safetensors"
     if weights.is_file():
         try:

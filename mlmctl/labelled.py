@@ -32,6 +32,7 @@ import gzip
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,18 +128,25 @@ def read_labelled(
 
 def float_label(label, where: str, label_field: str) -> float:
     """A regression label as a float; anything but a finite number is an error naming `where`."""
-    value = None
-    if isinstance(label, (int, float)) and not isinstance(label, bool):
-        value = float(label)
-    elif isinstance(label, str):
-        try:
-            value = float(label.strip())
-        except ValueError:
-            value = None
-    if value is None or not math.isfinite(value):
+    value = parse_finite(label)
+    if value is None:
         raise InputError(f"{where}: label {label!r} in `{label_field}` is not a number; a regression task "
                          "needs one finite number per example")
     return value
+
+
+def parse_finite(label) -> float | None:
+    """`label` (a JSON number or a string) as a finite float, else None. Stricter than `float()`:
+    NaN, infinities, 1e999 and Python-only spellings such as `1_000` are not numbers in a data file."""
+    if isinstance(label, bool):
+        return None
+    if not isinstance(label, (int, float)) and not (isinstance(label, str) and "_" not in label):
+        return None
+    try:
+        value = float(label.strip() if isinstance(label, str) else label)
+    except (ValueError, OverflowError):  # OverflowError: an integer past the float range
+        return None
+    return value if math.isfinite(value) else None
 
 
 def label_list(labels: list[str], explicit: list[str] | None = None) -> list[str]:
@@ -186,7 +194,7 @@ def read_text_file(path: Path, reader: str = "") -> str:
             raise InputError(f"{where}: named .gz but not gzip data; rename it without .gz or compress it")
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as e:  # zlib.error is not an OSError
+        except (OSError, EOFError, ValueError, zlib.error) as e:  # zlib.error is neither OSError nor ValueError
             raise InputError(f"{where}: damaged gzip data ({e}); recompress the file") from None
     try:
         return raw.decode("utf-8-sig")
@@ -208,7 +216,9 @@ def read_text_docs(path: str | Path, reader: str) -> list[str]:
 def jsonl_objects(path: Path, text: str, expect: str = "a JSON object per line"):
     """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON
     object is an error naming file, line and what was `expect`ed."""
-    for line_no, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also breaks at U+2028, U+0085 and friends, which JSON allows raw
+    # inside strings (json.dumps(ensure_ascii=False) writes them so); a trailing "\r" is JSON whitespace.
+    for line_no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

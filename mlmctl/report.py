@@ -105,6 +105,8 @@ def summary_rows(data: Path | None, runs: Path | None,
                 rows.append((f"{name} vs baseline", baseline_effect(d)))
         elif "pearson" in ev:
             rows.append((f"{name} (regression)", regression_line(ev)))
+            if "pearson" in (ev.get("baseline") or {}):
+                rows.append((f"{name} vs baseline", regression_baseline_effect(d)))
     if data is not None and _extra(data / "tagging"):
         rows.append(tagging_task_row(_extra(data / "tagging")))
     rows += tagging_rows(taggers)
@@ -286,7 +288,39 @@ def regression_line(ev: dict) -> str:
     bl = ev.get("baseline") or {}
     if "pearson" in bl:
         text += f"; tf-idf + ridge baseline pearson {with_ci(bl, 'pearson')}, mse {with_ci(bl, 'mse')}"
-    return text
+    return text + regression_verdict(ev)
+
+
+def regression_verdict(ev: dict) -> str:
+    """Say it when a regressor's MSE is no better than always predicting the train mean (a
+    constant has no correlation to compare; its MSE is the figure to beat)."""
+    mean = ev.get("mean_baseline") or {}
+    if isinstance(mean.get("mse"), (int, float)) and isinstance(ev.get("mse"), (int, float)) and ev["mse"] >= mean["mse"]:
+        return "; no better than predicting the train mean (mse)"
+    return ""
+
+
+def regression_baseline_effect(eval_dir: Path) -> str:
+    """Whether a regressor beats the tf-idf + ridge baseline eval fitted beside it: model minus
+    baseline Pearson and MSE, paired over the test examples (predictions.jsonl); "beats" only when
+    an interval says so and none says the opposite, as for classifiers."""
+    from mlmctl.bootstrap import DEFAULT_RESAMPLES, paired_regression_difference
+
+    ev, model, base = _load(eval_dir / EVAL_JSON), _predictions(eval_dir), _predictions(eval_dir, "baseline_prediction")
+    numbers = model and base and all(isinstance(v, (int, float)) for v in model[0] + model[1] + base[1])
+    if not (ev and numbers):
+        return "not compared (needs predictions.jsonl with the baseline's predictions: eval `predictions: true`)"
+    note = ev.get("intervals") or {}
+    d = paired_regression_difference(model[0], model[1], base[1], note.get("resamples") or DEFAULT_RESAMPLES,
+                                     note.get("seed", 0))
+    text = ", ".join(f"{m} {d[m]['diff']:+.3f} [{d[m]['ci'][0]:+.3f}, {d[m]['ci'][1]:+.3f}]" for m in ("pearson", "mse"))
+    text += f" (paired bootstrap, {len(model[0])} test examples)"
+    better, worse = [m for m in d if d[m]["better"]], [m for m in d if d[m]["worse"]]
+    if better and not worse:
+        return f"beats the tf-idf baseline: {text}"
+    if worse and not better:
+        return f"does not beat the baseline; the baseline is better: {text}"
+    return f"does not beat the baseline (the 95% intervals include 0): {text}"
 
 
 def pretraining_effect(pre_dir: Path, rand_dir: Path) -> str:

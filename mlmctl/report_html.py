@@ -4,7 +4,10 @@
 
 The page holds the summary tables of `mlmctl report`, the pretraining (and fine-tuning) curves of
 `mlmctl plot`, the majority / random-init / pretrained comparison as a bar chart, and for each
-classifier its confusion matrix as a heat map with per-class precision, recall and F1. Images are
+classifier its confusion matrix as a heat map with per-class precision, recall and F1; when the
+chain has them, its taggers (entity F1 and token accuracy with intervals, per entity type, beside
+the every-token-O baseline, pretrained vs random init as a paired bootstrap, and a bar chart) and
+its regression models (Pearson, Spearman, MSE beside the train-mean and tf-idf baselines). Images are
 inline PNGs (`data:image/png;base64`), there are no scripts and no links to fetch: the file opens
 in a browser without network access and can be mailed or attached to CI as it is.
 
@@ -22,6 +25,7 @@ from pathlib import Path
 from mlmctl import plot
 from mlmctl.errors import MlmctlError
 from mlmctl.report import EVAL_JSON, LABELS, eval_label, find_evals, find_pretrain
+from mlmctl.report_tagging import LABELS as TAGGER_LABELS
 
 # A report table cell: "0.787" or "0.787 [0.745, 0.826]" (a figure with its 95% interval).
 _CELL = re.compile(r"^\s*(-?[\d.]+)(?:\s*\[(-?[\d.]+),\s*(-?[\d.]+)\])?")
@@ -59,6 +63,7 @@ def write(path: Path, rows: list[tuple[str, str]], table: list[tuple], data: Pat
                      f"accuracy {ev['accuracy']:.3f}, macro-F1 {ev.get('macro_f1', 0):.3f}</p>")
         parts.append(_img(confusion_figure(ev, name), f"confusion matrix of {name}"))
         parts.append(_table(["class", "precision", "recall", "F1", "support"], _per_class_rows(ev)))
+    parts += _tagger_section(evals, runs) + _regression_section(evals, runs)
     atomic_write_text(path, _page("mlmctl chain report", "\n".join(parts)))
     return Path(path)
 
@@ -90,7 +95,8 @@ def write_images(out_dir: str | Path, data: str | Path | None, runs: str | Path)
 # figures
 
 
-def comparison_figure(header: list[str], table: list[tuple]):
+def comparison_figure(header: list[str], table: list[tuple],
+                      title: str = "downstream task: majority class vs random init vs pretrained"):
     """Grouped bars, one group per model (majority class, random init, pretrained, ...), one bar
     per score column, with the 95% interval as an error bar when the table gives one."""
     width = len(header) - 1  # a short row is padded, extra columns are not charted
@@ -120,7 +126,7 @@ def comparison_figure(header: list[str], table: list[tuple]):
     ax.set_xlabel("score on the test set (error bars: 95% bootstrap interval, when computed)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title("downstream task: majority class vs random init vs pretrained")
+    ax.set_title(title)
     return fig
 
 
@@ -189,6 +195,77 @@ def _finetune_dirs(runs: Path | None) -> list[Path]:
         except MlmctlError:
             continue
     return found
+
+
+# ----------------------------------------------------------------------------------------------
+# tagging and regression: what the text report's lines say, per model, with a chart for taggers
+
+TAGGER_HEADER = ["model", "entity F1", "token accuracy"]
+
+
+def _tagger_section(evals: list[Path], runs: Path | None) -> list[str]:
+    """Each tagger eval (entity F1 and token accuracy with intervals, per entity type), the
+    constant baselines, pretrained vs random init (paired), and the figures as bars. Nothing when
+    the chain has no tagger, as the text report then prints no tagging line."""
+    from mlmctl.report import with_ci
+    from mlmctl.report_tagging import PRETRAINED, RANDOM, is_tagging_eval, paired_effect
+
+    taggers = [(d, ev) for d in evals if is_tagging_eval(ev := _load(d / EVAL_JSON)) and "token_accuracy" in ev]
+    if not taggers:
+        return []
+    parts = ["<h2 id='taggers'>Taggers</h2>"]
+    chart = []
+    for d, ev in taggers:
+        name = TAGGER_LABELS.get(d.name) or eval_label(d, runs)
+        f1 = with_ci(ev, "entity_f1") if "entity_f1" in ev else "n/a (tag_scheme none)"
+        chart.append((name, f1, with_ci(ev, "token_accuracy")))
+        parts.append(f"<h3>{_e(name)}</h3><p>{_e(str(d / EVAL_JSON))}: {ev.get('n_sentences', '?')} test sentences, "
+                     f"entity F1 {_e(f1)}, token accuracy {_e(with_ci(ev, 'token_accuracy'))}</p>")
+        per_type = ev.get("per_type") or {}
+        if per_type:
+            parts.append(_table(["entity type", "precision", "recall", "F1", "support"],
+                                [(k, *(_num(v.get(m)) for m in ("precision", "recall", "f1")), v.get("support", "?"))
+                                 for k, v in per_type.items()]))
+    for b in (taggers[0][1].get("baseline") or {}).values():
+        chart.append((f"every token {b.get('tag', '?')}", _num(b.get("entity_f1")), _num(b.get("token_accuracy"))))
+    by_name = {d.name: d for d, _ in taggers}
+    if PRETRAINED in by_name and RANDOM in by_name:
+        parts.append(f"<p>pretraining effect: {_e(paired_effect(by_name[PRETRAINED], by_name[RANDOM]))}</p>")
+    parts.append(_table(TAGGER_HEADER, chart))
+    fig = comparison_figure(TAGGER_HEADER, chart, "tagging: pretrained vs random init vs constant baselines")
+    if fig is not None:
+        parts.append(_img(fig, "entity F1 and token accuracy per tagger"))
+    return parts
+
+
+def _regression_section(evals: list[Path], runs: Path | None) -> list[str]:
+    """Each regression eval: Pearson, Spearman and MSE with intervals beside the train-mean and
+    tf-idf + ridge baselines (the text report's regression line, as a table)."""
+    from mlmctl.report import regression_baseline_effect, with_ci
+
+    regressors = [(d, ev) for d in evals if "pearson" in (ev := _load(d / EVAL_JSON)) and "accuracy" not in ev]
+    if not regressors:
+        return []
+    parts = ["<h2 id='regression'>Regression</h2>"]
+    for d, ev in regressors:
+        name = LABELS.get(d.name) or eval_label(d, runs)
+        rows = [(name, *(with_ci(ev, k) for k in ("pearson", "spearman", "mse")))]
+        mean = ev.get("mean_baseline") or {}
+        if "mse" in mean:
+            rows.append(("train-mean predictor", "", "", _num(mean["mse"])))
+        bl = ev.get("baseline") or {}
+        if "pearson" in bl:
+            rows.append(("tf-idf + ridge baseline", *(with_ci(bl, k) if k in bl else "" for k in
+                                                     ("pearson", "spearman", "mse"))))
+        parts.append(f"<h3>{_e(name)}</h3><p>{_e(str(d / EVAL_JSON))}</p>")
+        parts.append(_table(["model", "pearson", "spearman", "MSE"], rows))
+        if "pearson" in bl:
+            parts.append(f"<p>vs baseline: {_e(regression_baseline_effect(d))}</p>")
+    return parts
+
+
+def _num(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "missing"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -142,7 +142,9 @@ def _conll(path: Path, text: str, tag_column: int):
     toks: list[str] = []
     tags: list[str] = []
     start = 0
-    for line_no, line in enumerate(text.splitlines(), 1):
+    # Lines at "\n" only, so line numbers match an editor's (splitlines() also breaks at U+2028,
+    # U+0085, ...); a "\r" of CRLF is whitespace to split().
+    for line_no, line in enumerate(text.split("\n"), 1):
         cols = line.split()
         if not cols or cols[0] == DOCSTART:
             if toks:

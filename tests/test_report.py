@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mlmctl.report import _majority_macro_f1, summary_rows
 
 
@@ -161,3 +163,41 @@ def test_regression_eval_gets_its_line(tmp_path):
     rows = dict(summary_rows(None, runs)[0])
     assert rows["sts/eval (regression)"] == ("pearson 0.800, spearman 0.750, mse 0.500; train-mean predictor mse "
                                              "1.200; tf-idf + ridge baseline pearson 0.600, mse 0.900")
+
+
+@pytest.mark.parametrize("mse, says", [(0.5, ""), (1.3, "; no better than predicting the train mean (mse)")])
+def test_regression_line_says_when_the_model_is_no_better_than_the_train_mean(tmp_path, mse, says):
+    runs = tmp_path / "runs"
+    _eval(runs / "sts" / "eval", pearson=0.7, spearman=0.5, mse=mse, mean_baseline={"mse": 1.2},
+          baseline={"pearson": 0.6, "mse": 0.9})
+    line = dict(summary_rows(None, runs)[0])["sts/eval (regression)"]
+    assert line.endswith("mse 0.900" + says), line
+
+
+@pytest.mark.parametrize("noise, want", [(0.1, "beats the tf-idf baseline: pearson +"),
+                                         (3.0, "does not beat the baseline; the baseline is better: pearson -")])
+def test_regression_vs_baseline_is_a_paired_comparison(tmp_path, noise, want):
+    """Model minus baseline Pearson and MSE over the same test examples, from predictions.jsonl."""
+    import random
+
+    from mlmctl.bootstrap import paired_regression_difference
+    from mlmctl.metrics import regression_report
+
+    rng = random.Random(0)
+    gold = [rng.uniform(0, 5) for _ in range(120)]
+    model = [g + rng.gauss(0, noise) for g in gold]
+    base = [g + rng.gauss(0, 1.0) for g in gold]
+    runs = tmp_path / "runs"
+    d = _eval(runs / "sts", pearson=0.5, spearman=0.5, mse=1.0, baseline={"pearson": 0.5, "mse": 1.0},
+              intervals={"resamples": 400, "seed": 0})
+    (d / "predictions.jsonl").write_text("".join(json.dumps({"index": i, "label": g, "prediction": m,
+                                                             "baseline_prediction": b}) + "\n"
+                                                 for i, (g, m, b) in enumerate(zip(gold, model, base))))
+    line = dict(summary_rows(None, runs)[0])["sts vs baseline"]
+    assert line.startswith(want) and "(paired bootstrap, 120 test examples)" in line, line
+    diff = paired_regression_difference(gold, model, base, 400, 0)
+    a, b = regression_report(gold, model), regression_report(gold, base)
+    assert diff["pearson"]["diff"] == pytest.approx(a["pearson"] - b["pearson"])
+    assert diff["mse"]["diff"] == pytest.approx(a["mse"] - b["mse"])
+    lo, hi = diff["pearson"]["ci"]
+    assert lo <= diff["pearson"]["diff"] <= hi

@@ -128,3 +128,46 @@ def test_missing_matplotlib_fails_before_the_report(tmp_path, run_cli, monkeypat
     code, out, err = run_cli("report", "--data", data, "--runs", runs, "--html", tmp_path / "r.html")
     assert code == 1 and out == "" and 'pip install "mlmctl[plot]"' in err
     assert not (tmp_path / "r.html").exists()
+
+
+def _tagger_eval(gold, pred, f1, acc):
+    return {"mode": "tagger", "task": "token-classification", "tag_scheme": "iob2", "n_sentences": len(gold),
+            "entity_f1": f1, "entity_f1_ci": [f1 - 0.1, f1 + 0.05], "token_accuracy": acc,
+            "token_accuracy_ci": [acc - 0.05, acc + 0.02], "intervals": {"resamples": 200, "seed": 0},
+            "per_type": {"CODE": {"precision": f1, "recall": f1, "f1": f1, "support": 9}},
+            "baseline": {"all_O": {"tag": "O", "entity_f1": 0.0, "token_accuracy": 0.61},
+                         "majority_tag": {"tag": "O", "entity_f1": 0.0, "token_accuracy": 0.61}}}
+
+
+def test_taggers_and_regression_have_their_sections(tmp_path, run_cli):
+    """What the text report says of taggers and regressors is on the page too: figures with their
+    intervals, per entity type, the baselines, the paired pretraining effect, a bar chart."""
+    pytest.importorskip("matplotlib")
+    data, runs = _chain(tmp_path)
+    gold = [["B-CODE", "O", "O"], ["O", "B-CODE", "I-CODE"]] * 6
+    for name, pred, f1, acc in (("eval-tagging-pretrained", gold, 0.9, 0.95),
+                                ("eval-tagging-random", [["O"] * 3] * 12, 0.2, 0.7)):
+        _write(runs / name / "eval.json", _tagger_eval(gold, pred, f1, acc))
+        _write(runs / name / "predictions.jsonl", "".join(
+            json.dumps({"index": i, "tokens": ["a"] * 3, "gold": g, "predicted": p}) + "\n"
+            for i, (g, p) in enumerate(zip(gold, pred))))
+    _write(runs / "eval-sts" / "eval.json", {
+        "mode": "classifier", "pearson": 0.81, "pearson_ci": [0.7, 0.88], "spearman": 0.79, "mse": 0.42,
+        "mean_baseline": {"mse": 1.25}, "baseline": {"pearson": 0.55, "spearman": 0.5, "mse": 0.9}})
+    out = tmp_path / "report.html"
+    code, stdout, err = run_cli("report", "--data", data, "--runs", runs, "--html", out)
+    assert code == 0, err
+    page = _Page()
+    page.feed(out.read_text())
+    page.close()
+    assert page.headings[-5:] == ["Taggers", "pretrained + finetune", "random init + finetune", "Regression",
+                                  "eval-sts"], page.headings
+    assert "Taggers" not in page.headings[:-5]
+    cells = set(page.cells)
+    assert {"0.900 [0.800, 0.950]", "0.950 [0.900, 0.970]", "every token O", "CODE", "0.000", "0.610"} <= cells
+    assert {"0.810 [0.700, 0.880]", "train-mean predictor", "1.250", "tf-idf + ridge baseline", "0.550"} <= cells
+    text = out.read_text()
+    assert "pretraining effect: pretraining helps: entity F1 +" in text, text[-3000:]
+    assert "vs baseline: not compared (needs predictions.jsonl" in text  # the regression eval wrote none
+    # curves x2, comparison, two confusion matrices, and the tagging chart
+    assert len(page.imgs) == 6 and all(i["src"].startswith("data:image/png;base64,") for i in page.imgs)

@@ -197,11 +197,15 @@ def run(ctx) -> dict:
     device = pick_device(cfg.device, "eval")
     model_dir = resolve_model_dir(cfg.input, STAGE)
     raw_cfg = _read_config(model_dir)
-    mode = cfg.mode
-    if mode == "auto":
-        from mlmctl.eval_tokens import is_tagger_config
+    from mlmctl.eval_tokens import is_tagger_config
 
-        mode = "tagger" if is_tagger_config(raw_cfg) else "classifier" if is_classifier_config(raw_cfg) else "mlm"
+    found = ("tagger" if is_tagger_config(raw_cfg, model_dir)
+             else "classifier" if is_classifier_config(raw_cfg, model_dir) else "mlm")
+    mode = found if cfg.mode == "auto" else cfg.mode
+    if {mode, found} == {"tagger", "classifier"}:  # the same `classifier.*` keys would load, silently wrong
+        raise InputError(f"eval: {model_dir} is a {'token' if found == 'tagger' else 'sequence'} classifier "
+                         f"(config.json), not a {'sequence classifier' if mode == 'classifier' else 'tagger'}; "
+                         "use mode: auto")
     ctx.log(f"{model_dir}: {mode} evaluation")
     if mode == "tagger":
         from mlmctl.eval_tokens import eval_tagger
@@ -228,10 +232,12 @@ def run(ctx) -> dict:
     return summary
 
 
-def is_classifier_config(raw: dict) -> bool:
+def is_classifier_config(raw: dict, model_dir: Path) -> bool:
     """config.json of a sequence classifier? HF writes a default id2label into every config, so
     only `architectures` (or mlmctl's own finetune marker) decides."""
-    archs = raw.get("architectures") or []
+    from mlmctl.head_config import architectures
+
+    archs = architectures(raw, model_dir, STAGE)
     return any(a.endswith("ForSequenceClassification") for a in archs) or "mlmctl_finetune" in raw
 
 
@@ -243,9 +249,15 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     """A sequence classifier or regressor (config.json `problem_type`) on `test_file`, with its baselines."""
     if not cfg.test_file:
         raise MlmctlError("eval: classifier evaluation needs `test_file` (e.g. --set test_file=data/task/test.tsv)")
-    labels = _id2label(raw, model_dir)
+    from mlmctl.head_config import head_labels, problem_type
+
+    labels = head_labels(raw, model_dir, STAGE)
+    kind = problem_type(raw, model_dir, STAGE)
     ft = raw.get("mlmctl_finetune") or {}
-    regression = raw.get("problem_type") == "regression" or (raw.get("problem_type") is None and len(labels) == 1)
+    regression = kind == "regression" or (kind is None and len(labels) == 1)
+    if regression and len(labels) > 1:  # a regressor has one output; which figure would we read?
+        raise InputError(f"eval: {model_dir}/config.json says problem_type regression but id2label has "
+                         f"{len(labels)} labels; a regressor has one output: fix config.json")
     if len(labels) < 2 and not regression:
         raise InputError(f"eval: {model_dir}/config.json has no id2label with at least 2 labels; is it a classifier?")
     fields = {"text_field": cfg.text_field or ft.get("text_field") or "text",
@@ -258,14 +270,6 @@ def _eval_classifier(ctx, cfg: EvalConfig, model_dir: Path, raw: dict, device):
     if regression:
         return _score_regression(ctx, cfg, model_dir, ft, data, model, encoder, device)
     return _score_classifier(ctx, cfg, ft, data, labels, model, encoder, device)
-
-
-def _id2label(raw: dict, model_dir: Path) -> list[str]:
-    id2label = raw.get("id2label") or {}
-    try:
-        return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
-    except KeyError:
-        raise InputError(f"eval: {model_dir}/config.json has a malformed id2label (ids must be 0..K-1)") from None
 
 
 def _read_test(cfg: EvalConfig, model_dir: Path, fields: dict, regression: bool):
@@ -691,5 +695,9 @@ def _read_docs(path: Path) -> list[str]:
 def _read_config(model_dir: Path) -> dict:
     from mlmctl.safe_json import read_json_file
 
-    return read_json_file(model_dir / "config.json", STAGE)
+    raw = read_json_file(model_dir / "config.json", STAGE)
+    if not isinstance(raw.get("mlmctl_finetune") or {}, dict):
+        raise InputError(f"eval: {model_dir}/config.json: mlmctl_finetune must be an object (finetune writes it); "
+                         "fix config.json or fine-tune again")
+    return raw
 

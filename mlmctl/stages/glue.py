@@ -260,6 +260,7 @@ def _predict(ctx, model_dir: Path, task: GlueTask, data) -> list:
     import torch
 
     from mlmctl.devices import pick_device
+    from mlmctl.head_config import head_labels
     from mlmctl.model_dir import load_own_arch
     from mlmctl.text_encoder import TextEncoder, pad_batch
 
@@ -268,8 +269,7 @@ def _predict(ctx, model_dir: Path, task: GlueTask, data) -> list:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, STAGE)
     raw = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = raw.get("id2label") or {}
-    labels = [id2label[str(i)] for i in range(len(id2label))]
+    labels = head_labels(raw, model_dir, STAGE)
     model, _, _ = load_own_arch(model_dir, "classifier", STAGE, num_labels=1 if task.is_regression else len(labels))
     model.to(device).eval()
     encoder = TextEncoder(model_dir, cfg.max_seq_len, STAGE)
