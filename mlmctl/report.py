@@ -212,9 +212,16 @@ def model_line(cfg: dict | None) -> str | None:
 
 def with_ci(ev: dict, key: str, digits: int = 3) -> str:
     """`0.787 [0.745, 0.826]`: a figure and its 95% interval from eval.json (when it has one)."""
-    ci = ev.get(f"{key}_ci")
-    text = f"{ev[key]:.{digits}f}"
-    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+    value, ci = ev.get(key), ev.get(f"{key}_ci")
+    if not _is_number(value):  # a hand-edited or older eval.json: say so in the cell, never crash
+        return "missing" if value is None else "unreadable"
+    text = f"{value:.{digits}f}"
+    ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_number(x) for x in ci)
+    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ok else "")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def mlm_rows(mlm: dict) -> list[tuple[str, str]]:

@@ -31,10 +31,10 @@ def tagging_task_row(extra: dict) -> tuple[str, str]:
 
 def tagging_rows(evals: dict[str, Path]) -> list[tuple[str, str]]:
     """(name, value) rows for the tagger evals, keyed by directory name."""
-    from mlmctl.report import with_ci
+    from mlmctl.report import _load, with_ci
 
     rows = []
-    loaded = {name: json.loads((d / EVAL_JSON).read_text()) for name, d in evals.items()}
+    loaded = {name: ev for name, d in evals.items() if isinstance(ev := _load(d / EVAL_JSON), dict)}
     for name, ev in loaded.items():
         if "entity_f1" in ev:
             text = f"entity F1 {with_ci(ev, 'entity_f1')}, token accuracy {with_ci(ev, 'token_accuracy')}"
@@ -43,9 +43,12 @@ def tagging_rows(evals: dict[str, Path]) -> list[tuple[str, str]]:
         rows.append((f"tagging: {LABELS.get(name, name)}", text))
     if loaded:
         ev = next(iter(loaded.values()))
-        for b in (ev.get("baseline") or {}).values():
-            f1 = f"entity F1 {b['entity_f1']:.3f}, " if "entity_f1" in b else ""
-            rows.append((f"tagging: every token {b['tag']}", f"{f1}token accuracy {b['token_accuracy']:.3f}"))
+        baselines = ev.get("baseline")
+        for b in (baselines.values() if isinstance(baselines, dict) else []):
+            if not isinstance(b, dict) or "tag" not in b:
+                continue  # a hand-edited eval.json: show what can be read
+            f1 = f"entity F1 {with_ci(b, 'entity_f1')}, " if "entity_f1" in b else ""
+            rows.append((f"tagging: every token {b['tag']}", f"{f1}token accuracy {with_ci(b, 'token_accuracy')}"))
             break  # the first (all-O) is the one that matters; the majority tag is O in the demo
     if PRETRAINED in evals and RANDOM in evals:
         rows.append(("tagging: pretraining effect", paired_effect(evals[PRETRAINED], evals[RANDOM])))
@@ -68,8 +71,10 @@ def paired_effect(pre_dir: Path, rand_dir: Path) -> str:
     from mlmctl.token_data import sentence_counts
 
     pre, rand = _predictions(pre_dir), _predictions(rand_dir)
-    ev = json.loads((pre_dir / EVAL_JSON).read_text())
-    if not (pre and rand) or "entity_f1" not in ev:
+    from mlmctl.report import _load
+
+    ev = _load(pre_dir / EVAL_JSON)
+    if not (pre and rand) or not isinstance(ev, dict) or "entity_f1" not in ev:
         return "not compared (needs predictions.jsonl with entity figures from both tagger evals)"
     if pre[0] != rand[0]:
         return "not compared (the two evals scored different test files)"

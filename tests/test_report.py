@@ -201,3 +201,21 @@ def test_regression_vs_baseline_is_a_paired_comparison(tmp_path, noise, want):
     assert diff["mse"]["diff"] == pytest.approx(a["mse"] - b["mse"])
     lo, hi = diff["pearson"]["ci"]
     assert lo <= diff["pearson"]["diff"] <= hi
+
+
+def test_hand_edited_eval_jsons_are_shown_as_missing_never_a_crash(tmp_path, run_cli):
+    """eval.json files are the user's to edit: a figure of the wrong type, a broken interval, a
+    baseline without its keys give "missing"/"unreadable" cells, exit 0."""
+    runs = tmp_path / "runs"
+    crafted = {
+        "eval-tagger-pretrained": {"task": "token-classification", "entity_f1": "high", "token_accuracy_ci": [1],
+                                   "baseline": {"all_o": {"token_accuracy": 0.5}, "x": "y"}},
+        "eval-tagger-random": {"task": "token-classification", "baseline": []},
+        "eval-pretrained": {"accuracy": 0.5, "accuracy_ci": ["a", None], "macro_f1": None},
+    }
+    for name, ev in crafted.items():
+        (runs / name).mkdir(parents=True)
+        (runs / name / "eval.json").write_text(json.dumps(ev))
+    code, out, err = run_cli("report", "--runs", runs)
+    assert code == 0 and "Traceback" not in err, err
+    assert "unreadable" in out and "missing" in out
