@@ -214,11 +214,13 @@ def main() -> int:
         print(f"bench_text_to_ids: {mb:.0f} MB of text ({time.monotonic() - t0:.0f} s to generate), "
               f"workers = num_proc = {args.workers}, load {os.getloadavg()[0]:.1f}", flush=True)
         runs: dict[str, list[tuple[float, float]]] = {"mlmctl": [], "hf": []}
+        cpu: dict[str, float] = {"mlmctl": 0.0, "hf": 0.0}
         for r in range(rounds):
             for name, route in (("mlmctl", mlmctl_route), ("hf", hf_route)):
                 n = len(CPU)
                 s, rss = route(base / "clean", base / name, tokenizer, args.workers)
                 runs[name].append((s, rss))
+                cpu[name] += sum(CPU[n:])
                 steps = " + ".join(f"{c:.1f}" for c in CPU[n:])
                 print(f"  round {r + 1}: {name:6} {s:7.1f} s  {mb / s:6.2f} MB/s  CPU {sum(CPU[n:]):6.1f} s ({steps})  "
                       f"peak RSS {rss:6.0f} MB  "
@@ -227,6 +229,8 @@ def main() -> int:
         print(f"\nbest of {rounds}: mlmctl {best['mlmctl'][0]:.1f} s ({mb / best['mlmctl'][0]:.2f} MB/s), "
               f"HF {best['hf'][0]:.1f} s ({mb / best['hf'][0]:.2f} MB/s): "
               f"mlmctl is {best['hf'][0] / best['mlmctl'][0]:.2f}x the HF route (target >= 2)")
+        print(f"CPU, all rounds: mlmctl {cpu['mlmctl']:.1f} s, HF {cpu['hf']:.1f} s: "
+              f"{cpu['hf'] / cpu['mlmctl']:.2f}x (the figure the machine's load bends least)")
         print(f"peak RSS: mlmctl {max(r for _, r in runs['mlmctl']):.0f} MB, HF {max(r for _, r in runs['hf']):.0f} MB")
         shutil.rmtree(base / "hf", ignore_errors=True)
         for extra in [float(x) for x in args.rss_sizes.split(",") if x and not args.quick]:

@@ -46,9 +46,15 @@ _CJK_TERMS = "\u3002\uff01\uff1f\uff1b\uff61\uff0e"  # 。！？；｡．
 # terminator with no space in between ("你好!我很好").
 _CJK_RANGE = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 
+_LATIN_TERMS = ".!?\u2026"
+# A candidate end: a run of CJK terminators (+ closers), or a run of Latin ones (+ closers) that
+# whitespace or CJK text follows. The pattern starts with one character class so that the regex
+# engine skips ahead to the next terminator in C (a leading alternation is tried at every
+# position: twice the cost). The empty group `cjk` marks the CJK branch.
 _CANDIDATE = re.compile(
-    f"(?P<cjk>[{_CJK_TERMS}]+[{_CLOSERS_CJK}]*)"
-    f"|(?P<lat>(?:\\.\\.+|\u2026|[.!?])+[{_CLOSERS_LATIN}]*)(?=\\s|[{_CJK_RANGE}])"
+    f"[{_CJK_TERMS}{_LATIN_TERMS}]"
+    f"(?:(?<=[{_CJK_TERMS}])(?P<cjk>)[{_CJK_TERMS}]*[{_CLOSERS_CJK}]*"
+    f"|[{_LATIN_TERMS}]*[{_CLOSERS_LATIN}]*(?=\\s|[{_CJK_RANGE}]))"
 )
 _PARAGRAPH = re.compile(r"\n[^\S\n]*\n\s*")
 _NEXT_WORD = re.compile(r"\s*(\S)")
@@ -68,7 +74,7 @@ def _split_block(block: str, out: list[str]) -> None:
     start = 0
     for m in _CANDIDATE.finditer(block):
         end = m.end()
-        if m.group("lat") is not None and not _latin_boundary(block, m):
+        if m.group("cjk") is None and not _latin_boundary(block, m):
             continue
         piece = block[start:end].strip()
         if piece:
@@ -85,7 +91,7 @@ def _latin_boundary(block: str, m: re.Match) -> bool:
         return False
     if nxt.group(1).islower():
         return False
-    term = m.group("lat").rstrip(_CLOSERS_LATIN)
+    term = m.group().rstrip(_CLOSERS_LATIN)
     if term != ".":  # "!", "?", "...", "?!" followed by a capital or digit
         return True
     # The word before the dot; scanning back is bounded by that word's length,

@@ -592,7 +592,7 @@ class _WordIds:
         import numpy as np
 
         self.model = model
-        self.number: dict[str, int] = {}
+        self.number = _Numbering()
         self._flat: list[int] = []  # ids of every known word, back to back
         self._first: list[int] = []  # per word number: where its ids start in _flat
         self._arrays = (np.zeros(0, np.int64),) * 3
@@ -602,17 +602,18 @@ class _WordIds:
         import numpy as np
 
         number = self.number
-        new = [w for w in dict.fromkeys(words) if w not in number]
-        if new:
-            encs = self.model.encode_batch([[w] for w in new], is_pretokenized=True, add_special_tokens=False)
-            for word, enc in zip(new, encs):
-                number[word] = len(self._first)
+        # One C-level dict lookup per word; only a word not seen before runs Python (`__missing__`),
+        # where a `dict.fromkeys` + membership pass over the block cost as much as the lookups.
+        k = np.fromiter(map(number.__getitem__, words), dtype=np.int64, count=len(words))
+        if number.new:
+            encs = self.model.encode_batch([[w] for w in number.new], is_pretokenized=True, add_special_tokens=False)
+            for enc in encs:
                 self._first.append(len(self._flat))
                 self._flat.extend(enc.ids)
+            number.new.clear()
             first = np.asarray(self._first + [len(self._flat)], dtype=np.int64)
             self._arrays = (np.asarray(self._flat, dtype=np.int64), first[:-1], np.diff(first))
         flat, first, length = self._arrays
-        k = np.fromiter(map(number.__getitem__, words), dtype=np.int64, count=len(words))
         word_tokens = length[k]
         total = int(word_tokens.sum())
         offset = np.cumsum(word_tokens) - word_tokens  # where each word's ids go in the output
@@ -621,6 +622,19 @@ class _WordIds:
         starts = np.zeros(total, dtype=bool)
         starts[offset[word_tokens > 0]] = True
         return ids, starts, word_tokens
+
+
+class _Numbering(dict):
+    """word -> number in order of first appearance; `new` lists the words first seen since it was last cleared."""
+
+    def __init__(self):
+        super().__init__()
+        self.new: list[str] = []
+
+    def __missing__(self, word: str) -> int:
+        self[word] = n = len(self)
+        self.new.append(word)
+        return n
 
 
 def _split_joined(line: str):

@@ -153,8 +153,10 @@ def test_indexing_path_equals_full_tokenizer_on_any_unicode(trained, kind, text)
         want = full.encode(sentence, add_special_tokens=False)
         got = model.encode(words, is_pretokenized=True, add_special_tokens=False).ids if words else []
         assert got == want.ids
-        # indexing's word table (ids per distinct pre-token, gathered): the same ids and word starts
-        ids, starts, _ = _WordIds(model).encode(words * 2)
+        # indexing's word table (ids per distinct pre-token, gathered): the same ids and word starts,
+        # with one table kept across examples as across a shard's blocks (known and new words mixed)
+        table = _table_cache.setdefault(kind, _WordIds(model))
+        ids, starts, _ = table.encode(words * 2)
         assert ids.tolist() == want.ids * 2
         word_ids = want.word_ids * 2
         assert starts.tolist() == [i == 0 or word_ids[i] != word_ids[i - 1] or i == len(want.ids)
@@ -163,6 +165,7 @@ def test_indexing_path_equals_full_tokenizer_on_any_unicode(trained, kind, text)
 
 _full_cache: dict = {}
 _pre_cache: dict = {}
+_table_cache: dict = {}
 
 
 def cjk_docs(n: int, seed: int) -> list[str]:
