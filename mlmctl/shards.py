@@ -13,6 +13,7 @@ import contextlib
 import errno
 import gzip
 import hashlib
+import zlib
 import json
 import os
 import secrets
@@ -207,7 +208,7 @@ class GzipMember:
     level and `os_code` only; the data is compressed in ~1 MB batches. `close()` writes the trailer."""
 
     def __init__(self, raw: IO[bytes], level: int, os_code: int = GZIP_OS_UNKNOWN) -> None:
-        import zlib
+
 
         self.raw = raw
         # Raw deflate with gzip's defaults (memLevel 8, default strategy), framed below as the
@@ -227,7 +228,7 @@ class GzipMember:
             self._compress()
 
     def _compress(self) -> None:
-        import zlib
+
 
         data = b"".join(self.buf)
         self.buf.clear()
@@ -258,7 +259,7 @@ def open_shard_lines(path: str | Path) -> Iterator[str]:
         with opener(path, "rt", encoding="utf-8", newline="\n") as f:
             for line in f:
                 yield line[:-1] if line.endswith("\n") else line
-    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+    except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as e:  # zlib.error: a flipped byte
         raise InputError(f"{path} is damaged ({e}); rerun the stage that wrote it with --force") from None
 
 

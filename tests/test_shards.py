@@ -92,3 +92,23 @@ def test_parse_task(text, expected):
 def test_parse_task_rejects(text):
     with pytest.raises(MlmctlError, match="--task"):
         parse_task(text)
+
+
+def test_damaged_gzip_shards_are_one_input_error_whatever_byte_is_flipped(tmp_path):
+    """A flipped byte inside the deflate stream raises zlib.error (not BadGzipFile): both shard
+    readers must turn every kind of damage into InputError."""
+    import gzip
+
+    from mlmctl.errors import InputError
+    from mlmctl.shards import open_shard_lines
+    from mlmctl.stages.build_vocab import _line_blocks
+
+    good = gzip.compress("".join(f'{{"id": {i}, "words": ["w{i % 97}", "x"]}}\n' for i in range(3000)).encode())
+    for pos in range(20, len(good) - 8, max(1, len(good) // 40)):
+        bad = bytearray(good)
+        bad[pos] ^= 0xFF
+        path = tmp_path / f"shard-{pos}.jsonl.gz"
+        path.write_bytes(bytes(bad))
+        for read in (lambda: list(open_shard_lines(path)), lambda: list(_line_blocks(path))):
+            with pytest.raises(InputError, match="damaged"):
+                read()

@@ -39,6 +39,7 @@ import gzip
 import json
 import math
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,7 +508,7 @@ def _line_blocks(path: str | Path, block_bytes: int = 1 << 22) -> Iterator[list[
                     yield data[:cut - 1].decode("utf-8").split("\n")
             if rest:
                 yield rest.decode("utf-8").split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # zlib.error: a flipped byte
         raise InputError(f"build-vocab: {path} is damaged ({e}); rerun `mlmctl tokenize --force`") from None
 
 
