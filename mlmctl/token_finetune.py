@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from mlmctl.errors import InputError, MlmctlError
-from mlmctl.stages.finetune import STAGE, Finetuner, _copy_state
+from mlmctl.stages.finetune import STAGE, Finetuner
 from mlmctl.token_data import TAG_METRICS, TagSpec
 
 
@@ -142,52 +142,15 @@ class TokenFinetuner(Finetuner):
         except NonFiniteLoss as e:
             raise MlmctlError(f"finetune: the loss became {e.loss} at step {step}; lower `lr`") from None
 
-    def tag_report(self, split: str) -> dict:
-        """The tagging report of the current weights on `split` (dev or test)."""
+    def evaluate(self, enc) -> dict:
+        """The tagging report of the current weights on dev or test (`enc` is one of the two):
+        the base class's dev selection and final test scoring call it."""
         from mlmctl.token_data import predict_tags, tagging_report
 
-        enc = self.dev_enc if split == "dev" else self.test_enc
+        split = "dev" if enc is self.dev_enc else "test"
         pred = predict_tags(self.raw_model, enc, self.cfg.eval_batch_size, self.encoder.pad_id, self.proc.device)
         return tagging_report(self.data[split].tags, [[self.labels[i] for i in s] for s in pred],
                               self.spec.strict_scheme)
-
-    def _evaluate_dev(self) -> bool:
-        """Score dev, keep the best weights; True when patience has run out."""
-        cfg, t, step = self.cfg, self.t, self.t["step"]
-        report = self.tag_report("dev")
-        value = report[cfg.selection_metric]
-        improved = value > t["best_value"]
-        self.metrics.write({"step": step, "epoch": t["epoch"], **{f"dev_{k}": v for k, v in _scalars(report).items()},
-                            "best": improved})
-        self.ctx.log(f"step {step}: dev {cfg.selection_metric} {value:.4f}" + (" (best)" if improved else ""))
-        if improved:
-            t.update(best_value=value, best_step=step, best_report=_scalars(report), evals_since_best=0)
-            self.best_state = _copy_state(self.raw_model)
-            self.save_best()
-            return False
-        t["evals_since_best"] += 1
-        if cfg.patience and t["evals_since_best"] >= cfg.patience:
-            self.ctx.log(f"early stop at step {step}: no better dev {cfg.selection_metric} for {t['evals_since_best']} evaluations")
-            return True
-        return False
-
-    def finish(self) -> dict:
-        from mlmctl.layout import BEST
-
-        t = self.t
-        best_step, best_report = t["best_step"], t["best_report"]
-        if self.dev_enc is None:  # no model selection: the last model is the result
-            best_step = t["step"]
-            self.best_state = _copy_state(self.raw_model)
-            self.save_best()
-        self.raw_model.load_state_dict(self.best_state)
-        test_report = self.tag_report("test") if self.test_enc is not None else None
-        summary, extra = self._summary(best_step, best_report, test_report)
-        if self.ctx.is_main:
-            self._place_best(extra)
-        self.proc.close()
-        summary["model"] = str(self.out / BEST)
-        return summary
 
     def _summary(self, best_step: int, best_report: dict | None, test_report: dict | None) -> tuple[dict, dict]:
         import time
