@@ -348,14 +348,7 @@ class BertForSequenceClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, class_weights=None):
         h = self.bert(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(self.bert.pooler(h)))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                if class_weights is not None and not torch.is_tensor(class_weights):
-                    class_weights = torch.tensor(class_weights, dtype=torch.float32, device=logits.device)
-                loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+        loss = None if labels is None else sequence_loss(logits, labels, class_weights)
         return logits, loss
 
 
@@ -376,11 +369,25 @@ class BertForTokenClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, class_weights=None):
         h = self.bert(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(h))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
-                                   weight=class_weights, ignore_index=IGNORE_INDEX)
+        loss = None if labels is None else token_loss(logits, labels, class_weights)
         return logits, loss
+
+
+def sequence_loss(logits, labels, class_weights=None):
+    """One output: regression (MSE, as HF's `problem_type: regression`); else cross-entropy,
+    optionally class-weighted. Shared by both architectures' sequence classifiers."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    if class_weights is not None and not torch.is_tensor(class_weights):
+        class_weights = torch.tensor(class_weights, dtype=torch.float32, device=logits.device)
+    return F.cross_entropy(logits.float(), labels, weight=class_weights)
+
+
+def token_loss(logits, labels, class_weights=None):
+    """Cross-entropy over every token whose label is not IGNORE_INDEX (-100: sub-words after a
+    word's first, special tokens, padding). Shared by both architectures' token classifiers."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           weight=class_weights, ignore_index=IGNORE_INDEX)
 
 
 def _init_weights(module: nn.Module, std: float) -> None:

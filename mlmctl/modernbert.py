@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mlmctl.errors import InputError
-from mlmctl.model import ACTIVATIONS, IGNORE_INDEX, check_allocatable
+from mlmctl.model import ACTIVATIONS, IGNORE_INDEX, check_allocatable, sequence_loss, token_loss
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads, intermediate_size). The GeGLU
 # width is 1.5 x hidden, ModernBERT-base's ratio (its Wi holds 2 x intermediate rows).
@@ -515,14 +515,7 @@ class ModernBertForSequenceClassification(nn.Module):
             m = m.to(h.dtype)[..., None]  # (B, T, 1)
             pooled = (h * m).sum(dim=1) / m.sum(dim=1)
         logits = self.classifier(self.drop(self.head(pooled)))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                if class_weights is not None and not torch.is_tensor(class_weights):
-                    class_weights = torch.tensor(class_weights, dtype=torch.float32, device=logits.device)
-                loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+        loss = None if labels is None else sequence_loss(logits, labels, class_weights)
         return logits, loss
 
 
@@ -545,10 +538,7 @@ class ModernBertForTokenClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None, *, token_type_ids=None, class_weights=None):
         h = self.model(input_ids, attention_mask)  # (B, T, C)
         logits = self.classifier(self.drop(self.head(h)))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1),
-                                   weight=class_weights, ignore_index=IGNORE_INDEX)
+        loss = None if labels is None else token_loss(logits, labels, class_weights)
         return logits, loss
 
 
