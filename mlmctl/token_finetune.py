@@ -99,29 +99,13 @@ class TokenFinetuner(Finetuner):
         self.ctx.log(f"{len(self.data['train'])} train sentences in {len(self.train_enc.ids)} windows; "
                      f"tags: {', '.join(self.labels)}")
 
-    def _load_or_init(self):
-        """The tagger of the input's architecture (config.json `model_type`), loaded or fresh.
-        `self.arch` is the architecture with its tagger classes in the classifier slots, so the
-        inherited checkpoint and save code writes and reloads the tagger."""
-        from mlmctl.model_dir import arch_of, architecture, load_model_dir, read_model_config
-
-        cfg, model_dir, n = self.cfg, self.model_dir, len(self.labels)
-        mcfg = read_model_config(model_dir, STAGE, arch=None)
-        arch = architecture(arch_of(mcfg))
-        self.arch = dataclasses.replace(arch, classifier=arch.tagger, hf_classifier=arch.hf_tagger)
-        if cfg.classifier_pooling is not None:
+    def with_head(self, arch):
+        """The tagger classes in the classifier slots, so the inherited load, checkpoint and save
+        code builds, writes and reloads the tagger."""
+        if self.cfg.classifier_pooling is not None:
             raise MlmctlError("finetune: `classifier_pooling` is for sequence classification; a tagger "
                               "classifies every token: remove the key")
-        if cfg.init == "pretrained":
-            model, mcfg, info = load_model_dir(model_dir, self.arch.classifier, num_labels=n,
-                                               classifier_dropout=cfg.classifier_dropout)
-            fresh = sorted({".".join(k.split(".")[:2]) if k.startswith(("bert.", "model.")) else k.split(".")[0]
-                            for k in info["missing"]})
-            self.ctx.log(f"loaded {model_dir}; freshly initialised: {', '.join(fresh) or 'nothing'}")
-        else:
-            self.ctx.log(f"random init with the architecture of {model_dir}")
-            model = self.arch.classifier(mcfg, n, classifier_dropout=cfg.classifier_dropout)
-        return model, mcfg
+        return dataclasses.replace(arch, classifier=arch.tagger, hf_classifier=arch.hf_tagger)
 
     def train_step(self, rows: list[int]) -> tuple[float, float]:
         from mlmctl.text_encoder import pad_batch

@@ -317,10 +317,7 @@ class Finetuner:
 
         cfg, model_dir, n_labels = self.cfg, self.model_dir, self.num_outputs
         mcfg = read_model_config(model_dir, STAGE, arch=None)
-        self.arch = architecture(arch_of(mcfg))
-        if cfg.classifier_pooling is not None and self.arch.name != "modernbert":
-            raise MlmctlError(f"finetune: `classifier_pooling` is for modernbert models; {model_dir} holds a "
-                              f"{self.arch.name} model (which classifies its pooled [CLS]); remove the key")
+        self.arch = self.with_head(architecture(arch_of(mcfg)))
         if cfg.init == "pretrained":
             model, mcfg, info = load_model_dir(model_dir, self.arch.classifier, num_labels=n_labels,
                                                classifier_dropout=cfg.classifier_dropout)
@@ -534,6 +531,14 @@ class Finetuner:
         ctx.finish([], files, extra)
 
     # -- Task: what sequence classification does differently from other tasks -------------------
+
+    def with_head(self, arch):
+        """The architecture whose `classifier` / `hf_classifier` classes this task trains and saves
+        (checkpoints and best/ are written through those slots); checks the head's options."""
+        if self.cfg.classifier_pooling is not None and arch.name != "modernbert":
+            raise MlmctlError(f"finetune: `classifier_pooling` is for modernbert models; {self.model_dir} holds "
+                              f"a {arch.name} model (which classifies its pooled [CLS]); remove the key")
+        return arch
 
     def read(self, path: str):
         return _read_labelled(path, self.cfg)
