@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_clean import _tree_rss_kb  # noqa: E402  (peak RSS of a process tree, the same /proc walk)
+
 HF_ROUTE = r"""
 import sys
 from datasets import load_dataset
@@ -112,25 +114,6 @@ def make_corpus(out: Path, size_mb: float, seed: int = 0, shard_mb: int = 16) ->
         if pending[split]:
             flush(split)
     write_manifest(out, Manifest(stage="clean", config={}, config_hash="bench", input_hash=None, shards=infos))
-    return total
-
-
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
-            continue
     return total
 
 
