@@ -124,6 +124,7 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+FUSED = True  # tokenize `index_with` (ids in the pass that makes the words); --two-pass: build-vocab indexes
 CPU: list[float] = []  # CPU seconds of each timed command (its whole process tree), in order
 
 
@@ -150,7 +151,8 @@ def mlmctl_route(clean: Path, work: Path, tokenizer: Path, workers: int) -> tupl
     shutil.rmtree(work, ignore_errors=True)
     w = ["--workers", str(workers)]
     mlmctl = [sys.executable, "-m", "mlmctl"]
-    t1, m1 = timed([*mlmctl, "tokenize", "--input", str(clean), "--output", str(work / "tokens"), *w])
+    fused = ["--set", f"index_with={tokenizer}"] if FUSED else []
+    t1, m1 = timed([*mlmctl, "tokenize", "--input", str(clean), "--output", str(work / "tokens"), *w, *fused])
     t2, m2 = timed([*mlmctl, "build-vocab", "--input", str(work / "tokens"), "--output", str(work / "ids"),
                     "--set", f"from={tokenizer}", *w])
     return t1 + t2, max(m1, m2)
@@ -181,6 +183,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="--workers of mlmctl = num_proc of datasets (default 2)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each route (default 2)")
     ap.add_argument("--rss-sizes", default="", help="e.g. 500,1000: the mlmctl route's peak RSS at these sizes too")
+    ap.add_argument("--two-pass", action="store_true",
+                    help="mlmctl without tokenize's `index_with`: build-vocab reads the text shards back and indexes them")
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep (default: a temporary one)")
     args = ap.parse_args()
     try:
@@ -188,6 +192,8 @@ def main() -> int:
         import transformers  # noqa: F401
     except ImportError:
         sys.exit("bench_text_to_ids: needs datasets and transformers: pip install -e '.[bench,dev]'")
+    global FUSED
+    FUSED = not args.two_pass
     size, rounds = (20, 1) if args.quick else (args.size_mb, args.rounds)
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-text-to-ids-"))
     try:

@@ -48,15 +48,18 @@ from typing import Literal
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import (
-    CLS, HF_SPECIAL_TOKENS, SEP, SPECIAL_TOKENS, SPLITS, STATS_FILE, TOKENIZER_FILE, UNK, UNK_ID, VOCAB_FILE, shard_name,
+    CLS, HF_SPECIAL_TOKENS, SEP, SPECIAL_TOKENS, SPLITS, STATS_FILE, TOKENIZER_FILE, UNK, VOCAB_FILE, shard_name,
+)
+from mlmctl.indexing import (
+    INDEX_COUNTS, INDEX_FILES, SPECIAL_IDS, ShardIndex, check_specials, model_only, pick_dtype, read_vocabulary, split_joined,
 )
 from mlmctl.pretokenize import WORD_JOINER
 from mlmctl.shards import atomic_write, atomic_write_json, atomic_write_text, file_sha256
+from mlmctl.stages.tokenize import TEXT_SUFFIX
 
 STAGE = "build-vocab"
 INPUT_STAGE = "tokenize"
 
-SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -113,6 +116,8 @@ class _IndexUnit:
     tokenizer: str
     tokenizer_sha256: str
     dtype: str
+    segmented: bool  # the lines join a segmented Chinese word's pre-tokens with WORD_JOINER
+    adopt: str  # JSON of the counts of tokenize's own index files for this shard, or "" to index
 
 
 def run(ctx) -> dict | None:
@@ -127,10 +132,12 @@ def run(ctx) -> dict | None:
     tok_path = _ensure_vocabulary(ctx, cfg, shards, pipeline)
     tok_sha = file_sha256(tok_path)
     vocab_size = _vocab_size(tok_path)
-    dtype = _pick_dtype(cfg.dtype, vocab_size)
+    dtype = pick_dtype(cfg.dtype, vocab_size)
 
+    adopt = _indexed_by_tokenize(ctx, tok_sha, dtype)
     units = [
-        _IndexUnit(split, str(ctx.input_dir / s.name), s.sha256, k, str(tok_path), tok_sha, dtype)
+        _IndexUnit(split, str(ctx.input_dir / s.name), s.sha256, k, str(tok_path), tok_sha, dtype,
+                   "segment" in pipeline, adopt.get(s.name, ""))
         for split in SPLITS for k, s in enumerate(shards[split])
     ]
     results = ctx.run_units(_index_shard, units, phase="index", unit_name="shards")
@@ -206,6 +213,24 @@ def _ensure_vocabulary(ctx, cfg: BuildVocabConfig, shards: dict, pipeline: dict)
         ctx.log(f"vocabulary trained in {time.perf_counter() - started:.1f} s")
     atomic_write_json(vocab_dir / "trained.json", {"sha256": file_sha256(tok_path)})
     return tok_path
+
+
+def _indexed_by_tokenize(ctx, tok_sha: str, dtype: str) -> dict[str, str]:
+    """{text shard name: JSON of its index counts} when tokenize already indexed the corpus with
+    this very tokenizer (`index_with`) and dtype, else {}: those files are adopted, not redone."""
+    done = ctx.input_manifest.extra.get("index_with")
+    if not isinstance(done, dict) or done.get("sha256") != tok_sha or done.get("dtype") != dtype:
+        if isinstance(done, dict):
+            ctx.log("the input was indexed with another tokenizer or dtype than this one: indexing again")
+        return {}
+    adopt = {}
+    for info in ctx.input_manifest.files:
+        if info.name.endswith(".ids.bin"):
+            if set(info.records) != set(INDEX_COUNTS) or not all(type(v) is int for v in info.records.values()):
+                return {}  # not what tokenize writes: index again rather than trust it
+            adopt[info.name.removesuffix(".ids.bin") + TEXT_SUFFIX] = json.dumps(info.records, sort_keys=True)
+    ctx.log("the input holds ids from this tokenizer (tokenize's `index_with`): adopting them")
+    return adopt
 
 
 def _stats(vocab_size: int, dtype: str, used, totals: dict) -> dict:
@@ -285,7 +310,8 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
     tok = Tokenizer(model)
     # The lines hold the pre-tokens already: split on the format's single spaces and nothing else
     # (and on the word joiners of segmented Chinese: a segmented word is still one token per character).
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(f"[ {WORD_JOINER}]"), behavior="removed")
+    joiner = WORD_JOINER if "segment" in pipeline else ""
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(f"[ {joiner}]"), behavior="removed")
     try:
         tok.train_from_iterator(_training_batches(paths, cfg.sample_fraction), trainer=trainer)
     except Exception as e:  # the Rust trainers raise plain exceptions (e.g. vocab too small for unigram)
@@ -299,7 +325,7 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
             f"{len(SPECIAL_TOKENS)} special tokens + {got - len(SPECIAL_TOKENS)} characters and pieces); "
             f"raise `vocab_size`"
         )
-    _check_specials(tok, "the trained vocabulary")
+    check_specials(tok, "the trained vocabulary", STAGE)
     doc = json.loads(tok.to_str())
     # The "##c" seeds stay in the model's vocabulary but are not special tokens.
     doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in SPECIAL_IDS]
@@ -417,39 +443,12 @@ def _complete(doc: dict, pipeline: dict, model: str) -> dict:
     return doc
 
 
-def _check_specials(tok, what: str) -> None:
-    for token, want in SPECIAL_IDS.items():
-        got = tok.token_to_id(token)
-        if got != want:
-            raise MlmctlError(
-                f"build-vocab: {what} has {token} at id {got}, but mlmctl needs "
-                + ", ".join(f"{t}={i}" for t, i in SPECIAL_IDS.items())
-            )
-
-
 def _adopt_tokenizer(path_text: str, pipeline: dict, tok_path: Path) -> None:
     """Check a `from` tokenizer file and copy it, byte for byte, as the vocabulary."""
-    from tokenizers import Tokenizer
-
-    path = Path(path_text)
-    if not path.is_file():
-        raise MlmctlError(f"build-vocab: `from` {path} does not exist or is not a file")
-    try:
-        raw = path.read_bytes()
-        tok = Tokenizer.from_str(raw.decode("utf-8"))
-        doc = json.loads(raw)
-    except Exception:
-        raise MlmctlError(f"build-vocab: `from` {path} is not a tokenizers tokenizer.json") from None
-    _check_specials(tok, f"`from` {path}")
-    for key in ("normalizer", "pre_tokenizer"):
-        if doc.get(key) != pipeline[key]:
-            raise MlmctlError(
-                f"build-vocab: `from` {path} has a different {key} than the one `tokenize` "
-                f"used ({key.replace('_', '-')} settings differ); rerun tokenize with the settings of that tokenizer"
-            )
-    tok_path.parent.mkdir(parents=True, exist_ok=True)
     from mlmctl.shards import atomic_write_bytes
 
+    raw = read_vocabulary(path_text, pipeline, stage=STAGE, key="from")
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(tok_path, raw)
 
 
@@ -463,37 +462,8 @@ def _model_type(tok_path: Path) -> str:
     return json.loads(tok_path.read_text(encoding="utf-8"))["model"].get("type", "?").lower()
 
 
-def _pick_dtype(choice: str, vocab_size: int) -> str:
-    fits16 = vocab_size <= 1 << 16
-    if choice == "uint16" and not fits16:
-        raise MlmctlError(
-            f"build-vocab: `dtype` uint16 cannot hold ids up to {vocab_size - 1} (vocabulary of "
-            f"{vocab_size:,}); set `dtype: uint32` or `auto`"
-        )
-    if choice == "auto":
-        return "uint16" if fits16 else "uint32"
-    return choice
-
-
 # ----------------------------------------------------------------------------------------------
 # Indexing
-
-_MODEL_CACHE: dict[str, object] = {}
-
-
-def _model_only(path: str, sha: str):
-    """The tokenizer's model alone: the shards hold normalized pre-tokens already."""
-    from tokenizers import Tokenizer
-
-    if sha not in _MODEL_CACHE:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        # No added-token matching either: literal "[MASK]" in the corpus is text, not a control
-        # token (the full tokenizer.json with `encode_special_tokens = True` does the same).
-        doc.update(normalizer=None, pre_tokenizer=None, post_processor=None, decoder=None, added_tokens=[])
-        _MODEL_CACHE.clear()
-        _MODEL_CACHE[sha] = Tokenizer.from_str(json.dumps(doc))
-    return _MODEL_CACHE[sha]
-
 
 def _line_blocks(path: str | Path, block_bytes: int = 1 << 22) -> Iterator[list[str]]:
     """Lines of a gzipped shard in blocks of about `block_bytes`, never splitting a line."""
@@ -514,26 +484,20 @@ def _line_blocks(path: str | Path, block_bytes: int = 1 << 22) -> Iterator[list[
 
 def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     """Token ids, word-start flags and sentence/document ends of one tokenized shard."""
-    import numpy as np
-
-    words_ids = _WordIds(_model_only(unit.tokenizer, unit.tokenizer_sha256))
-    vocab_size = words_ids.model.get_vocab_size()
-    dtype = np.dtype("<u2" if unit.dtype == "uint16" else "<u4")
-    base = shard_name(unit.index)
-    sent_ends: list[np.ndarray] = []
-    doc_ends: list[int] = []
-    n_tokens = n_sents = n_words = n_unk = n_single = 0
+    if unit.adopt:
+        return _adopt_shard(unit, part)
+    model = model_only(unit.tokenizer, unit.tokenizer_sha256)
     sents_in_doc = 0
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    with atomic_write(part / f"{base}.ids.bin") as fids, atomic_write(part / f"{base}.wstart.bin") as fws:
+    with ShardIndex(part, shard_name(unit.index), model, unit.dtype, stage=STAGE) as index:
         for block in _line_blocks(unit.src, 1 << 20):
             words: list[str] = []
             line_ends: list[int] = []  # per sentence: index one past its last word in `words`
+            doc_ends: list[int] = []
             joined = []  # (first word, continuation flags) of lines with word joiners
             for line in block:
                 if line:
-                    if WORD_JOINER in line:
-                        pieces, cont = _split_joined(line)
+                    if unit.segmented and WORD_JOINER in line:
+                        pieces, cont = split_joined(line)
                         joined.append((len(words), cont))
                         words += pieces
                     else:
@@ -541,113 +505,25 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
                     line_ends.append(len(words))
                     sents_in_doc += 1
                 elif sents_in_doc:
-                    doc_ends.append(n_sents + len(line_ends))
+                    doc_ends.append(len(line_ends))
                     sents_in_doc = 0
-            if not line_ends:
-                continue
-            ids, starts, word_tokens = words_ids.encode(words)
-            cont = np.zeros(len(words), dtype=bool)
-            for first, flags in joined:  # segmented Chinese: a pre-token inside a word starts no word
-                cont[first:first + len(flags)] = flags
-            starts[starts] = ~cont[word_tokens > 0]
-            total = len(ids)
-            if total and int(ids.max()) > np.iinfo(dtype).max:
-                raise MlmctlError(f"build-vocab: id {int(ids.max())} does not fit {unit.dtype}; set `dtype: uint32`")
-            fids.write(ids.astype(dtype).tobytes())
-            fws.write(starts.astype(np.uint8).tobytes())
-            # A word is one token when the next token starts a word too (or the block ends:
-            # blocks end on a sentence end, which is a word end).
-            nxt = np.append(starts[1:], True)
-            n_single += int(np.count_nonzero(starts & nxt))
-            n_words += int(np.count_nonzero(starts))
-            n_unk += int(np.count_nonzero(ids == UNK_ID))
-            counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
-            tokens_before = np.concatenate([[0], np.cumsum(word_tokens)])
-            sent_ends.append(n_tokens + tokens_before[line_ends])
-            n_tokens += total
-            n_sents += len(line_ends)
-    if sents_in_doc:  # a shard whose last document lacks the closing blank line
-        doc_ends.append(n_sents)
-    ends = np.concatenate(sent_ends) if sent_ends else np.zeros(0, dtype=np.int64)
-    atomic_write_bytes_np(part / "sent_ends.bin", ends.astype("<i8"))
-    atomic_write_bytes_np(part / "doc_ends.bin", np.asarray(doc_ends, dtype="<i8"))
-    atomic_write_bytes_np(part / "token_counts.bin", counts.astype("<i8"))
-    # The largest id stored: readers check it against the vocabulary without scanning the shard.
-    used = np.flatnonzero(counts)
-    return {"docs": len(doc_ends), "sentences": n_sents, "tokens": n_tokens, "words": n_words,
-            "unk": n_unk, "single_token_words": n_single, "max_id": int(used[-1]) if len(used) else -1}
+            index.add(words, line_ends, doc_ends, joined)
+        if sents_in_doc:  # a shard whose last document lacks the closing blank line
+            index.add([], [], [0])
+    return index.result
 
 
-class _WordIds:
-    """The model's ids for each distinct pre-token, computed once and then gathered with numpy.
+def _adopt_shard(unit: _IndexUnit, part: Path) -> dict:
+    """The index files tokenize wrote with this very tokenizer (`index_with`), linked, not redone."""
+    from mlmctl.shards import atomic_link
 
-    The model splits every pre-token on its own (no context crosses a pre-token), so the ids of
-    a sentence are the ids of its pre-tokens back to back. A shard of a Zipf-distributed corpus
-    holds few distinct words, so the model runs on a few percent of the words and the rest is one
-    dict lookup per word: ~10x faster than `encode_batch(..., is_pretokenized=True)` on the
-    sentences, whose per-word cost is building `Encoding` objects and Python lists. The table
-    lives for one shard, so memory is bounded by the shard size, not the corpus.
-    """
-
-    def __init__(self, model):
-        import numpy as np
-
-        self.model = model
-        self.number = _Numbering()
-        self._flat: list[int] = []  # ids of every known word, back to back
-        self._first: list[int] = []  # per word number: where its ids start in _flat
-        self._arrays = (np.zeros(0, np.int64),) * 3
-
-    def encode(self, words: list[str]):
-        """(ids, word-start flags, tokens per word) of the words, concatenated."""
-        import numpy as np
-
-        number = self.number
-        # One C-level dict lookup per word; only a word not seen before runs Python (`__missing__`),
-        # where a `dict.fromkeys` + membership pass over the block cost as much as the lookups.
-        k = np.fromiter(map(number.__getitem__, words), dtype=np.int64, count=len(words))
-        if number.new:
-            encs = self.model.encode_batch([[w] for w in number.new], is_pretokenized=True, add_special_tokens=False)
-            for enc in encs:
-                self._first.append(len(self._flat))
-                self._flat.extend(enc.ids)
-            number.new.clear()
-            first = np.asarray(self._first + [len(self._flat)], dtype=np.int64)
-            self._arrays = (np.asarray(self._flat, dtype=np.int64), first[:-1], np.diff(first))
-        flat, first, length = self._arrays
-        word_tokens = length[k]
-        total = int(word_tokens.sum())
-        offset = np.cumsum(word_tokens) - word_tokens  # where each word's ids go in the output
-        # token j of word i comes from flat[first[k[i]] + j]: repeat each word's (source - target) shift
-        ids = flat[np.repeat(first[k] - offset, word_tokens) + np.arange(total)]
-        starts = np.zeros(total, dtype=bool)
-        starts[offset[word_tokens > 0]] = True
-        return ids, starts, word_tokens
-
-
-class _Numbering(dict):
-    """word -> number in order of first appearance; `new` lists the words first seen since it was last cleared."""
-
-    def __init__(self):
-        super().__init__()
-        self.new: list[str] = []
-
-    def __missing__(self, word: str) -> int:
-        self[word] = n = len(self)
-        self.new.append(word)
-        return n
-
-
-def _split_joined(line: str):
-    """Pre-tokens of a line with word joiners, and per pre-token whether it continues a word."""
-    import numpy as np
-
-    words, cont = [], []
-    for group in line.split(" "):
-        parts = group.split(WORD_JOINER)
-        words += parts
-        cont += [False] + [True] * (len(parts) - 1)
-    return words, np.asarray(cont, dtype=bool)
+    base = shard_name(unit.index)
+    src = Path(unit.src).parent
+    for name in (f"{base}.ids.bin", f"{base}.wstart.bin"):
+        atomic_link(src / name, part / name)
+    for name in INDEX_FILES:
+        atomic_link(src / f"{base}.{name}", part / name)
+    return json.loads(unit.adopt)
 
 
 def atomic_write_bytes_np(path: Path, array) -> None:

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from itertools import chain
@@ -65,6 +66,8 @@ class TokenizeConfig:
     """Treat every line break as a sentence end (one sentence per line input); a blank line always is one."""
     compresslevel: int = 3
     """gzip level of the output shards (1 fastest ... 9 smallest); intermediate data, so fast by default."""
+    index_with: str | None = None
+    """A tokenizer.json (same normalizer + pre-tokenizer) to index the corpus with in this same pass; `build-vocab` with this `from:` then adopts the ids instead of indexing again."""
 
     def __post_init__(self) -> None:
         check(1 <= self.compresslevel <= 9, "compresslevel", f"must be 1..9, got {self.compresslevel}")
@@ -88,6 +91,9 @@ class _Unit:
     newline_is_boundary: bool
     compresslevel: int
     segment: str  # JSON of segment.segmenter_spec(), "null" when off
+    index_with: str  # the work copy of `index_with`, "" when off
+    index_sha256: str
+    dtype: str
 
 
 def run(ctx) -> dict | None:
@@ -101,13 +107,14 @@ def run(ctx) -> dict | None:
         # build-vocab reads this to know the lines carry word joiners; the digest covers the user dictionary.
         pipeline["segment"] = {k: v for k, v in spec.items() if k != "user_words"}
     pipeline_text = json.dumps(pipeline, sort_keys=True, ensure_ascii=False)
+    index = _index_vocabulary(ctx, pipeline)
     units = []
     for split in SPLITS:
         shards = [s for s in ctx.input_manifest.shards_of(split) if s.name.endswith((".jsonl.gz", ".jsonl"))]
         for k, info in enumerate(shards):
             units.append(
                 _Unit(split, str(ctx.input_dir / info.name), info.sha256, k, pipeline_text,
-                      cfg.newline_is_boundary, cfg.compresslevel, json.dumps(spec, ensure_ascii=False))
+                      cfg.newline_is_boundary, cfg.compresslevel, json.dumps(spec, ensure_ascii=False), *index)
             )
     if not any(u.split == "train" for u in units):
         raise InputError(f"tokenize: {ctx.input_dir} has no train shards (empty corpus); check the `clean` stage's input")
@@ -121,10 +128,13 @@ def run(ctx) -> dict | None:
     totals = {split: Counter() for split in SPLITS}
     for unit, res in zip(units, results):
         sha = {f["name"]: f["sha256"] for f in res.files}
+        ids = res.result.pop("index", None)
         for suffix, target in ((TEXT_SUFFIX, shards), (COUNTS_SUFFIX, files)):
             name = shard_name(unit.index, suffix)
             records = res.result if suffix == TEXT_SUFFIX else {"unique_words": res.result["unique_words"]}
             target.append(ctx.place(res.dir / name, f"{unit.split}/{name}", unit.split, records, sha[name]))
+        if ids is not None:
+            files += _place_index(ctx, unit, res, ids, sha)
         totals[unit.split].update(res.result)
     if totals["train"]["words"] == 0:
         raise InputError(
@@ -137,7 +147,10 @@ def run(ctx) -> dict | None:
     stats = {split: {k: v for k, v in sorted(totals[split].items()) if k != "unique_words"} for split in SPLITS}
     atomic_write_json(ctx.output_dir / STATS_FILE, stats)
     files.append(ctx.describe(STATS_FILE))
-    ctx.finish(shards, files, extra={"pretokenizer": cfg.pretokenizer.kind, "totals": stats})
+    extra = {"pretokenizer": cfg.pretokenizer.kind, "totals": stats}
+    if index[0]:
+        extra["index_with"] = {"sha256": index[1], "dtype": index[2]}  # what build-vocab checks to adopt
+    ctx.finish(shards, files, extra=extra)
     rows = {}
     for split in SPLITS:
         t = totals[split]
@@ -147,8 +160,40 @@ def run(ctx) -> dict | None:
     return rows
 
 
+def _index_vocabulary(ctx, pipeline: dict) -> tuple[str, str, str]:
+    """(work copy, sha256, id dtype) of the checked `index_with` tokenizer, or ("", "", "")."""
+    from tokenizers import Tokenizer
+
+    from mlmctl.indexing import pick_dtype, read_vocabulary
+    from mlmctl.shards import atomic_write_bytes, file_sha256
+
+    if ctx.cfg.index_with is None:
+        return "", "", ""
+    raw = read_vocabulary(ctx.cfg.index_with, pipeline, stage=STAGE, key="index_with")
+    # Workers read a copy: the user's file may change during the run, its digest must not.
+    path = ctx.work_dir / "index_with.json"
+    if not path.is_file() or path.read_bytes() != raw:
+        atomic_write_bytes(path, raw)
+    size = Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    return str(path), file_sha256(path), pick_dtype("auto", size, STAGE)
+
+
+def _place_index(ctx, unit: _Unit, res, counts: dict, sha: dict) -> list:
+    """The shard's index files (see mlmctl.indexing) into the output, named after the shard."""
+    from mlmctl.indexing import INDEX_FILES
+
+    base = shard_name(unit.index)
+    out = [ctx.place(res.dir / f"{base}.ids.bin", f"{unit.split}/{base}.ids.bin", unit.split, counts,
+                     sha[f"{base}.ids.bin"]),
+           ctx.place(res.dir / f"{base}.wstart.bin", f"{unit.split}/{base}.wstart.bin", unit.split,
+                     {"tokens": counts["tokens"]}, sha[f"{base}.wstart.bin"])]
+    for name in INDEX_FILES:
+        out.append(ctx.place(res.dir / name, f"{unit.split}/{base}.{name}", unit.split, None, sha[name]))
+    return out
+
+
 def _tokenize_shard(unit: _Unit, part: Path) -> dict:
-    """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts."""
+    """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts (+ its ids with `index_with`)."""
     from mlmctl.pretokenize import Pretokenizer
     from mlmctl.segment import Segmenter
     from mlmctl.sentences import split_sentences
@@ -157,12 +202,14 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     pre = Pretokenizer(json.loads(unit.pipeline))
     spec = json.loads(unit.segment)
     seg = Segmenter(spec) if spec is not None else None
-    counts: Counter = Counter()
     stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
                     repaired_docs=0)
     name = shard_name(unit.index)
     batch: list[tuple[list[str], list[list[str]]]] = []  # (sentences, their words) per document
-    with atomic_gzip(part / f"{name}{TEXT_SUFFIX}", unit.compresslevel) as gz:
+    with contextlib.ExitStack() as stack:
+        gz = stack.enter_context(atomic_gzip(part / f"{name}{TEXT_SUFFIX}", unit.compresslevel))
+        index = stack.enter_context(_open_index(unit, part)) if unit.index_with else None
+        counts = _WordCounts(index.words.number if index else None)
         for lineno, line in enumerate(open_shard_lines(unit.src), 1):
             if not line:
                 continue
@@ -177,17 +224,51 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
                 text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
                 batch.append(_doc_words(text, pre, split_sentences, unit.newline_is_boundary, stats))
             if len(batch) >= DOCS_PER_BATCH:
-                gz.write(_batch_text(batch, seg, counts, stats).encode("utf-8"))
+                _write_batch(batch, seg, gz, counts, index, stats)
                 batch.clear()
-        gz.write(_batch_text(batch, seg, counts, stats).encode("utf-8"))
-    # Most frequent first, ties by code point: a deterministic file for a given shard.
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        _write_batch(batch, seg, gz, counts, index, stats)
     with atomic_gzip(part / f"{name}{COUNTS_SUFFIX}", unit.compresslevel) as gz:
-        gz.write("".join(f"{w}\t{c}\n" for w, c in ordered).encode("utf-8"))
-    stats["unique_words"] = len(counts)
+        gz.write("".join(f"{w}\t{c}\n" for w, c in counts.ordered()).encode("utf-8"))
+    stats["unique_words"] = len(counts.numbering)
     if seg is not None:
         stats["unsegmented_sentences"] = seg.unaligned
-    return dict(stats)
+    return dict(stats) | ({"index": index.result} if index else {})
+
+
+def _open_index(unit: _Unit, part: Path):
+    from mlmctl.indexing import ShardIndex, model_only
+
+    model = model_only(unit.index_with, unit.index_sha256)
+    return ShardIndex(part, shard_name(unit.index), model, unit.dtype, stage=STAGE)
+
+
+class _WordCounts:
+    """Occurrences per word: words numbered in order of first appearance (one C-level dict lookup
+    each, shared with the indexing when there is one), then counted with numpy."""
+
+    def __init__(self, numbering=None):
+        import numpy as np
+
+        from mlmctl.indexing import Numbering
+
+        self.numbering = Numbering() if numbering is None else numbering
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def add(self, words: list[list[str]]):
+        """The numbers of the sentences' words, flattened; counts them."""
+        import numpy as np
+
+        from mlmctl.indexing import number_words
+
+        k = number_words(self.numbering, chain.from_iterable(words), sum(map(len, words)))
+        grown = np.bincount(k, minlength=len(self.numbering))
+        grown[:len(self.counts)] += self.counts
+        self.counts = grown
+        return k
+
+    def ordered(self) -> list[tuple[str, int]]:
+        """Most frequent first, ties by code point: a deterministic file for a given shard."""
+        return sorted(zip(self.numbering, self.counts.tolist()), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _doc_text(line: str, src: str, lineno: int) -> str:
@@ -213,22 +294,38 @@ def _doc_words(text, pre, split_sentences, newline_is_boundary, stats):
     return sentences, words
 
 
-def _batch_text(batch, seg, counts, stats) -> str:
-    """The output text of a batch of documents: a line per sentence, a blank line after each document.
+def _write_batch(batch, seg, gz, counts: _WordCounts, index, stats) -> None:
+    """A batch of documents out: a line per sentence and a blank line after each document; its
+    words counted, and indexed when there is an index."""
+    import numpy as np
 
-    Also counts the batch's words: one `Counter.update` per batch, not per sentence (the call
-    overhead was a fifth of the counting)."""
     sentences = [s for doc_sentences, _ in batch for s in doc_sentences]
     words = [w for _, doc_words in batch for w in doc_words]
-    counts.update(chain.from_iterable(words))
-    stats["words"] += sum(map(len, words))
+    k = counts.add(words)
+    if index is None:
+        counts.numbering.new.clear()  # only the indexing reads it
+    stats["words"] += len(k)
     # Segmentation aligns a whole batch at once: its per-call cost is what a per-sentence call paid.
-    lines = iter([" ".join(w) for w in words] if seg is None else seg.mark_lines(sentences, words))
-    chunks = []
+    lines = [" ".join(w) for w in words] if seg is None else seg.mark_lines(sentences, words)
+    chunks, doc_ends, at = [], [], 0
     for _, doc_words in batch:
         if not doc_words:
             stats["empty_docs"] += 1
             continue
         stats["docs"] += 1
-        chunks.append("\n".join([*(next(lines) for _ in doc_words), "\n"]))
-    return "".join(chunks)
+        chunks.append("\n".join([*lines[at:at + len(doc_words)], "\n"]))
+        at += len(doc_words)
+        doc_ends.append(at)
+    gz.write("".join(chunks).encode("utf-8"))
+    if index is not None:
+        line_ends = np.cumsum([len(w) for w in words]).tolist()
+        index.add_numbers(k, line_ends, doc_ends, _joined(lines, line_ends) if seg is not None else ())
+
+
+def _joined(lines: list[str], line_ends: list[int]) -> list:
+    """(first word, continuation flags) of the lines that join a segmented word's pre-tokens."""
+    from mlmctl.indexing import split_joined
+    from mlmctl.pretokenize import WORD_JOINER
+
+    return [(end - len(cont), cont) for line, end in zip(lines, line_ends) if WORD_JOINER in line
+            for cont in [split_joined(line)[1]]]

@@ -139,7 +139,7 @@ def test_indexing_path_equals_full_tokenizer_on_any_unicode(trained, kind, text)
     """The index path (pre-tokens -> model alone) equals tokenizer.json on the sentence, for any text."""
     from tokenizers import Tokenizer
 
-    from mlmctl.stages.build_vocab import _model_only, _WordIds
+    from mlmctl.indexing import WordIds as _WordIds, model_only as _model_only
 
     tmp = trained[kind]
     vocab = tmp / "vocab"

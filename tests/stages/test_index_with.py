@@ -1,0 +1,136 @@
+"""tokenize `index_with`: ids written in the pass that makes the words, adopted by build-vocab `from`.
+
+The promise: the two routes from text to ids (tokenize, then build-vocab indexing; or tokenize
+with `index_with`, then build-vocab adopting) give byte-identical build-vocab output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tokenizers")
+
+from test_build_vocab import NASTY, build  # noqa: E402  (tests/stages is on sys.path)
+from test_tokenize import make_clean_dir, sample_docs  # noqa: E402
+
+from mlmctl.token_ids import open_vocab_dir  # noqa: E402
+
+DOCS = sample_docs(70, seed=31) + NASTY
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    """Every file of a stage directory but its manifest (whose input hash names the route)."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def _routes(run_cli, tmp: Path, tokenizer: Path, docs, *, kind="bert", tok_sets=(), workers="2"):
+    """(tokens, vocab) of the plain route and of the `index_with` route, on the same clean dir."""
+    clean = make_clean_dir(tmp / "clean", docs, shards=3)
+    out = {}
+    for route, extra in (("plain", ()), ("fused", ("--set", f"index_with={tokenizer}"))):
+        code, _, err = run_cli("tokenize", "--input", clean, "--output", tmp / route / "tok", "--workers", workers,
+                               "--set", f"pretokenizer.kind={kind}", *tok_sets, *extra)
+        assert code == 0, err
+        code, _, err = run_cli("build-vocab", "--input", tmp / route / "tok", "--output", tmp / route / "vocab",
+                               "--set", f"from={tokenizer}", "--workers", workers)
+        assert code == 0, err
+        out[route] = (tmp / route / "tok", tmp / route / "vocab", err)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bert", "metaspace"])
+def test_both_routes_give_identical_bytes_and_the_ids_are_adopted(tmp_path, run_cli, kind):
+    tokenizer = build(run_cli, tmp_path / "v", DOCS, kind=kind) / "tokenizer.json"
+    # U+2060 survives the metaspace normalizer: inside a word it is text, not a word joiner.
+    docs = DOCS + ["A word\u2060joiner inside a word, and more text."]
+    r = _routes(run_cli, tmp_path, tokenizer, docs, kind=kind)
+    (ptok, pvocab, _), (ftok, fvocab, err) = r["plain"], r["fused"]
+    assert "adopting" in err, err
+    assert _files(pvocab) == _files(fvocab)
+    # tokenize's own outputs do not change either; the index files come in addition.
+    plain, fused = _files(ptok), _files(ftok)
+    assert {k: v for k, v in fused.items() if k in plain} == plain
+    extra = sorted(set(fused) - set(plain))
+    assert extra and all(k.endswith((".ids.bin", ".wstart.bin", "_ends.bin", ".token_counts.bin")) for k in extra)
+    # Adopted means linked, not recomputed.
+    assert os.path.samefile(ftok / "train/shard-00000.ids.bin", fvocab / "train/shard-00000.ids.bin")
+    vd = open_vocab_dir(fvocab)
+    tok = vd.tokenizer()
+    enc = tok.encode("A word\u2060joiner inside a word, and more text.", add_special_tokens=False).ids
+    stream = vd.split("train").tokens(0, vd.split("train").n_tokens).tolist()
+    assert any(stream[i:i + len(enc)] == enc for i in range(len(stream) - len(enc) + 1))
+
+
+def test_segmented_chinese_word_starts_are_identical(tmp_path, run_cli):
+    pytest.importorskip("rjieba")
+    from test_build_vocab import cjk_docs
+
+    docs = cjk_docs(60, seed=3) + ["北京是中国的首都。我们在北京大学学习自然语言处理。"] * 3
+    tokenizer = build(run_cli, tmp_path / "v", docs, vocab_size=3000) / "tokenizer.json"
+    r = _routes(run_cli, tmp_path, tokenizer, docs, tok_sets=("--set", "segment.kind=jieba"))
+    assert "adopting" in r["fused"][2]
+    assert _files(r["plain"][1]) == _files(r["fused"][1])
+    ws = open_vocab_dir(r["fused"][1]).split("train")
+    assert not ws.word_starts(0, ws.n_tokens).all()  # some Chinese words span characters
+
+
+def test_tasks_resume_and_another_vocabulary(tmp_path, run_cli):
+    tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
+    clean = make_clean_dir(tmp_path / "clean", DOCS, shards=4)
+    sets = ("--set", f"index_with={tokenizer}")
+
+    def tok(out, *args):
+        return run_cli("tokenize", "--input", clean, "--output", tmp_path / out, *sets, *args)
+
+    assert tok("w1", "--workers", "1")[0] == 0
+    for t in ("0/2", "1/2"):
+        assert tok("t2", "--task", t)[0] == 0
+    assert tok("t2")[0] == 0
+    assert _files(tmp_path / "w1") == _files(tmp_path / "t2")
+    code, _, err = tok("w1")
+    assert code == 0 and "up to date" in err
+
+    # build-vocab with another vocabulary indexes the text itself, as if there were no ids.
+    other = build(run_cli, tmp_path / "o", sample_docs(40, seed=5), vocab_size=400) / "tokenizer.json"
+    plain = make_clean_dir(tmp_path / "clean2", DOCS, shards=4)
+    assert run_cli("tokenize", "--input", plain, "--output", tmp_path / "plain")[0] == 0
+    for src, out in (("w1", "a"), ("plain", "b")):
+        code, _, err = run_cli("build-vocab", "--input", tmp_path / src, "--output", tmp_path / out,
+                               "--set", f"from={other}")
+        assert code == 0 and "adopting" not in err, err
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_bad_index_with_is_one_line_before_any_work(tmp_path, run_cli):
+    clean = make_clean_dir(tmp_path / "clean", DOCS[:10])
+    metaspace = build(run_cli, tmp_path / "m", DOCS, kind="metaspace") / "tokenizer.json"
+    (tmp_path / "junk.json").write_text('{"hello": 1}')
+    cases = {tmp_path / "missing.json": "does not exist", tmp_path / "junk.json": "not a tokenizers",
+             metaspace: "different normalizer"}
+    for path, words in cases.items():
+        code, _, err = run_cli("tokenize", "--input", clean, "--output", tmp_path / "out",
+                               "--set", f"index_with={path}")
+        assert code == 1 and words in err and "`index_with`" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "out/manifest.json").exists()
+
+
+def test_the_manifest_records_what_build_vocab_checks(tmp_path, run_cli):
+    from mlmctl.manifest import read_manifest
+    from mlmctl.shards import file_sha256
+
+    tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
+    clean = make_clean_dir(tmp_path / "clean", DOCS)
+    assert run_cli("tokenize", "--input", clean, "--output", tmp_path / "tok",
+                   "--set", f"index_with={tokenizer}")[0] == 0
+    m = read_manifest(tmp_path / "tok", "tokenize")
+    assert m.extra["index_with"] == {"sha256": file_sha256(tokenizer), "dtype": "uint16"}
+    ids = [f for f in m.files if f.name.endswith(".ids.bin")]
+    assert len(ids) == len(m.shards) and all(f.records["tokens"] * 2 == f.bytes for f in ids)
+    assert json.loads((tmp_path / "tok/stats.json").read_text())["train"]["words"] == sum(
+        f.records["words"] for f in ids if f.split == "train")
