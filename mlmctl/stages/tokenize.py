@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections import Counter
 from itertools import chain
@@ -170,12 +171,14 @@ def _index_vocabulary(ctx, pipeline: dict) -> tuple[str, str, str]:
     if ctx.cfg.index_with is None:
         return "", "", ""
     raw = read_vocabulary(ctx.cfg.index_with, pipeline, stage=STAGE, key="index_with")
-    # Workers read a copy: the user's file may change during the run, its digest must not.
-    path = ctx.work_dir / "index_with.json"
-    if not path.is_file() or path.read_bytes() != raw:
+    # Workers read a copy named by its digest: the user's file may change during the run (or
+    # between the tasks of a fan-out), a unit's tokenizer must not.
+    sha = hashlib.sha256(raw).hexdigest()
+    path = ctx.work_dir / f"index_with-{sha}.json"
+    if not path.is_file() or file_sha256(path) != sha:
         atomic_write_bytes(path, raw)
     size = Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True)
-    return str(path), file_sha256(path), pick_dtype("auto", size, STAGE)
+    return str(path), sha, pick_dtype("auto", size, STAGE)
 
 
 def _place_index(ctx, unit: _Unit, res, counts: dict, sha: dict) -> list:

@@ -134,3 +134,20 @@ def test_the_manifest_records_what_build_vocab_checks(tmp_path, run_cli):
     assert len(ids) == len(m.shards) and all(f.records["tokens"] * 2 == f.bytes for f in ids)
     assert json.loads((tmp_path / "tok/stats.json").read_text())["train"]["words"] == sum(
         f.records["words"] for f in ids if f.split == "train")
+
+
+def test_the_documented_recipe_runs(tmp_path, run_cli):
+    """The `index-with` block of docs/tokenize.md, run as it stands in a project directory."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tokenize.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- recipe: index-with\b.*?-->\s*```\w*\n(.*?)```", doc, re.S).group(1)
+    build(run_cli, tmp_path / "data", DOCS)  # data/vocab, the vocabulary the recipe reuses
+    make_clean_dir(tmp_path / "data/clean2", sample_docs(30, seed=8))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.run(["bash", "-euc", block], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "adopting" in run.stderr
+    assert open_vocab_dir(tmp_path / "data/vocab2").split("train").n_tokens > 0
