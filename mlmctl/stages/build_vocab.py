@@ -523,7 +523,43 @@ def _adopt_shard(unit: _IndexUnit, part: Path) -> dict:
         atomic_link(src / name, part / name)
     for name in INDEX_FILES:
         atomic_link(src / f"{base}.{name}", part / name)
-    return json.loads(unit.adopt)
+    counts = json.loads(unit.adopt)
+    if not _consistent(part, base, counts, unit):
+        raise InputError(f"build-vocab: the index files of {src / base} disagree with its manifest counts; "
+                         "rerun `mlmctl tokenize --force`")
+    return counts
+
+
+def _consistent(part: Path, base: str, counts: dict, unit: _IndexUnit) -> bool:
+    """Whether adopted index files hold what indexing would have written: sizes, offsets that
+    rise and end where the ids end, token counts that are the ids' own (a crafted or damaged
+    directory whose manifest was rewritten to match is refused here, not in pretraining)."""
+    import numpy as np
+
+    try:
+        ids = np.fromfile(part / f"{base}.ids.bin", dtype="<u2" if unit.dtype == "uint16" else "<u4")
+        ws = np.fromfile(part / f"{base}.wstart.bin", dtype=np.uint8)
+        sent = np.fromfile(part / "sent_ends.bin", dtype="<i8")
+        docs = np.fromfile(part / "doc_ends.bin", dtype="<i8")
+        used = np.fromfile(part / "token_counts.bin", dtype="<i8")
+    except (OSError, ValueError):
+        return False
+    vocab = model_only(unit.tokenizer, unit.tokenizer_sha256).get_vocab_size()
+    sizes = (len(ids), len(ws), len(sent), len(docs), len(used))
+    if sizes != (counts["tokens"], counts["tokens"], counts["sentences"], counts["docs"], vocab):
+        return False
+    if len(ids) and int(ids.max()) >= vocab or not np.array_equal(np.bincount(ids, minlength=vocab), used):
+        return False
+    if not (_rising_to(sent, len(ids)) and _rising_to(docs, len(sent)) and np.isin(ws, (0, 1)).all()):
+        return False
+    return not len(sent) or bool(ws[np.concatenate([[0], sent[:-1]])].all())  # a sentence starts a word
+
+
+def _rising_to(ends, last: int) -> bool:
+    """Strictly rising, positive, and ending at `last` (no empty sentence or document)."""
+    import numpy as np
+
+    return not len(ends) or (int(ends[0]) > 0 and bool((np.diff(ends) > 0).all()) and int(ends[-1]) == last)
 
 
 def atomic_write_bytes_np(path: Path, array) -> None:

@@ -151,3 +151,33 @@ def test_the_documented_recipe_runs(tmp_path, run_cli):
     assert run.returncode == 0, run.stderr
     assert "adopting" in run.stderr
     assert open_vocab_dir(tmp_path / "data/vocab2").split("train").n_tokens > 0
+
+
+@pytest.mark.parametrize("damage", ["sent_ends", "token_counts", "ids"])
+def test_index_files_rewritten_with_a_matching_manifest_are_refused(tmp_path, run_cli, damage):
+    """A crafted tokenize directory: an index file altered and the manifest rewritten to match."""
+    import numpy as np
+
+    from mlmctl.manifest import read_manifest, write_manifest
+    from mlmctl.shards import ShardInfo
+
+    tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
+    clean = make_clean_dir(tmp_path / "clean", DOCS)
+    tok = tmp_path / "tok"
+    assert run_cli("tokenize", "--input", clean, "--output", tok, "--set", f"index_with={tokenizer}")[0] == 0
+    name = {"sent_ends": "train/shard-00000.sent_ends.bin", "token_counts": "train/shard-00000.token_counts.bin",
+            "ids": "train/shard-00000.ids.bin"}[damage]
+    path = tok / name
+    dtype = "<u2" if damage == "ids" else "<i8"
+    a = np.fromfile(path, dtype=dtype)
+    if damage == "sent_ends":
+        a[[0, 1]] = a[[1, 0]]  # offsets that fall back
+    else:
+        a[0] += 1  # another token (or a count that the ids do not have)
+    path.write_bytes(a.astype(dtype).tobytes())
+    m = read_manifest(tok, verify=False)
+    m.files = [ShardInfo.of_file(tok, f.name, f.split, f.records) if f.name == name else f for f in m.files]
+    write_manifest(tok, m)
+    code, _, err = run_cli("build-vocab", "--input", tok, "--output", tmp_path / "vocab", "--set", f"from={tokenizer}")
+    assert code == 1 and "disagree" in err and "Traceback" not in err, err
+    assert not (tmp_path / "vocab/manifest.json").exists()
