@@ -55,6 +55,7 @@ from mlmctl.shards import atomic_write, atomic_write_json, atomic_write_text, fi
 
 STAGE = "build-vocab"
 INPUT_STAGE = "tokenize"
+INPUT_FILES = ("from_tokenizer",)  # config-named files whose content is input (mlmctl.input_files)
 
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 GOLDEN = (math.sqrt(5) - 1) / 2
