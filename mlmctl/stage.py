@@ -54,7 +54,7 @@ from typing import Any
 
 from mlmctl import __version__
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config
-from mlmctl.errors import MlmctlError
+from mlmctl.errors import InputError, MlmctlError
 from mlmctl.input_files import combine, describe_change, input_paths, read_input_files
 from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
 from mlmctl.manifest import Manifest, manifest_hash, read_manifest, verify_files, write_manifest
@@ -344,6 +344,27 @@ def run_stage(
     output: str | None = None,
     opts: RunOptions | None = None,
     print_config: bool = False,
+) -> int:
+    try:
+        return _run_stage(module, config_path, sets, inputs=inputs, output=output, opts=opts,
+                          print_config=print_config)
+    except InputError as e:
+        # Readers of data files (labelled.py, tagging.py, ...) name the file and line, not the stage
+        # that read it: prefix here, once for every stage, so each such line reads "STAGE: ...".
+        if not str(e).startswith(f"{module.STAGE}:"):
+            e.args = (f"{module.STAGE}: {e}",)
+        raise
+
+
+def _run_stage(
+    module: ModuleType,
+    config_path: str | Path | None,
+    sets: list[str] | None,
+    *,
+    inputs: list[str] | None,
+    output: str | None,
+    opts: RunOptions | None,
+    print_config: bool,
 ) -> int:
     opts = opts or RunOptions()
     stage = module.STAGE

@@ -116,3 +116,24 @@ def test_output_of_an_older_mlmctl_names_the_unrecorded_file(tmp_path, run_cli, 
     path.write_text(json.dumps(raw))
     code, _, err = run_cli(*args)
     assert code == 1 and f"did not record the content of `from` {vocab / 'tokenizer.json'}" in err, err
+
+
+def test_a_named_directory_is_hashed_by_its_model_files(tmp_path):
+    """pretrain's `model.init_from` names a model directory: new weights there are a new input."""
+    from mlmctl.config import load_config
+    from mlmctl.input_files import combine, read_input_files
+    from mlmctl.stages import pretrain
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    (model / "notes.md").write_text("not a model file")
+    cfg = load_config(pretrain.CONFIG, None, ["train.max_steps=1", f"model.init_from={model}"])
+    first = read_input_files(pretrain, cfg)
+    assert list(first) == ["model.init_from"] and combine("h", first) != "h"
+    (model / "notes.md").write_text("edited")
+    assert read_input_files(pretrain, cfg) == first
+    (model / "model.safetensors").write_bytes(b"weights-2")
+    assert read_input_files(pretrain, cfg)["model.init_from"]["sha256"] != first["model.init_from"]["sha256"]
+    assert combine("h", {}) == "h"
