@@ -73,7 +73,10 @@ def input_paths(files: dict[str, dict]) -> list[Path]:
     paths = []
     for rec in files.values():
         p = Path(rec["path"])
-        paths += sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p]
+        try:
+            paths += sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p]
+        except OSError:
+            pass  # removed since it was hashed: nothing for make to compare
     return paths
 
 

@@ -30,6 +30,9 @@ recorded in the manifest's `input_files`, and named when it changed ("a differen
 tok.json changed since the last run)"); rewriting the same bytes changes nothing. With none set the
 hash is the input's alone, as before.
 
+Every InputError a stage raises reads "STAGE: ...": readers of data files (mlmctl.labelled, ...)
+name the file and line, and `run_stage` adds the stage when they did not.
+
 Under torchrun only rank 0 touches the output directory (env `RANK`).
 """
 
