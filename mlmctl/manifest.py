@@ -30,6 +30,9 @@ class Manifest:
     shards: list[ShardInfo] = field(default_factory=list)
     files: list[ShardInfo] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    input_files: dict[str, dict] = field(default_factory=dict)
+    """{config key: {"path", "sha256"}} of the files the config names that were read (stage INPUT_FILES);
+    folded into `input_hash`, kept here so a rerun can say which one changed."""
     version: str = __version__
     format: int = FORMAT
 
@@ -41,7 +44,7 @@ class Manifest:
         return sum(s.records.get(key, 0) for s in self.shards if split is None or s.split == split)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": self.format,
             "stage": self.stage,
             "version": self.version,
@@ -52,6 +55,9 @@ class Manifest:
             "files": [s.to_dict() for s in self.files],
             "extra": self.extra,
         }
+        if self.input_files:  # only then: every other manifest stays as it was
+            d["input_files"] = self.input_files
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
@@ -63,9 +69,16 @@ class Manifest:
             shards=[ShardInfo.from_dict(s) for s in d.get("shards", [])],
             files=[ShardInfo.from_dict(s) for s in d.get("files", [])],
             extra=d.get("extra", {}),
+            input_files=_input_files(d.get("input_files", {})),
             version=d.get("version", "?"),
             format=d.get("format", FORMAT),
         )
+
+
+def _input_files(value: Any) -> dict[str, dict]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise TypeError("input_files")  # read_manifest: a damaged manifest
+    return value
 
 
 def write_manifest(directory: str | Path, manifest: Manifest) -> None:
@@ -161,13 +174,25 @@ def digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> str:
-    """Identity of an input that is no stage directory: a model directory's files and the named
-    files' bytes (what finetune and eval read)."""
+def _model_file_parts(model_dir: Path) -> list[str]:
+    """`model/NAME:sha256` of a model directory's files (config, weights, tokenizer, vocabulary)."""
     parts = []
     for p in sorted(model_dir.iterdir()):
         if p.is_file() and p.name.endswith((".json", ".safetensors", ".txt", ".bin")):
             parts.append(f"model/{p.name}:{file_sha256(p)}")
+    return parts
+
+
+def path_sha256(path: Path) -> str:
+    """A file's sha256; for a directory, the digest of its files as `fingerprint_files` reads a
+    model directory (a run directory's manifest.json stands for the files it lists)."""
+    return digest(*_model_file_parts(path)) if path.is_dir() else file_sha256(path)
+
+
+def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> str:
+    """Identity of an input that is no stage directory: a model directory's files and the named
+    files' bytes (what finetune and eval read)."""
+    parts = _model_file_parts(model_dir)
     for key, path in named_files:
         if path is None:
             continue

@@ -6,6 +6,7 @@ A stage module (`mlmctl/stages/<name>.py`) defines
     STAGE = "tokenize"
     INPUT_STAGE = "clean"           # upstream stage(s) whose manifest `input` must hold, or None
     def input_fingerprint(cfg) -> str   # only when INPUT_STAGE is None: identity of the input
+    INPUT_FILES = ("segment.user_dict",)  # optional: config attributes naming files the stage reads
     def run(ctx: StageContext) -> dict | None   # summary rows; None after a `--task` run
 
 and `run_stage` does the rest:
@@ -20,6 +21,17 @@ and `run_stage` does the rest:
   with every file's sha256) exists and still verifies, which is what lets a killed run resume;
 - `ctx.finish` links the final files into place and writes `manifest.json` last, then removes
   `.work/`.
+
+The input hash is the input stage's manifest hash (or `input_fingerprint(cfg)`) with the content of
+every file or directory named by an INPUT_FILES key folded in (`mlmctl.input_files`): the config
+hash sees only such a key's path string, so without this a tokenizer rewritten in place would leave
+the output "up to date" with stale ids. Each is hashed before any work (a missing one is one line),
+recorded in the manifest's `input_files`, and named when it changed ("a different input (`from`
+tok.json changed since the last run)"); rewriting the same bytes changes nothing. With none set the
+hash is the input's alone, as before.
+
+Every InputError a stage raises reads "STAGE: ...": readers of data files (mlmctl.labelled, ...)
+name the file and line, and `run_stage` adds the stage when they did not.
 
 Under torchrun only rank 0 touches the output directory (env `RANK`).
 """
@@ -45,7 +57,8 @@ from typing import Any
 
 from mlmctl import __version__
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config
-from mlmctl.errors import MlmctlError
+from mlmctl.errors import InputError, MlmctlError
+from mlmctl.input_files import combine, describe_change, input_paths, read_input_files
 from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
 from mlmctl.manifest import Manifest, manifest_hash, read_manifest, verify_files, write_manifest
 from mlmctl.outdir import (
@@ -104,6 +117,8 @@ class StageContext:
     rank: int = 0
     world_size: int = 1
     started: float = field(default_factory=time.monotonic)
+    input_files: dict[str, dict] = field(default_factory=dict)
+    """The config-named files read (mlmctl.input_files), recorded in the manifest."""
 
     @property
     def work_dir(self) -> Path:
@@ -219,6 +234,7 @@ class StageContext:
             shards=list(shards),
             files=list(files),
             extra=dict(extra or {}),
+            input_files=dict(self.input_files),
         )
         if self.is_main:
             write_manifest(self.output_dir, manifest)
@@ -332,6 +348,27 @@ def run_stage(
     opts: RunOptions | None = None,
     print_config: bool = False,
 ) -> int:
+    try:
+        return _run_stage(module, config_path, sets, inputs=inputs, output=output, opts=opts,
+                          print_config=print_config)
+    except InputError as e:
+        # Readers of data files (labelled.py, tagging.py, ...) name the file and line, not the stage
+        # that read it: prefix here, once for every stage, so each such line reads "STAGE: ...".
+        if not str(e).startswith(f"{module.STAGE}:"):
+            e.args = (f"{module.STAGE}: {e}",)
+        raise
+
+
+def _run_stage(
+    module: ModuleType,
+    config_path: str | Path | None,
+    sets: list[str] | None,
+    *,
+    inputs: list[str] | None,
+    output: str | None,
+    opts: RunOptions | None,
+    print_config: bool,
+) -> int:
     opts = opts or RunOptions()
     stage = module.STAGE
     sets = list(sets or [])
@@ -356,8 +393,9 @@ def run_stage(
         input_hash = manifest_hash(input_dir)
     else:
         input_hash = module.input_fingerprint(cfg)
-    job = _Job(module, stage, cfg, Path(cfg.output), config_hash(cfg), input_hash, opts,
-               getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)))
+    files = read_input_files(module, cfg)
+    job = _Job(module, stage, cfg, Path(cfg.output), config_hash(cfg), combine(input_hash, files), opts,
+               getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)), input_files=files, base_hash=input_hash)
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if rank != 0:
@@ -376,7 +414,7 @@ def run_stage(
             job.tidy_siblings(state)
             if state == "up-to-date":
                 finish_cleanup(job.out)  # a kill during the last cleanup may have left .work/
-                _touch_if_older(job.out, config_path, cfg)
+                _touch_if_older(job.out, config_path, cfg, input_paths(files))
                 log(stage, f"{job.out} is up to date (same config and input); nothing to do")
                 return 0
             target = job.out
@@ -414,6 +452,9 @@ class _Job:
     input_hash: str | None
     opts: RunOptions
     writes: tuple[str, ...]
+    input_files: dict[str, dict] = field(default_factory=dict)
+    base_hash: str | None = None
+    """The input hash before the config-named files were folded in."""
 
     def matches(self, m: Manifest | dict | None) -> bool:
         if isinstance(m, Manifest):
@@ -436,6 +477,7 @@ class _Job:
         ctx = StageContext(
             stage=self.stage, cfg=self.cfg, input_dir=input_dir, output_dir=target, input_manifest=input_manifest,
             input_hash=self.input_hash, config_hash=self.config_hash, opts=self.opts, rank=rank, world_size=world,
+            input_files=self.input_files,
         )
         try:
             summary = self.module.run(ctx)
@@ -551,7 +593,7 @@ def _finished_state(job: _Job, out: Path) -> str:
         changed = diff_keys(old.config, config_to_dict(job.cfg))
         why.append("a different config" + (f" (changed: {', '.join(changed[:6])})" if changed else ""))
     if old.input_hash != job.input_hash:
-        why.append("a different input")
+        why.append(describe_change(old, job.base_hash, job.input_files))
     raise MlmctlError(
         f"{stage}: {out} was built from {' and '.join(why)}; rerun with --rebuild to replace it "
         f"once the new output is complete (or --force to delete it first)"
@@ -579,11 +621,12 @@ def _prepare_output(job: _Job, out: Path, state: str) -> None:
         delete_ours(out, found)
 
 
-def _touch_if_older(out: Path, config_path: str | Path | None, cfg: Any) -> None:
+def _touch_if_older(out: Path, config_path: str | Path | None, cfg: Any, named: Sequence[Path] = ()) -> None:
     """Bump manifest.json's mtime when a file it was made from is newer (a comment edited in the
-    config, say), so that make, which compares mtimes, stops rerunning this up-to-date recipe."""
+    config, a config-named file rewritten with the same bytes, say), so that make, which compares
+    mtimes, stops rerunning this up-to-date recipe."""
     manifest = out / MANIFEST
-    sources = [Path(config_path)] if config_path else []
+    sources = ([Path(config_path)] if config_path else []) + list(named)
     inp = getattr(cfg, "input", None)
     if isinstance(inp, str) and inp:
         # The input's manifest: a stage directory, or a model directory inside a run.

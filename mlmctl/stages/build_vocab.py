@@ -59,6 +59,7 @@ from mlmctl.stages.tokenize import TEXT_SUFFIX
 
 STAGE = "build-vocab"
 INPUT_STAGE = "tokenize"
+INPUT_FILES = ("from_tokenizer",)  # config-named files whose content is input (mlmctl.input_files)
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 

@@ -42,6 +42,7 @@ from mlmctl.training import OptimSettings, check_optimiser
 
 STAGE = "pretrain"
 INPUT_STAGE = "build-vocab"
+INPUT_FILES = ("model.init_from",)  # config-named files whose content is input (mlmctl.input_files)
 
 
 # ----------------------------------------------------------------------------------------------

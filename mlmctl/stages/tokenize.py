@@ -44,6 +44,7 @@ from mlmctl.shards import atomic_gzip, atomic_write_json
 
 STAGE = "tokenize"
 INPUT_STAGE = "clean"
+INPUT_FILES = ("segment.user_dict", "index_with")  # config-named files whose content is input (mlmctl.input_files)
 
 TEXT_SUFFIX = ".txt.gz"
 COUNTS_SUFFIX = ".counts.tsv.gz"

@@ -194,3 +194,14 @@ def test_regression_model_on_string_labels_is_one_line(reg, reg_run, tmp_path, r
     assert code == 1 and "is a regression model, so labels must be numbers" in err
     assert f"{bad}:3: label 'fruit'" in err and err.count("mlmctl: error") == 1 and "Traceback" not in err
     assert not (tmp_path / "ev" / "eval.json").exists() and not (tmp_path / "ev" / "manifest.json").exists()
+
+
+def test_labelled_file_errors_carry_the_stage_prefix(reg, reg_run, tmp_path, run_cli):
+    """labelled.py names the file but not the stage; every such error still reads `STAGE: ...`."""
+    conll = tmp_path / "test.conll"
+    conll.write_text("w1 O\nw2 O\n\n")
+    code, _, err = run_cli("eval", "--input", reg_run, "--output", tmp_path / "ev", "--set", f"test_file={conll}")
+    assert code == 1 and f"mlmctl: error: eval: {conll}: cannot tell the format" in err, err
+    assert err.count("mlmctl: error") == 1 and not (tmp_path / "ev" / "manifest.json").exists()
+    code, _, err = run_cli(*reg_args(reg, tmp_path / "ft", "--set", f"train_file={conll}"))
+    assert code == 1 and f"mlmctl: error: finetune: {conll}: cannot tell the format" in err, err
