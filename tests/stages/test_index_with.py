@@ -181,3 +181,18 @@ def test_index_files_rewritten_with_a_matching_manifest_are_refused(tmp_path, ru
     code, _, err = run_cli("build-vocab", "--input", tok, "--output", tmp_path / "vocab", "--set", f"from={tokenizer}")
     assert code == 1 and "disagree" in err and "Traceback" not in err, err
     assert not (tmp_path / "vocab/manifest.json").exists()
+
+
+def test_a_replaced_index_with_file_is_a_changed_input(tmp_path, run_cli):
+    import shutil
+
+    first = build(run_cli, tmp_path / "a", DOCS) / "tokenizer.json"
+    second = build(run_cli, tmp_path / "b", DOCS, vocab_size=400) / "tokenizer.json"
+    tokenizer = tmp_path / "tokenizer.json"
+    shutil.copy(first, tokenizer)
+    clean = make_clean_dir(tmp_path / "clean", DOCS[:20])
+    args = ("tokenize", "--input", clean, "--output", tmp_path / "tok", "--set", f"index_with={tokenizer}")
+    assert run_cli(*args)[0] == 0
+    shutil.copy(second, tokenizer)
+    code, _, err = run_cli(*args)
+    assert code == 1 and "`index_with`" in err and "changed" in err, err
