@@ -4,9 +4,12 @@ Both routes start from the same finished `clean` directory (`{train,validation}/
 and the same `tokenizer.json` (WordPiece 30522, trained beforehand and not timed: vocabulary
 training is out of both sides), and both end with ids on disk:
 
-  mlmctl  `mlmctl tokenize --workers N`, then `mlmctl build-vocab --set from=tokenizer.json
-          --workers N`: sentences, pre-tokens (+ word counts), then ids, word starts, sentence and
-          document offsets, all written and hashed into manifests.
+  mlmctl  `mlmctl tokenize --set index_with=tokenizer.json --workers N`, then `mlmctl build-vocab
+          --set from=tokenizer.json --workers N`: sentences, pre-tokens (+ word counts) and, in the
+          same pass, ids, word starts, sentence and document ends; build-vocab checks and adopts
+          them. Everything written and hashed into manifests.
+  mlmctl-2pass (with --two-pass) the same without `index_with`: build-vocab reads the text
+          shards back and indexes them.
   HF      what `transformers`' `run_mlm.py` does: `datasets.load_dataset("json", data_files=<the
           same shards>, num_proc=N)` (decompress, parse, write the Arrow cache), then `.map` of
           `PreTrainedTokenizerFast(tokenizer_file=<the same file>)(batch["text"],
@@ -23,7 +26,7 @@ a pool of distinct sentences, drawn at random into documents, so that hundreds o
 seconds to write.
 
     python benchmarks/bench_text_to_ids.py --quick                 # 20 MB, one round
-    python benchmarks/bench_text_to_ids.py --size-mb 200 --rounds 2 --rss-sizes 500,1000
+    python benchmarks/bench_text_to_ids.py --size-mb 200 --rounds 2 --two-pass --rss-sizes 2000
 Needs the `bench` extra (`pip install -e '.[bench]'`: datasets).
 """
 
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +128,6 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-FUSED = True  # tokenize `index_with` (ids in the pass that makes the words); --two-pass: build-vocab indexes
 CPU: list[float] = []  # CPU seconds of each timed command (its whole process tree), in order
 
 
@@ -146,13 +149,15 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return time.monotonic() - start, peak / 1024
 
 
-def mlmctl_route(clean: Path, work: Path, tokenizer: Path, workers: int) -> tuple[float, float]:
-    """tokenize + build-vocab (indexing with `from`): (seconds, peak RSS MB of either stage)."""
+def mlmctl_route(clean: Path, work: Path, tokenizer: Path, workers: int, fused: bool = True) -> tuple[float, float]:
+    """tokenize + build-vocab with `from`: (seconds, peak RSS MB of either stage). `fused`: tokenize
+    indexes in its own pass (`index_with`) and build-vocab adopts; else build-vocab reads the
+    text shards back and indexes them."""
     shutil.rmtree(work, ignore_errors=True)
     w = ["--workers", str(workers)]
     mlmctl = [sys.executable, "-m", "mlmctl"]
-    fused = ["--set", f"index_with={tokenizer}"] if FUSED else []
-    t1, m1 = timed([*mlmctl, "tokenize", "--input", str(clean), "--output", str(work / "tokens"), *w, *fused])
+    index = ["--set", f"index_with={tokenizer}"] if fused else []
+    t1, m1 = timed([*mlmctl, "tokenize", "--input", str(clean), "--output", str(work / "tokens"), *w, *index])
     t2, m2 = timed([*mlmctl, "build-vocab", "--input", str(work / "tokens"), "--output", str(work / "ids"),
                     "--set", f"from={tokenizer}", *w])
     return t1 + t2, max(m1, m2)
@@ -176,6 +181,17 @@ def train_tokenizer(work: Path) -> Path:
     return work / "vocab" / "tokenizer.json"
 
 
+def _summary(mb: float, rounds: int, runs: dict, cpu: dict) -> None:
+    hf = min(runs["hf"])[0]
+    print(f"\nbest of {rounds}: HF {hf:.1f} s ({mb / hf:.2f} MB/s)")
+    for name in (n for n in runs if n != "hf"):
+        best = min(runs[name])[0]
+        print(f"  {name}: {best:.1f} s ({mb / best:.2f} MB/s): {hf / best:.2f}x the HF route by best wall (target >= 2); "
+              f"CPU, all rounds: {cpu[name]:.1f} s vs HF {cpu['hf']:.1f} s: {cpu['hf'] / cpu[name]:.2f}x; "
+              f"peak RSS {max(r for _, r in runs[name]):.0f} MB")
+    print(f"  HF peak RSS {max(r for _, r in runs['hf']):.0f} MB")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=200, help="corpus size in MB of text (default 200)")
@@ -184,7 +200,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each route (default 2)")
     ap.add_argument("--rss-sizes", default="", help="e.g. 500,1000: the mlmctl route's peak RSS at these sizes too")
     ap.add_argument("--two-pass", action="store_true",
-                    help="mlmctl without tokenize's `index_with`: build-vocab reads the text shards back and indexes them")
+                    help="also time mlmctl without tokenize's `index_with` (build-vocab reads the text back) each round")
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep (default: a temporary one)")
     args = ap.parse_args()
     try:
@@ -192,8 +208,6 @@ def main() -> int:
         import transformers  # noqa: F401
     except ImportError:
         sys.exit("bench_text_to_ids: needs datasets and transformers: pip install -e '.[bench,dev]'")
-    global FUSED
-    FUSED = not args.two_pass
     size, rounds = (20, 1) if args.quick else (args.size_mb, args.rounds)
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-text-to-ids-"))
     try:
@@ -202,25 +216,21 @@ def main() -> int:
         mb = make_corpus(base / "clean", size) / 1e6
         print(f"bench_text_to_ids: {mb:.0f} MB of text ({time.monotonic() - t0:.0f} s to generate), "
               f"workers = num_proc = {args.workers}, load {os.getloadavg()[0]:.1f}", flush=True)
-        runs: dict[str, list[tuple[float, float]]] = {"mlmctl": [], "hf": []}
-        cpu: dict[str, float] = {"mlmctl": 0.0, "hf": 0.0}
+        routes = {"mlmctl": mlmctl_route, "hf": hf_route}
+        if args.two_pass:
+            routes = {"mlmctl": mlmctl_route, "mlmctl-2pass": partial(mlmctl_route, fused=False), "hf": hf_route}
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in routes}
+        cpu: dict[str, float] = dict.fromkeys(routes, 0.0)
         for r in range(rounds):
-            for name, route in (("mlmctl", mlmctl_route), ("hf", hf_route)):
+            for name, route in routes.items():
                 n = len(CPU)
                 s, rss = route(base / "clean", base / name, tokenizer, args.workers)
                 runs[name].append((s, rss))
                 cpu[name] += sum(CPU[n:])
                 steps = " + ".join(f"{c:.1f}" for c in CPU[n:])
-                print(f"  round {r + 1}: {name:6} {s:7.1f} s  {mb / s:6.2f} MB/s  CPU {sum(CPU[n:]):6.1f} s ({steps})  "
-                      f"peak RSS {rss:6.0f} MB  "
-                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
-        best = {k: min(v) for k, v in runs.items()}
-        print(f"\nbest of {rounds}: mlmctl {best['mlmctl'][0]:.1f} s ({mb / best['mlmctl'][0]:.2f} MB/s), "
-              f"HF {best['hf'][0]:.1f} s ({mb / best['hf'][0]:.2f} MB/s): "
-              f"mlmctl is {best['hf'][0] / best['mlmctl'][0]:.2f}x the HF route (target >= 2)")
-        print(f"CPU, all rounds: mlmctl {cpu['mlmctl']:.1f} s, HF {cpu['hf']:.1f} s: "
-              f"{cpu['hf'] / cpu['mlmctl']:.2f}x (the figure the machine's load bends least)")
-        print(f"peak RSS: mlmctl {max(r for _, r in runs['mlmctl']):.0f} MB, HF {max(r for _, r in runs['hf']):.0f} MB")
+                print(f"  round {r + 1}: {name:12} {s:7.1f} s  {mb / s:6.2f} MB/s  CPU {sum(CPU[n:]):6.1f} s ({steps})  "
+                      f"peak RSS {rss:6.0f} MB  (load {os.getloadavg()[0]:.1f})", flush=True)
+        _summary(mb, rounds, runs, cpu)
         shutil.rmtree(base / "hf", ignore_errors=True)
         for extra in [float(x) for x in args.rss_sizes.split(",") if x and not args.quick]:
             shutil.rmtree(base / "clean", ignore_errors=True)
