@@ -90,8 +90,8 @@ def _manifest_section(path: Path):
             rows.append((k, v))
         elif isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (str, int, float)) for x in v):
             rows.append((k, ", ".join(map(str, v))))
-        elif isinstance(v, dict) and 0 < len(v) <= 12 and all(isinstance(x, (int, float)) for x in v.values()):
-            rows.append((k, ", ".join(f"{a}={_num(b)}" for a, b in v.items())))
+        elif isinstance(v, dict) and 0 < len(v) <= 12 and all(isinstance(x, (int, float, str)) for x in v.values()):
+            rows.append((k, ", ".join(f"{a}={b if isinstance(b, str) else _num(b)}" for a, b in v.items())))
     return (f"{path} (stage directory)", rows)
 
 

@@ -134,6 +134,8 @@ def test_the_manifest_records_what_build_vocab_checks(tmp_path, run_cli):
     assert len(ids) == len(m.shards) and all(f.records["tokens"] * 2 == f.bytes for f in ids)
     assert json.loads((tmp_path / "tok/stats.json").read_text())["train"]["words"] == sum(
         f.records["words"] for f in ids if f.split == "train")
+    code, out, _ = run_cli("inspect", tmp_path / "tok")
+    assert code == 0 and f"sha256={file_sha256(tokenizer)}" in out
 
 
 def test_the_documented_recipe_runs(tmp_path, run_cli):
