@@ -60,11 +60,14 @@ def tagging_rows(evals: dict[str, Path]) -> list[tuple[str, str]]:
 
 
 def _predictions(d: Path):
+    """(gold, predicted) tag lists per sentence; None when missing, empty or not readable."""
     try:
         lines = [json.loads(x) for x in (d / PREDICTIONS).read_text().splitlines() if x.strip()]
-        return [x["gold"] for x in lines], [x["predicted"] for x in lines]
+        gold, pred = [x["gold"] for x in lines], [x["predicted"] for x in lines]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    ok = all(isinstance(s, list) and all(isinstance(t, str) for t in s) for s in gold + pred)
+    return (gold, pred) if gold and ok else None  # nothing to resample, or a hand-edited file
 
 
 def all_o_effect(eval_dir: Path) -> str:
@@ -76,7 +79,7 @@ def all_o_effect(eval_dir: Path) -> str:
 
     got = _predictions(eval_dir)
     if not got:
-        return "not compared (needs predictions.jsonl: eval `predictions: true`)"
+        return "not compared (needs a readable predictions.jsonl: eval `predictions: true`)"
     gold, pred = got
     # columns: correct tokens, tokens (the tagger); correct tokens of every-token-O (its gold Os)
     x = np.column_stack([sentence_counts(gold, pred, None)[:, :2],

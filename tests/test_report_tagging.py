@@ -55,3 +55,15 @@ def test_a_tagger_below_every_token_o_is_called_so(tmp_path):
     _tagger_eval(runs / "eval-tagging-pretrained", gold, noisy)
     row = dict(summary_rows(None, runs)[0])["tagging: pretrained + finetune vs every token O"]
     assert row.startswith("does not beat every token O; every token O is better: token accuracy -0.")
+
+
+def test_empty_or_hand_edited_predictions_are_not_compared(tmp_path):
+    gold = [["O", "B-CODE"]] * 5
+    runs = tmp_path / "runs"
+    for name in ("eval-tagging-pretrained", "eval-tagging-random"):
+        _tagger_eval(runs / name, gold, gold)
+    for body in ("", '{"index": 0, "gold": 5, "predicted": 3}\n'):  # nothing to resample; not tag lists
+        (runs / "eval-tagging-pretrained" / "predictions.jsonl").write_text(body)
+        rows = dict(summary_rows(None, runs)[0])
+        assert rows["tagging: pretrained + finetune vs every token O"].startswith("not compared")
+        assert rows["tagging: pretraining effect"].startswith("not compared")
