@@ -6,10 +6,11 @@ The page holds the summary tables of `mlmctl report`, the pretraining (and fine-
 `mlmctl plot`, the majority / random-init / pretrained comparison as a bar chart, and for each
 classifier its confusion matrix as a heat map with per-class precision, recall and F1; when the
 chain has them, its taggers (entity F1 and token accuracy with intervals, per entity type, beside
-the every-token-O baseline, pretrained vs random init as a paired bootstrap, and a bar chart) and
-its regression models (Pearson, Spearman, MSE beside the train-mean and tf-idf baselines). Images are
-inline PNGs (`data:image/png;base64`), there are no scripts and no links to fetch: the file opens
-in a browser without network access and can be mailed or attached to CI as it is.
+the every-token-O baseline and whether each beats it, pretrained vs random init as a paired
+bootstrap, and a bar chart) and its regression models (Pearson, Spearman, MSE beside the
+train-mean and tf-idf baselines). Images are inline PNGs (`data:image/png;base64`), there are no
+scripts and no links to fetch: the file opens in a browser without network access and can be
+mailed or attached to CI as it is.
 
 `write_images(DIR, data, runs)` saves the same figures as PNG files (`make docs-images` uses it).
 """
@@ -204,11 +205,12 @@ TAGGER_HEADER = ["model", "entity F1", "token accuracy"]
 
 
 def _tagger_section(evals: list[Path], runs: Path | None) -> list[str]:
-    """Each tagger eval (entity F1 and token accuracy with intervals, per entity type), the
-    constant baselines, pretrained vs random init (paired), and the figures as bars. Nothing when
-    the chain has no tagger, as the text report then prints no tagging line."""
+    """Each tagger eval (entity F1 and token accuracy with intervals, per entity type, paired
+    against every token O), the constant baselines, pretrained vs random init (paired), and the
+    figures as bars. Nothing when the chain has no tagger, as the text report then prints no
+    tagging line."""
     from mlmctl.report import with_ci
-    from mlmctl.report_tagging import PRETRAINED, RANDOM, is_tagging_eval, paired_effect
+    from mlmctl.report_tagging import PRETRAINED, RANDOM, all_o_effect, is_tagging_eval, paired_effect
 
     taggers = [(d, ev) for d in evals if is_tagging_eval(ev := _load(d / EVAL_JSON)) and "token_accuracy" in ev]
     if not taggers:
@@ -221,6 +223,8 @@ def _tagger_section(evals: list[Path], runs: Path | None) -> list[str]:
         chart.append((name, f1, with_ci(ev, "token_accuracy")))
         parts.append(f"<h3>{_e(name)}</h3><p>{_e(str(d / EVAL_JSON))}: {ev.get('n_sentences', '?')} test sentences, "
                      f"entity F1 {_e(f1)}, token accuracy {_e(with_ci(ev, 'token_accuracy'))}</p>")
+        if "all_O" in (ev.get("baseline") or {}):
+            parts.append(f"<p>{_e(all_o_effect(d))}</p>")
         per_type = ev.get("per_type") or {}
         if per_type:
             parts.append(_table(["entity type", "precision", "recall", "F1", "support"],

@@ -168,6 +168,8 @@ def test_taggers_and_regression_have_their_sections(tmp_path, run_cli):
     assert {"0.810 [0.700, 0.880]", "train-mean predictor", "1.250", "tf-idf + ridge baseline", "0.550"} <= cells
     text = out.read_text()
     assert "pretraining effect: pretraining helps: entity F1 +" in text, text[-3000:]
+    assert "<p>beats every token O: token accuracy +" in text  # the pretrained tagger, paired
+    assert "<p>does not beat every token O (the 95% interval includes 0): token accuracy +0.000" in text
     assert "vs baseline: not compared (needs predictions.jsonl" in text  # the regression eval wrote none
     # curves x2, comparison, two confusion matrices, and the tagging chart
     assert len(page.imgs) == 6 and all(i["src"].startswith("data:image/png;base64,") for i in page.imgs)
