@@ -488,7 +488,9 @@ class _Job:
                 raise DiskFullError(f"{self.stage}: {err}") from None
             raise
         if summary is not None and rank == 0:
-            rows = dict(summary)
+            # A --rebuild runs in a hidden sibling swapped in afterwards: name where things will be.
+            rows = {k: str(v).replace(str(target), str(self.out)) if target != self.out else v
+                    for k, v in summary.items()}
             rows.setdefault("time", f"{time.monotonic() - ctx.started:.1f} s")
             rows.setdefault("output", str(self.out))
             print_summary(f"mlmctl {self.stage}", rows)

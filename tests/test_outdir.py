@@ -362,3 +362,12 @@ def test_task_runs_share_the_lock_and_exclude_a_full_run(toy_input, tmp_path):
     assert _run(toy_input, out, task=(1, 2)) == 0
     assert _run(toy_input, out) == 0
     read_manifest(out, "toy")
+
+
+def test_a_rebuild_summary_names_the_final_output_not_its_hidden_sibling(toy_input, tmp_path, capsys):
+    out = tmp_path / "out"
+    _run(toy_input, out)
+    capsys.readouterr()
+    assert _run(toy_input, out, ["suffix=+"], rebuild=True) == 0
+    printed = capsys.readouterr().out
+    assert f"{out}/train/shard-00000.txt.gz" in printed and ".rebuild" not in printed, printed

@@ -74,4 +74,5 @@ def run(ctx):
             shards.append(ctx.place(r.dir / s["name"], name, "train", s["records"], s["sha256"]))
             index += 1
     ctx.finish(shards, extra={"lines": sum(r.result["lines"] for r in results)})
-    return {"lines": sum(r.result["lines"] for r in results), "shards": len(shards)}
+    return {"lines": sum(r.result["lines"] for r in results), "shards": len(shards),
+            "first shard": str(ctx.output_dir / "train" / "shard-00000.txt.gz")}
