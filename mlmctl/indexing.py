@@ -65,11 +65,13 @@ def read_vocabulary(path_text: str, pipeline: dict, *, stage: str, key: str) -> 
     except Exception:  # tokenizers raises a bare Exception for any bad file
         raise MlmctlError(f"{stage}: `{key}` {path} is not a tokenizers tokenizer.json") from None
     check_specials(tok, f"`{key}` {path}", stage)
+    fix = ("set `pretokenizer` to that tokenizer's settings" if stage == "tokenize"
+           else "rerun tokenize with the settings of that tokenizer")
     for part in ("normalizer", "pre_tokenizer"):
         if doc.get(part) != pipeline[part]:
             raise MlmctlError(
                 f"{stage}: `{key}` {path} has a different {part} than the one `tokenize` "
-                f"uses ({part.replace('_', '-')} settings differ); rerun tokenize with the settings of that tokenizer"
+                f"uses ({part.replace('_', '-')} settings differ); {fix}"
             )
     return raw
 

@@ -111,7 +111,7 @@ def test_bad_index_with_is_one_line_before_any_work(tmp_path, run_cli):
     metaspace = build(run_cli, tmp_path / "m", DOCS, kind="metaspace") / "tokenizer.json"
     (tmp_path / "junk.json").write_text('{"hello": 1}')
     cases = {tmp_path / "missing.json": "does not exist", tmp_path / "junk.json": "not a tokenizers",
-             metaspace: "different normalizer"}
+             metaspace: "set `pretokenizer` to that tokenizer's settings"}
     for path, words in cases.items():
         code, _, err = run_cli("tokenize", "--input", clean, "--output", tmp_path / "out",
                                "--set", f"index_with={path}")
