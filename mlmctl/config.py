@@ -399,6 +399,33 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def same_config(old: dict, cfg: Any) -> bool:
+    """Whether `cfg` is the config a manifest recorded as `old`, where a key `old` lacks (one that a
+    later mlmctl added) counts as unchanged while `cfg` leaves it at its default. Upgrading mlmctl
+    must not make every finished stage look changed, and a finished pretraining need a rebuild."""
+    new = config_to_dict(cfg)
+    try:
+        defaults = config_to_dict(type(cfg)())
+    except Exception:  # a config class without usable defaults: only the exact hash can match
+        return False
+    for key in diff_keys(old, new):
+        path = key.split(".")
+        if _lookup(old, path) is not _ABSENT or _lookup(new, path) != _lookup(defaults, path):
+            return False
+    return True
+
+
+_ABSENT = object()
+
+
+def _lookup(data: dict, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
 def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts (for 'needs --force' messages)."""
     keys = []

@@ -56,7 +56,7 @@ from types import ModuleType
 from typing import Any
 
 from mlmctl import __version__
-from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config
+from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config, same_config
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.input_files import combine, describe_change, input_paths, read_input_files
 from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
@@ -458,7 +458,8 @@ class _Job:
 
     def matches(self, m: Manifest | dict | None) -> bool:
         if isinstance(m, Manifest):
-            return m.config_hash == self.config_hash and m.input_hash == self.input_hash
+            same = m.config_hash == self.config_hash or same_config(m.config, self.cfg)
+            return same and m.input_hash == self.input_hash
         return bool(m) and m.get("config_hash") == self.config_hash and m.get("input_hash") == self.input_hash
 
     def finished(self, directory: Path) -> Manifest | None:

@@ -371,3 +371,26 @@ def test_a_rebuild_summary_names_the_final_output_not_its_hidden_sibling(toy_inp
     assert _run(toy_input, out, ["suffix=+"], rebuild=True) == 0
     printed = capsys.readouterr().out
     assert f"{out}/train/shard-00000.txt.gz" in printed and ".rebuild" not in printed, printed
+
+
+def test_a_key_added_by_a_later_mlmctl_does_not_unfinish_a_stage(toy_input, tmp_path, capsys):
+    """An output written before `suffix` existed (its manifest lacks the key) stays up to date while
+    the config leaves `suffix` at its default, and needs --rebuild, naming it, once it does not."""
+    import json
+
+    out = tmp_path / "out"
+    assert _run(toy_input, out) == 0
+    manifest = out / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    del doc["config"]["suffix"]
+    doc["config_hash"] = "0" * 64  # what an older mlmctl hashed: not this version's hash
+    manifest.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert _run(toy_input, out) == 0
+    assert "up to date" in capsys.readouterr().err
+    with pytest.raises(MlmctlError, match=r"changed: suffix"):
+        _run(toy_input, out, ["suffix=+"])
+    doc["config"]["max_shard_bytes"] = 1  # a key the old run did record, with another value
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(MlmctlError, match=r"changed: max_shard_bytes"):
+        _run(toy_input, out)
