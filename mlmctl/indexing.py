@@ -36,7 +36,7 @@ from mlmctl.shards import atomic_write, atomic_write_bytes
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SPECIAL_IDS", "INDEX_FILES", "INDEX_COUNTS", "read_vocabulary", "check_specials", "pick_dtype", "model_only",
+__all__ = ["SPECIAL_IDS", "INDEX_FILES", "INDEX_COUNTS", "read_vocabulary", "check_specials", "pick_dtype", "model_only", "word_table",
            "Numbering", "number_words", "WordIds", "ShardIndex", "split_joined"]
 
 SPECIAL_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -117,6 +117,24 @@ def model_only(path: str, sha: str):
 
 # ----------------------------------------------------------------------------------------------
 # Words -> numbers -> ids
+
+TABLE_LIMIT = 500_000
+"""Words a process keeps numbered (and, with a tokenizer, encoded) across shards: ~100 MB at most."""
+_TABLES: dict[str, object] = {}
+
+
+def word_table(path: str | None = None, sha: str = ""):
+    """This process's word table, kept across the shards it handles: a `WordIds` for the tokenizer
+    (`path`, `sha`), or a plain `Numbering` without one. A worker indexes shard after shard of one
+    corpus, whose words mostly recur, so a word met in an earlier shard is neither numbered nor
+    encoded again. A table past TABLE_LIMIT words is dropped at the next shard, so memory stays
+    bounded whatever the corpus; outputs never depend on it (counts and ids are per word)."""
+    table = _TABLES.get(sha)
+    if table is None or len(table.number if path else table) > TABLE_LIMIT:
+        _TABLES.clear()
+        table = _TABLES[sha] = WordIds(model_only(path, sha)) if path else Numbering()
+    return table
+
 
 
 class Numbering(dict):
@@ -213,7 +231,7 @@ def split_joined(line: str):
 class ShardIndex:
     """Writes one shard's ids, word starts and sentence/document ends, block by block.
 
-        with ShardIndex(part, "shard-00000", model, "uint16", stage="build-vocab") as index:
+        with ShardIndex(part, "shard-00000", word_table(path, sha), "uint16", stage="build-vocab") as index:
             index.add(words, line_ends, doc_ends)      # once per block of whole sentences
         index.result                                     # counts for the manifest
 
@@ -223,12 +241,12 @@ class ShardIndex:
     sentences of segmented Chinese, whose pre-tokens inside a word start no word.
     """
 
-    def __init__(self, part: Path, base: str, model, dtype: str, *, stage: str):
+    def __init__(self, part: Path, base: str, words: WordIds, dtype: str, *, stage: str):
         import numpy as np
 
         self.part, self.base, self.stage = part, base, stage
-        self.words = WordIds(model)
-        self.vocab_size = model.get_vocab_size()
+        self.words = words
+        self.vocab_size = words.model.get_vocab_size()
         self.dtype_name, self.dtype = dtype, np.dtype("<u2" if dtype == "uint16" else "<u4")
         self.counts = np.zeros(self.vocab_size, dtype=np.int64)
         self.sent_ends: list[np.ndarray] = []

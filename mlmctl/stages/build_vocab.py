@@ -52,6 +52,7 @@ from mlmctl.layout import (
 )
 from mlmctl.indexing import (
     INDEX_COUNTS, INDEX_FILES, SPECIAL_IDS, ShardIndex, check_specials, model_only, pick_dtype, read_vocabulary, split_joined,
+    word_table,
 )
 from mlmctl.pretokenize import WORD_JOINER
 from mlmctl.shards import atomic_write, atomic_write_json, atomic_write_text, file_sha256
@@ -487,9 +488,9 @@ def _index_shard(unit: _IndexUnit, part: Path) -> dict:
     """Token ids, word-start flags and sentence/document ends of one tokenized shard."""
     if unit.adopt:
         return _adopt_shard(unit, part)
-    model = model_only(unit.tokenizer, unit.tokenizer_sha256)
+    words = word_table(unit.tokenizer, unit.tokenizer_sha256)
     sents_in_doc = 0
-    with ShardIndex(part, shard_name(unit.index), model, unit.dtype, stage=STAGE) as index:
+    with ShardIndex(part, shard_name(unit.index), words, unit.dtype, stage=STAGE) as index:
         for block in _line_blocks(unit.src, 1 << 20):
             words: list[str] = []
             line_ends: list[int] = []  # per sentence: index one past its last word in `words`

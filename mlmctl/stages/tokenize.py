@@ -198,6 +198,8 @@ def _place_index(ctx, unit: _Unit, res, counts: dict, sha: dict) -> list:
 
 def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts (+ its ids with `index_with`)."""
+    import numpy as np
+
     from mlmctl.pretokenize import Pretokenizer
     from mlmctl.segment import Segmenter
     from mlmctl.sentences import split_sentences
@@ -213,7 +215,7 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     with contextlib.ExitStack() as stack:
         gz = stack.enter_context(atomic_gzip(part / f"{name}{TEXT_SUFFIX}", unit.compresslevel))
         index = stack.enter_context(_open_index(unit, part)) if unit.index_with else None
-        counts = _WordCounts(index.words.number if index else None)
+        counts = _WordCounts(index.words.number if index else _plain_table())
         for lineno, line in enumerate(open_shard_lines(unit.src), 1):
             if not line:
                 continue
@@ -233,29 +235,33 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
         _write_batch(batch, seg, gz, counts, index, stats)
     with atomic_gzip(part / f"{name}{COUNTS_SUFFIX}", unit.compresslevel) as gz:
         gz.write("".join(f"{w}\t{c}\n" for w, c in counts.ordered()).encode("utf-8"))
-    stats["unique_words"] = len(counts.numbering)
+    stats["unique_words"] = int(np.count_nonzero(counts.counts))
     if seg is not None:
         stats["unsegmented_sentences"] = seg.unaligned
     return dict(stats) | ({"index": index.result} if index else {})
 
 
 def _open_index(unit: _Unit, part: Path):
-    from mlmctl.indexing import ShardIndex, model_only
+    from mlmctl.indexing import ShardIndex, word_table
 
-    model = model_only(unit.index_with, unit.index_sha256)
-    return ShardIndex(part, shard_name(unit.index), model, unit.dtype, stage=STAGE)
+    return ShardIndex(part, shard_name(unit.index), word_table(unit.index_with, unit.index_sha256), unit.dtype,
+                      stage=STAGE)
+
+
+def _plain_table():
+    from mlmctl.indexing import word_table
+
+    return word_table()
 
 
 class _WordCounts:
-    """Occurrences per word: words numbered in order of first appearance (one C-level dict lookup
-    each, shared with the indexing when there is one), then counted with numpy."""
+    """Occurrences per word in one shard: words numbered (one C-level dict lookup each, in the
+    process's word table, shared with the indexing when there is one), then counted with numpy."""
 
-    def __init__(self, numbering=None):
+    def __init__(self, numbering):
         import numpy as np
 
-        from mlmctl.indexing import Numbering
-
-        self.numbering = Numbering() if numbering is None else numbering
+        self.numbering = numbering
         self.counts = np.zeros(0, dtype=np.int64)
 
     def add(self, words: list[list[str]]):
@@ -271,8 +277,13 @@ class _WordCounts:
         return k
 
     def ordered(self) -> list[tuple[str, int]]:
-        """Most frequent first, ties by code point: a deterministic file for a given shard."""
-        return sorted(zip(self.numbering, self.counts.tolist()), key=lambda kv: (-kv[1], kv[0]))
+        """The shard's words, most frequent first, ties by code point: a deterministic file for a
+        given shard (the table may also hold words of the worker's earlier shards)."""
+        import numpy as np
+
+        words = list(self.numbering)
+        seen = np.flatnonzero(self.counts)
+        return sorted(zip([words[i] for i in seen.tolist()], self.counts[seen].tolist()), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _doc_text(line: str, src: str, lineno: int) -> str:

@@ -198,3 +198,24 @@ def test_a_replaced_index_with_file_is_a_changed_input(tmp_path, run_cli):
     shutil.copy(second, tokenizer)
     code, _, err = run_cli(*args)
     assert code == 1 and "`index_with`" in err and "changed" in err, err
+
+
+def test_outputs_do_not_depend_on_the_word_table_a_process_keeps(tmp_path, run_cli, monkeypatch):
+    """Workers keep one word table across shards (mlmctl.indexing.word_table), dropped past a size
+    limit: a table full of other shards' words, or one dropped at every shard, gives the same bytes."""
+    import mlmctl.indexing
+
+    tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
+    clean = make_clean_dir(tmp_path / "clean", DOCS, shards=4)
+    outs = []
+    for limit in (10**9, 10):
+        monkeypatch.setattr(mlmctl.indexing, "TABLE_LIMIT", limit)
+        for extra in ((), ("--set", f"index_with={tokenizer}")):
+            out = tmp_path / f"tok-{limit}-{len(extra)}"
+            assert run_cli("tokenize", "--input", clean, "--output", out, "--workers", "1", *extra)[0] == 0
+            outs.append(_files(out))
+        out = tmp_path / f"vocab-{limit}"
+        assert run_cli("build-vocab", "--input", tmp_path / f"tok-{limit}-0", "--output", out,
+                       "--set", f"from={tokenizer}", "--workers", "1")[0] == 0
+        outs.append(_files(out))
+    assert outs[:3] == outs[3:]
