@@ -118,8 +118,8 @@ def model_only(path: str, sha: str):
 # ----------------------------------------------------------------------------------------------
 # Words -> numbers -> ids
 
-TABLE_LIMIT = 500_000
-"""Words a process keeps numbered (and, with a tokenizer, encoded) across shards: ~100 MB at most."""
+TABLE_LIMIT = 300_000
+"""Words a process keeps numbered (and, with a tokenizer, encoded) across shards: ~100 MB at most (measured)."""
 _TABLES: dict[str, object] = {}
 
 
@@ -166,8 +166,9 @@ class WordIds:
     a sentence are the ids of its pre-tokens back to back. A shard of a Zipf-distributed corpus
     holds few distinct words, so the model runs on a few percent of the words and the rest is one
     dict lookup per word: ~10x faster than `encode_batch(..., is_pretokenized=True)` on the
-    sentences, whose per-word cost is building `Encoding` objects and Python lists. The table
-    lives for one shard, so memory is bounded by the shard size, not the corpus.
+    sentences, whose per-word cost is building `Encoding` objects and Python lists. A process keeps
+    one table across its shards (`word_table`), dropped past TABLE_LIMIT words, so memory is
+    bounded whatever the corpus.
     """
 
     def __init__(self, model):
