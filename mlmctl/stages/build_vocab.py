@@ -538,14 +538,20 @@ def _consistent(part: Path, base: str, counts: dict, unit: _IndexUnit) -> bool:
     directory whose manifest was rewritten to match is refused here, not in pretraining)."""
     import numpy as np
 
+    def read(name: str, dtype) -> np.ndarray | None:
+        """The whole file as `dtype`, or None when it is not a whole number of items."""
+        data = (part / name).read_bytes()
+        return np.frombuffer(data, dtype=dtype) if len(data) % np.dtype(dtype).itemsize == 0 else None
+
     try:
-        ids = np.fromfile(part / f"{base}.ids.bin", dtype="<u2" if unit.dtype == "uint16" else "<u4")
-        ws = np.fromfile(part / f"{base}.wstart.bin", dtype=np.uint8)
-        sent = np.fromfile(part / "sent_ends.bin", dtype="<i8")
-        docs = np.fromfile(part / "doc_ends.bin", dtype="<i8")
-        used = np.fromfile(part / "token_counts.bin", dtype="<i8")
-    except (OSError, ValueError):
+        arrays = [read(f"{base}.ids.bin", "<u2" if unit.dtype == "uint16" else "<u4"),
+                  read(f"{base}.wstart.bin", np.uint8), read("sent_ends.bin", "<i8"), read("doc_ends.bin", "<i8"),
+                  read("token_counts.bin", "<i8")]
+    except OSError:
         return False
+    if any(a is None for a in arrays):
+        return False
+    ids, ws, sent, docs, used = arrays
     vocab = model_only(unit.tokenizer, unit.tokenizer_sha256).get_vocab_size()
     sizes = (len(ids), len(ws), len(sent), len(docs), len(used))
     if sizes != (counts["tokens"], counts["tokens"], counts["sentences"], counts["docs"], vocab):

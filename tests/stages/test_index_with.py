@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers")
 
@@ -219,3 +221,68 @@ def test_outputs_do_not_depend_on_the_word_table_a_process_keeps(tmp_path, run_c
                        "--set", f"from={tokenizer}", "--workers", "1")[0] == 0
         outs.append(_files(out))
     assert outs[:3] == outs[3:]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A vocabulary and a tokenize directory indexed with it (built once for the fuzz tests)."""
+    from mlmctl.cli import main
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    clean = make_clean_dir(tmp / "clean", DOCS, shards=2)
+    for args in (("tokenize", "--input", clean, "--output", tmp / "plain"),
+                 ("build-vocab", "--input", tmp / "plain", "--output", tmp / "vocab", "--set", "vocab_size=500",
+                  "--set", "min_frequency=1")):
+        assert main([str(a) for a in args]) == 0
+    tokenizer = tmp / "vocab/tokenizer.json"
+    assert main(["tokenize", "--input", str(clean), "--output", str(tmp / "tok"), "--set",
+                 f"index_with={tokenizer}"]) == 0
+    return tmp, tokenizer
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_crafted_index_files_are_refused_or_harmless(indexed, tmp_path, run_cli, data):
+    """Random bytes, truncation or growth in any adopted index file, or junk in the records that
+    say what to adopt, with the manifest rewritten to match: build-vocab refuses in one line,
+    indexes the text instead, or writes a directory that reads back whole; never a traceback."""
+    import shutil
+    import tempfile
+
+    from mlmctl.manifest import read_manifest, write_manifest
+    from mlmctl.shards import ShardInfo
+
+    src, tokenizer = indexed
+    work = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: tmp_path is shared by all of them
+    tok = work / "tok"
+    shutil.copytree(src / "tok", tok)
+    m = read_manifest(tok, verify=False)
+    index_files = [f for f in m.files if f.name.endswith(".bin")]
+    target = data.draw(st.sampled_from(index_files))
+    path = tok / target.name
+    raw = bytearray(path.read_bytes())
+    how = data.draw(st.sampled_from(["flip", "truncate", "grow", "records"]))
+    records = dict(target.records)
+    if how == "flip" and raw:
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        raw = raw[:data.draw(st.integers(0, max(len(raw) - 1, 0)))]
+    elif how == "grow":
+        raw += bytes(data.draw(st.lists(st.integers(0, 255), min_size=1, max_size=16)))
+    elif records:
+        key = data.draw(st.sampled_from(sorted(records)))
+        records[key] = data.draw(st.one_of(st.integers(-2**63, 2**63), st.none(), st.text(max_size=3)))
+    path.write_bytes(bytes(raw))
+    m.files = [ShardInfo.of_file(tok, f.name, f.split, records) if f.name == target.name else f for f in m.files]
+    write_manifest(tok, m)
+    code, _, err = run_cli("build-vocab", "--input", tok, "--output", work / "vocab", "--set", f"from={tokenizer}")
+    assert "Traceback" not in err
+    if code:
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert code == 1 and len(errors) == 1 and err.strip().endswith(errors[0]), err
+    else:
+        split = open_vocab_dir(work / "vocab").split("train")
+        split.tokens(0, split.n_tokens)
+        for d in range(split.n_docs):
+            split.document(d)
