@@ -50,9 +50,9 @@ INDEX_COUNTS = ("docs", "sentences", "tokens", "words", "unk", "single_token_wor
 # A tokenizer.json named by a config
 
 
-def read_vocabulary(path_text: str, pipeline: dict, *, stage: str, key: str) -> bytes:
-    """The bytes of a tokenizer.json that mlmctl can index with: it loads, has mlmctl's special
-    ids and the normalizer + pre-tokenizer that `tokenize` uses (`pipeline`)."""
+def read_vocabulary(path_text: str, pipeline: dict, *, stage: str, key: str) -> tuple[bytes, int]:
+    """(bytes, vocabulary size) of a tokenizer.json that mlmctl can index with: it loads, has
+    mlmctl's special ids and the normalizer + pre-tokenizer that `tokenize` uses (`pipeline`)."""
     from tokenizers import Tokenizer
 
     path = Path(path_text)
@@ -73,7 +73,7 @@ def read_vocabulary(path_text: str, pipeline: dict, *, stage: str, key: str) -> 
                 f"{stage}: `{key}` {path} has a different {part} than the one `tokenize` "
                 f"uses ({part.replace('_', '-')} settings differ); {fix}"
             )
-    return raw
+    return raw, tok.get_vocab_size(with_added_tokens=True)
 
 
 def check_specials(tok, what: str, stage: str) -> None:

@@ -449,7 +449,7 @@ def _adopt_tokenizer(path_text: str, pipeline: dict, tok_path: Path) -> None:
     """Check a `from` tokenizer file and copy it, byte for byte, as the vocabulary."""
     from mlmctl.shards import atomic_write_bytes
 
-    raw = read_vocabulary(path_text, pipeline, stage=STAGE, key="from")
+    raw, _ = read_vocabulary(path_text, pipeline, stage=STAGE, key="from")
     tok_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(tok_path, raw)
 

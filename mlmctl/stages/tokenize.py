@@ -164,21 +164,18 @@ def run(ctx) -> dict | None:
 
 def _index_vocabulary(ctx, pipeline: dict) -> tuple[str, str, str]:
     """(work copy, sha256, id dtype) of the checked `index_with` tokenizer, or ("", "", "")."""
-    from tokenizers import Tokenizer
-
     from mlmctl.indexing import pick_dtype, read_vocabulary
     from mlmctl.shards import atomic_write_bytes, file_sha256
 
     if ctx.cfg.index_with is None:
         return "", "", ""
-    raw = read_vocabulary(ctx.cfg.index_with, pipeline, stage=STAGE, key="index_with")
+    raw, size = read_vocabulary(ctx.cfg.index_with, pipeline, stage=STAGE, key="index_with")
     # Workers read a copy named by its digest: the user's file may change during the run (or
     # between the tasks of a fan-out), a unit's tokenizer must not.
     sha = hashlib.sha256(raw).hexdigest()
     path = ctx.work_dir / f"index_with-{sha}.json"
     if not path.is_file() or file_sha256(path) != sha:
         atomic_write_bytes(path, raw)
-    size = Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True)
     return str(path), sha, pick_dtype("auto", size, STAGE)
 
 
@@ -200,6 +197,7 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     """Tokenize one clean shard into `part/shard-NNNNN.txt.gz` + its word counts (+ its ids with `index_with`)."""
     import numpy as np
 
+    from mlmctl.indexing import word_table
     from mlmctl.pretokenize import Pretokenizer
     from mlmctl.segment import Segmenter
     from mlmctl.sentences import split_sentences
@@ -215,7 +213,7 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     with contextlib.ExitStack() as stack:
         gz = stack.enter_context(atomic_gzip(part / f"{name}{TEXT_SUFFIX}", unit.compresslevel))
         index = stack.enter_context(_open_index(unit, part)) if unit.index_with else None
-        counts = _WordCounts(index.words.number if index else _plain_table())
+        counts = _WordCounts(index.words.number if index else word_table())
         for lineno, line in enumerate(open_shard_lines(unit.src), 1):
             if not line:
                 continue
@@ -246,12 +244,6 @@ def _open_index(unit: _Unit, part: Path):
 
     return ShardIndex(part, shard_name(unit.index), word_table(unit.index_with, unit.index_sha256), unit.dtype,
                       stage=STAGE)
-
-
-def _plain_table():
-    from mlmctl.indexing import word_table
-
-    return word_table()
 
 
 class _WordCounts:
