@@ -34,6 +34,10 @@ Every InputError a stage raises reads "STAGE: ...": readers of data files (mlmct
 name the file and line, and `run_stage` adds the stage when they did not.
 
 Under torchrun only rank 0 touches the output directory (env `RANK`).
+
+`MLMCTL_TEST_KILL=STAGE[/PHASE]:N` (tests only) SIGKILLs the stage's process group once N of its work
+units (of that phase) are done in this run: a kill mid-run at a known point, where polling for a `done.json` from
+outside races a fast machine (a stage of two units can finish between two polls).
 """
 
 from __future__ import annotations
@@ -160,6 +164,7 @@ class StageContext:
             self.log(f"{phase}: reusing {len(records)} completed {unit_name} from an earlier run")
         jobs = [(units[j], phase_dir / unit_dir_name(j), keys[j]) for j in todo]
         with progress(len(todo), f"{self.stage}", unit_name, enabled=self.is_main) as bar:
+            bar = _KillPoint(self.stage, phase, bar)
             if min(self.opts.workers, len(todo)) <= 1:
                 for unit, part, key in jobs:
                     _run_unit(fn, unit, part, key)
@@ -240,6 +245,27 @@ class StageContext:
             write_manifest(self.output_dir, manifest)
             finish_cleanup(self.output_dir)
         return manifest
+
+
+class _KillPoint:
+    """The progress bar, passed through; under `MLMCTL_TEST_KILL=STAGE[/PHASE]:N` it kills the process
+    group (the stage, its workers and whatever started them in that group) once N units are done."""
+
+    _done: dict[str, int] = {}  # per target, over the phases it names, in this process
+
+    def __init__(self, stage: str, phase: str, bar) -> None:
+        self.bar = bar
+        self.target, _, count = os.environ.get("MLMCTL_TEST_KILL", "").partition(":")
+        hit = self.target in (stage, f"{stage}/{phase}") and count.isdigit()
+        self.after = int(count) if hit else None
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        if self.after is None:
+            return
+        done = self._done[self.target] = self._done.get(self.target, 0) + n
+        if done >= self.after:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _pending_units(phase_dir: Path, keys: list[str], mine: range) -> tuple[list[int], dict[int, dict]]:

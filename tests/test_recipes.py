@@ -141,16 +141,13 @@ def test_chain_makefile_from_the_doc(tmp_path):
 
     # 5. killed mid-rebuild: the old output stays finished, the next make continues
     _set_lowercase(tok_cfg, True)
-    proc = subprocess.Popen(
+    killed = subprocess.run(  # SIGKILLed (make and mlmctl: one process group) once a tokenize unit is done
         ["make", "-f", "chain.mk", f"MLMCTL={MLMCTL}", "CONFIGS=configs", "DATA=data", "RUNS=runs", "vocab"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "MLMCTL_LOG_EVERY": "1"},
+        cwd=tmp_path, capture_output=True, start_new_session=True,
+        env={**os.environ, "MLMCTL_TEST_KILL": "tokenize:1"},
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob("data/.tokens.rebuild/.work/*/unit-*/done.json")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list(tmp_path.glob("data/.tokens.rebuild/.work/*/unit-*/done.json"))
     assert (tmp_path / "data/tokens/manifest.json").read_bytes() == edited["data/tokens"][0]
     resumed = _make(tmp_path, "vocab")
     assert "resuming the unfinished run" in resumed.stderr

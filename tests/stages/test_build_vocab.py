@@ -409,23 +409,14 @@ def test_sigkill_mid_run_then_rerun_resumes_both_stages(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     clean = make_clean_dir(tmp_path / "clean", sample_docs(3000, seed=41), shards=30)
 
-    def start(*args):
-        return subprocess.Popen([sys.executable, "-m", "mlmctl", *map(str, args)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-    def kill_after_first_unit(proc, work):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if list(work.glob("unit-*/done.json")):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.005)
-        return False
+    def killed_mid_run(stage, *args):
+        """Run it under MLMCTL_TEST_KILL: SIGKILLed, workers and all, once its first unit is done."""
+        proc = subprocess.run([sys.executable, "-m", "mlmctl", stage, *map(str, args)], capture_output=True,
+                              text=True, start_new_session=True, env={**os.environ, "MLMCTL_TEST_KILL": f"{stage}:1"})
+        return proc.returncode == -signal.SIGKILL
 
     def finish(*args):
         proc = subprocess.run([sys.executable, "-m", "mlmctl", *map(str, args)], capture_output=True, text=True)
@@ -433,16 +424,16 @@ def test_sigkill_mid_run_then_rerun_resumes_both_stages(tmp_path):
         return proc.stderr
 
     tok_args = ("tokenize", "--input", clean, "--output", tmp_path / "tok")
-    if not kill_after_first_unit(start(*tok_args), tmp_path / "tok/.work/tokenize"):
-        pytest.skip("tokenize finished before it could be killed (machine too fast for this corpus)")
+    assert killed_mid_run(*tok_args)
+    assert list((tmp_path / "tok/.work/tokenize").glob("unit-*/done.json"))
     assert not (tmp_path / "tok/manifest.json").exists()
     assert "reusing" in finish(*tok_args)
     finish("tokenize", "--input", clean, "--output", tmp_path / "tok-ref")
     assert manifest_hash(tmp_path / "tok") == manifest_hash(tmp_path / "tok-ref")
 
     bv_args = ("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "vocab", "--set", "vocab_size=500")
-    if not kill_after_first_unit(start(*bv_args), tmp_path / "vocab/.work/index"):
-        pytest.skip("build-vocab finished before it could be killed")
+    assert killed_mid_run(*bv_args)
+    assert list((tmp_path / "vocab/.work/index").glob("unit-*/done.json"))
     assert not (tmp_path / "vocab/manifest.json").exists()
     assert not (tmp_path / "vocab/tokenizer.json").exists()
     err = finish(*bv_args)

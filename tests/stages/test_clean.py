@@ -8,11 +8,9 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
@@ -342,24 +340,11 @@ def test_workers_and_tasks_give_identical_output(clean, tmp_path):
         assert (tmp_path / other / "stats.json").read_bytes() == (tmp_path / "w1" / "stats.json").read_bytes()
 
 
-def _kill_when(cmd: list[str], marker_glob: str, out: Path) -> bool:
-    """Start cmd, SIGKILL it as soon as a file matching out/marker_glob appears; True if killed mid-run."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(out.glob(marker_glob)):
-                os.killpg(proc.pid, signal.SIGKILL)  # the stage and its worker processes
-                proc.wait()
-                return not (out / "manifest.json").exists()
-            time.sleep(0.005)
-        return False
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _killed_in(cmd: list[str], target: str) -> bool:
+    """Run cmd under MLMCTL_TEST_KILL=target:1 (SIGKILLed, workers and all, once a unit of it is done)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MLMCTL_TEST_KILL=f"{target}:1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, start_new_session=True)
+    return proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -373,12 +358,8 @@ def test_kill_then_rerun_is_byte_identical(clean, tmp_path, phase):
     cmd = [sys.executable, "-m", "mlmctl", "clean", "--input", str(raw), "--output", str(out), "--workers", "2"]
     for s in sets:
         cmd += ["--set", s]
-    for _ in range(3):  # on a busy machine the poll may miss the window: try again from scratch
-        shutil.rmtree(out, ignore_errors=True)
-        killed = _kill_when(cmd, f".work/{phase}/unit-*/done.json", out)
-        if killed:
-            break
-    assert killed, "the run finished before it could be killed"
+    assert _killed_in(cmd, f"clean/{phase}")
+    assert list(out.glob(f".work/{phase}/unit-*/done.json"))
     assert not (out / "manifest.json").exists()
     code, _, err = clean([raw], out, *sets)
     assert code == 0, err
