@@ -8,7 +8,7 @@ keys: build-vocab's `from` is the attribute `from_tokenizer`):
 
 `read_input_files(module, cfg)` returns, for every such path that is set,
 `{"segment.user_dict": {"path": "zh.dict", "sha256": "..."}}` (keyed as users write the key; a
-directory is hashed as `manifest.fingerprint_files` hashes a model directory), or raises one line
+directory is hashed as `manifest.fingerprint_parts` hashes a model directory), or raises one line
 for a path that does not exist. `combine` folds them into the input hash, leaving it unchanged when
 none is set, so outputs finished before a stage declared INPUT_FILES stay up to date.
 `describe_change` says which one changed, for the "needs --rebuild" message.
@@ -50,22 +50,26 @@ def combine(input_hash: str | None, files: dict[str, dict]) -> str | None:
     return digest(input_hash or "", *(f"{key}:{files[key]['sha256']}" for key in sorted(files)))
 
 
-def describe_change(old: Manifest, base_hash: str | None, files: dict[str, dict]) -> str:
+def describe_change(old: Manifest, base_hash: str | None, files: dict[str, dict],
+                    parts: dict[str, dict] | None = None) -> str:
     """What differs between the input `old` was built from and this run's: "a different input",
-    naming the config-named files whose content changed at the same path."""
+    naming the config-named files whose content changed at the same path, and the files read
+    (`parts`, manifest.fingerprint_parts) that differ from the ones `old` records."""
     changed, unrecorded = [], []
     if combine(base_hash, _recorded(old)) != old.input_hash:
-        changed.append("`input`")  # the input stage's output (or the raw input) itself changed
+        if parts and old.input_parts:
+            changed += _changed_parts(old.input_parts, parts)
+        changed = changed or ["`input`"]  # the input stage's output (or the raw input) itself changed
     for key, now in sorted(files.items()):
         before = old.input_files.get(key)
         if before is None and _config_value(old.config, key) == now["path"]:
             unrecorded.append(f"`{key}` {now['path']}")  # an output of an mlmctl before INPUT_FILES
         elif before is not None and before.get("path") == now["path"] and before.get("sha256") != now["sha256"]:
             changed.append(f"`{key}` {now['path']}")
-    parts = [f"{', '.join(changed)} changed since the last run"] if changed and changed != ["`input`"] else []
+    notes = [f"{', '.join(changed)} changed since the last run"] if changed and changed != ["`input`"] else []
     if unrecorded:
-        parts.append(f"the last run did not record the content of {', '.join(unrecorded)}")
-    return "a different input" + (f" ({'; '.join(parts)})" if parts else "")
+        notes.append(f"the last run did not record the content of {', '.join(unrecorded)}")
+    return "a different input" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def input_paths(files: dict[str, dict]) -> list[Path]:
@@ -78,6 +82,13 @@ def input_paths(files: dict[str, dict]) -> list[Path]:
         except OSError:
             pass  # removed since it was hashed: nothing for make to compare
     return paths
+
+
+def _changed_parts(before: dict[str, dict], now: dict[str, dict]) -> list[str]:
+    """`train_file` data/train.tsv, ... for each part that is new, gone, or of other content."""
+    names = [n for n in now if n not in before or before[n].get("sha256") != now[n]["sha256"]]
+    names += [n for n in before if n not in now]
+    return [f"`{n}` {(now.get(n) or before[n]).get('path', '')}".rstrip() for n in names]
 
 
 def _recorded(old: Manifest) -> dict[str, dict]:

@@ -33,6 +33,9 @@ class Manifest:
     input_files: dict[str, dict] = field(default_factory=dict)
     """{config key: {"path", "sha256"}} of the files the config names that were read (stage INPUT_FILES);
     folded into `input_hash`, kept here so a rerun can say which one changed."""
+    input_parts: dict[str, dict] = field(default_factory=dict)
+    """{name: {"path", "sha256"}} of what a stage without an input stage read (a model directory's
+    files, the labelled files: `fingerprint_parts`); `input_hash` is their digest."""
     version: str = __version__
     format: int = FORMAT
 
@@ -57,6 +60,8 @@ class Manifest:
         }
         if self.input_files:  # only then: every other manifest stays as it was
             d["input_files"] = self.input_files
+        if self.input_parts:
+            d["input_parts"] = self.input_parts
         return d
 
     @classmethod
@@ -70,6 +75,7 @@ class Manifest:
             files=[ShardInfo.from_dict(s) for s in d.get("files", [])],
             extra=d.get("extra", {}),
             input_files=_input_files(d.get("input_files", {})),
+            input_parts=_input_files(d.get("input_parts", {})),
             version=d.get("version", "?"),
             format=d.get("format", FORMAT),
         )
@@ -174,29 +180,35 @@ def digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _model_file_parts(model_dir: Path) -> list[str]:
-    """`model/NAME:sha256` of a model directory's files (config, weights, tokenizer, vocabulary)."""
-    parts = []
+def _model_file_parts(model_dir: Path) -> dict[str, dict]:
+    """`model/NAME` -> {path, sha256} of a model directory's files (config, weights, tokenizer, vocabulary)."""
+    parts = {}
     for p in sorted(model_dir.iterdir()):
         if p.is_file() and p.name.endswith((".json", ".safetensors", ".txt", ".bin")):
-            parts.append(f"model/{p.name}:{file_sha256(p)}")
+            parts[f"model/{p.name}"] = {"path": str(p), "sha256": file_sha256(p)}
     return parts
 
 
+def parts_digest(parts: dict[str, dict]) -> str:
+    """The input hash of `fingerprint_parts`' answer (in its order)."""
+    return digest(*(f"{name}:{part['sha256']}" for name, part in parts.items()))
+
+
 def path_sha256(path: Path) -> str:
-    """A file's sha256; for a directory, the digest of its files as `fingerprint_files` reads a
+    """A file's sha256; for a directory, the digest of its files as `fingerprint_parts` reads a
     model directory (a run directory's manifest.json stands for the files it lists)."""
-    return digest(*_model_file_parts(path)) if path.is_dir() else file_sha256(path)
+    return parts_digest(_model_file_parts(path)) if path.is_dir() else file_sha256(path)
 
 
-def fingerprint_files(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> str:
-    """Identity of an input that is no stage directory: a model directory's files and the named
-    files' bytes (what finetune and eval read)."""
+def fingerprint_parts(reader: str, model_dir: Path, named_files: list[tuple[str, str | None]]) -> dict[str, dict]:
+    """What a stage whose input is no stage directory reads (finetune, eval, glue): a model
+    directory's files and the named files, each with its sha256; `parts_digest` is its input hash,
+    and the manifest keeps the parts so that a rerun can name the file that changed."""
     parts = _model_file_parts(model_dir)
     for key, path in named_files:
         if path is None:
             continue
         if not Path(path).is_file():
             raise InputError(f"{reader}: `{key}` {path} does not exist")
-        parts.append(f"{key}:{file_sha256(path)}")
-    return digest(*parts)
+        parts[key] = {"path": str(path), "sha256": file_sha256(path)}
+    return parts

@@ -5,7 +5,8 @@ A stage module (`mlmctl/stages/<name>.py`) defines
     CONFIG = TokenizeConfig         # dataclass with `input` and `output` fields
     STAGE = "tokenize"
     INPUT_STAGE = "clean"           # upstream stage(s) whose manifest `input` must hold, or None
-    def input_fingerprint(cfg) -> str   # only when INPUT_STAGE is None: identity of the input
+    def input_fingerprint(cfg) -> str | dict   # only when INPUT_STAGE is None: identity of the input
+                                               # (a dict: manifest.fingerprint_parts, kept in the manifest)
     INPUT_FILES = ("segment.user_dict",)  # optional: config attributes naming files the stage reads
     def run(ctx: StageContext) -> dict | None   # summary rows; None after a `--task` run
 
@@ -64,7 +65,7 @@ from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config,
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.input_files import combine, describe_change, input_paths, read_input_files
 from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
-from mlmctl.manifest import Manifest, manifest_hash, read_manifest, verify_files, write_manifest
+from mlmctl.manifest import Manifest, manifest_hash, parts_digest, read_manifest, verify_files, write_manifest
 from mlmctl.outdir import (
     LOCK_FILE, RUN_FILE, WORK, DirLock, delete_ours, exchange, finish_cleanup, is_empty, old_dir, read_marker,
     rebuild_dir, recover_rebuild, remove_temporaries, survey,
@@ -123,6 +124,8 @@ class StageContext:
     started: float = field(default_factory=time.monotonic)
     input_files: dict[str, dict] = field(default_factory=dict)
     """The config-named files read (mlmctl.input_files), recorded in the manifest."""
+    input_parts: dict[str, dict] = field(default_factory=dict)
+    """What a stage without an input stage read, file by file (manifest.fingerprint_parts)."""
 
     @property
     def work_dir(self) -> Path:
@@ -240,6 +243,7 @@ class StageContext:
             files=list(files),
             extra=dict(extra or {}),
             input_files=dict(self.input_files),
+            input_parts=dict(self.input_parts),
         )
         if self.is_main:
             write_manifest(self.output_dir, manifest)
@@ -417,11 +421,15 @@ def _run_stage(
         input_dir = Path(cfg.input)
         input_manifest = read_manifest(input_dir, module.INPUT_STAGE, reader=stage)
         input_hash = manifest_hash(input_dir)
-    else:
+    parts = {}
+    if not module.INPUT_STAGE:
         input_hash = module.input_fingerprint(cfg)
+        if isinstance(input_hash, dict):  # what was read, file by file: a rerun can name the changed one
+            parts, input_hash = input_hash, parts_digest(input_hash)
     files = read_input_files(module, cfg)
     job = _Job(module, stage, cfg, Path(cfg.output), config_hash(cfg), combine(input_hash, files), opts,
-               getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)), input_files=files, base_hash=input_hash)
+               getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)), input_files=files, base_hash=input_hash,
+               input_parts=parts)
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if rank != 0:
@@ -481,6 +489,7 @@ class _Job:
     input_files: dict[str, dict] = field(default_factory=dict)
     base_hash: str | None = None
     """The input hash before the config-named files were folded in."""
+    input_parts: dict[str, dict] = field(default_factory=dict)
 
     def matches(self, m: Manifest | dict | None) -> bool:
         if isinstance(m, Manifest):
@@ -504,7 +513,7 @@ class _Job:
         ctx = StageContext(
             stage=self.stage, cfg=self.cfg, input_dir=input_dir, output_dir=target, input_manifest=input_manifest,
             input_hash=self.input_hash, config_hash=self.config_hash, opts=self.opts, rank=rank, world_size=world,
-            input_files=self.input_files,
+            input_files=self.input_files, input_parts=self.input_parts,
         )
         try:
             summary = self.module.run(ctx)
@@ -622,7 +631,7 @@ def _finished_state(job: _Job, out: Path) -> str:
         changed = diff_keys(old.config, config_to_dict(job.cfg))
         why.append("a different config" + (f" (changed: {', '.join(changed[:6])})" if changed else ""))
     if old.input_hash != job.input_hash:
-        why.append(describe_change(old, job.base_hash, job.input_files))
+        why.append(describe_change(old, job.base_hash, job.input_files, job.input_parts))
     raise MlmctlError(
         f"{stage}: {out} was built from {' and '.join(why)}; rerun with --rebuild to replace it "
         f"once the new output is complete (or --force to delete it first)"

@@ -137,3 +137,38 @@ def test_a_named_directory_is_hashed_by_its_model_files(tmp_path):
     (model / "model.safetensors").write_bytes(b"weights-2")
     assert read_input_files(pretrain, cfg)["model.init_from"]["sha256"] != first["model.init_from"]["sha256"]
     assert combine("h", {}) == "h"
+
+
+def test_finetune_names_the_file_that_changed(tmp_path, run_cli):
+    """Stages whose input is files, not a stage directory (finetune, eval, glue), keep what they read
+    file by file: a changed labelled file or model file is named, and the hash is the old formula."""
+    from test_finetune import task_rows, write_tsv
+    from test_labelled import make_tiny_model_dir
+
+    from mlmctl.manifest import digest, file_sha256
+
+    train, dev = task_rows(40, 1), task_rows(20, 2)
+    model = make_tiny_model_dir(tmp_path, [t for t, _ in train])
+    files = {"train": write_tsv(tmp_path / "train.tsv", train), "dev": write_tsv(tmp_path / "dev.tsv", dev)}
+
+    def ft(*more):
+        return run_cli("finetune", "--input", model, "--output", tmp_path / "run", "--set", f"train_file={files['train']}",
+                       "--set", f"dev_file={files['dev']}", "--set", "max_steps=2", "--set", "threads=1", "--set", "max_seq_len=32", *more)
+
+    code, _, err = ft()
+    assert code == 0, err
+    manifest = read_manifest(tmp_path / "run")
+    assert {"train_file", "dev_file", "model/config.json", "model/model.safetensors"} <= set(manifest.input_parts)
+    # The hash is the formula of the mlmctl before parts were kept: its outputs stay up to date.
+    weights = sorted(p for p in model.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".txt", ".bin"))
+    assert manifest.input_hash == digest(*[f"model/{p.name}:{file_sha256(p)}" for p in weights],
+                                         f"train_file:{file_sha256(files['train'])}", f"dev_file:{file_sha256(files['dev'])}")
+
+    write_tsv(files["dev"], dev[:-1])
+    code, _, err = ft()
+    assert code == 1 and f"`dev_file` {files['dev']} changed since the last run" in err and "train_file" not in err, err
+    write_tsv(files["dev"], dev)
+    assert "up to date" in ft()[2]
+    (model / "config.json").write_text((model / "config.json").read_text() + " ")
+    code, _, err = ft()
+    assert code == 1 and "`model/config.json`" in err and "dev_file" not in err, err

@@ -157,17 +157,17 @@ STAGE = "eval"
 INPUT_STAGE = None
 
 
-def input_fingerprint(cfg: EvalConfig) -> str:
+def input_fingerprint(cfg: EvalConfig) -> dict[str, dict]:
     from mlmctl.model_dir import resolve_model_dir
     from mlmctl.layout import MANIFEST
-    from mlmctl.manifest import fingerprint_files
+    from mlmctl.manifest import fingerprint_parts
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
     named = [("test_file", cfg.test_file), ("baseline_train_file", _baseline_train_file(cfg, model_dir))]
     if cfg.data:
         named.append(("data", str(Path(cfg.data) / MANIFEST)))
     named += [(f"text_files[{i}]", p) for i, p in enumerate(cfg.text_files)]
-    return fingerprint_files(STAGE, model_dir, named)
+    return fingerprint_parts(STAGE, model_dir, named)
 
 
 def _baseline_train_file(cfg: EvalConfig, model_dir: Path) -> str | None:

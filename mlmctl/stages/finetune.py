@@ -204,13 +204,13 @@ STAGE = "finetune"
 INPUT_STAGE = None
 
 
-def input_fingerprint(cfg: FinetuneConfig) -> str:
+def input_fingerprint(cfg: FinetuneConfig) -> dict[str, dict]:
     """Identity of everything read: the model directory's files and the labelled files' bytes."""
     from mlmctl.model_dir import resolve_model_dir
-    from mlmctl.manifest import fingerprint_files
+    from mlmctl.manifest import fingerprint_parts
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
-    return fingerprint_files(STAGE, model_dir, [("train_file", cfg.train_file), ("dev_file", cfg.dev_file),
+    return fingerprint_parts(STAGE, model_dir, [("train_file", cfg.train_file), ("dev_file", cfg.dev_file),
                                                 ("test_file", cfg.test_file)])
 
 

@@ -104,10 +104,10 @@ DATA = "data"
 BASELINE_FILE = "baseline.json"
 
 
-def input_fingerprint(cfg: GlueConfig) -> str:
+def input_fingerprint(cfg: GlueConfig) -> dict[str, dict]:
     """Identity of the model and of every present task's files, which are all read (and so
     checked) here, before run_stage touches the output: a wrong layout stops the run at once."""
-    from mlmctl.manifest import fingerprint_files
+    from mlmctl.manifest import fingerprint_parts
     from mlmctl.model_dir import read_model_config, resolve_model_dir
 
     model_dir = resolve_model_dir(cfg.input, STAGE)
@@ -122,7 +122,7 @@ def input_fingerprint(cfg: GlueConfig) -> str:
             path = Path(cfg.glue_dir) / task.name / name
             read_split(task, path)
             named.append((f"{task.name}/{name}", str(path)))
-    return fingerprint_files(STAGE, model_dir, named)
+    return fingerprint_parts(STAGE, model_dir, named)
 
 
 def select_tasks(cfg: GlueConfig) -> tuple[list[GlueTask], dict[str, str]]:
