@@ -331,19 +331,28 @@ class BertForPreTraining(nn.Module):
         return logits, loss
 
 
-class BertForSequenceClassification(nn.Module):
-    """BERT + dropout + linear classifier on the pooled [CLS] vector (HF names `dropout`, `classifier`).
-    `num_labels == 1` is regression (MSE), otherwise cross-entropy, optionally class-weighted."""
+class _BertWithClassifier(nn.Module):
+    """BERT + dropout + a linear classifier (HF names `bert`, `dropout`, `classifier`); the subclass
+    says what the classifier reads and which loss applies."""
+
+    pooled: bool  # whether the encoder carries the pooler ([CLS] -> dense -> tanh)
 
     def __init__(self, cfg: ModelConfig, num_labels: int, classifier_dropout: float | None = None):
         super().__init__()
         self.config = cfg
         self.num_labels = num_labels
-        self.bert = BertModel(cfg, add_pooling_layer=True)
+        self.bert = BertModel(cfg, add_pooling_layer=self.pooled)
         p = cfg.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
         self.dropout = nn.Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         _init_weights(self.classifier, cfg.initializer_range)
+
+
+class BertForSequenceClassification(_BertWithClassifier):
+    """The classifier on the pooled [CLS] vector. `num_labels == 1` is regression (MSE), otherwise
+    cross-entropy, optionally class-weighted."""
+
+    pooled = True
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, class_weights=None):
         h = self.bert(input_ids, attention_mask, token_type_ids)
@@ -352,19 +361,11 @@ class BertForSequenceClassification(nn.Module):
         return logits, loss
 
 
-class BertForTokenClassification(nn.Module):
-    """BERT + dropout + linear classifier on every token (HF `BertForTokenClassification`: no pooler).
-    Labels -100 (sub-words after a word's first, special tokens, padding) are ignored by the loss."""
+class BertForTokenClassification(_BertWithClassifier):
+    """The classifier on every token (HF `BertForTokenClassification`: no pooler). Labels -100
+    (sub-words after a word's first, special tokens, padding) are ignored by the loss."""
 
-    def __init__(self, cfg: ModelConfig, num_labels: int, classifier_dropout: float | None = None):
-        super().__init__()
-        self.config = cfg
-        self.num_labels = num_labels
-        self.bert = BertModel(cfg, add_pooling_layer=False)
-        p = cfg.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-        _init_weights(self.classifier, cfg.initializer_range)
+    pooled = False
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, class_weights=None):
         h = self.bert(input_ids, attention_mask, token_type_ids)
