@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,14 +127,17 @@ def word_table(path: str | None = None, sha: str = ""):
     """This process's word table, kept across the shards it handles: a `WordIds` for the tokenizer
     (`path`, `sha`), or a plain `Numbering` without one. A worker indexes shard after shard of one
     corpus, whose words mostly recur, so a word met in an earlier shard is neither numbered nor
-    encoded again. A table past TABLE_LIMIT words is dropped at the next shard, so memory stays
-    bounded whatever the corpus; outputs never depend on it (counts and ids are per word)."""
+    encoded again. A table past TABLE_LIMIT words is cut to the half first met at the next shard,
+    so memory stays bounded whatever the corpus while the frequent words (met early: a word of
+    frequency p is first met after about 1/p words) stay; outputs never depend on it (counts and
+    ids are per word)."""
     table = _TABLES.get(sha)
-    if table is None or len(table.number if path else table) > TABLE_LIMIT:
+    if table is None:
         _TABLES.clear()
         table = _TABLES[sha] = WordIds(model_only(path, sha)) if path else Numbering()
+    elif len(table.number if path else table) > TABLE_LIMIT:
+        table = _TABLES[sha] = table.first_met(TABLE_LIMIT // 2)
     return table
-
 
 
 class Numbering(dict):
@@ -148,6 +151,12 @@ class Numbering(dict):
         self[word] = n = len(self)
         self.new.append(word)
         return n
+
+    def first_met(self, k: int) -> Numbering:
+        """A numbering of the k words met first, with their numbers."""
+        kept = Numbering()
+        kept.update(islice(self.items(), k))
+        return kept
 
 
 def number_words(numbering: Numbering, words: Iterable[str], count: int | None = None) -> np.ndarray:
@@ -167,8 +176,8 @@ class WordIds:
     holds few distinct words, so the model runs on a few percent of the words and the rest is one
     dict lookup per word: ~10x faster than `encode_batch(..., is_pretokenized=True)` on the
     sentences, whose per-word cost is building `Encoding` objects and Python lists. A process keeps
-    one table across its shards (`word_table`), dropped past TABLE_LIMIT words, so memory is
-    bounded whatever the corpus.
+    one table across its shards (`word_table`), cut to its first-met half past TABLE_LIMIT words,
+    so memory is bounded whatever the corpus.
     """
 
     def __init__(self, model):
@@ -200,6 +209,15 @@ class WordIds:
         starts = np.zeros(total, dtype=bool)
         starts[offset[word_tokens > 0]] = True
         return ids, starts, word_tokens
+
+    def first_met(self, k: int) -> WordIds:
+        """This table cut to the k words met first (numbered 0..k-1, so their ids are a prefix)."""
+        kept = WordIds(self.model)
+        kept.number = self.number.first_met(min(k, len(self.first)))  # learned words only
+        k = len(kept.number)
+        kept.first, kept.length = self.first[:k].copy(), self.length[:k].copy()  # copies: the rest is freed
+        kept.flat = self.flat[:int(self.first[k - 1] + self.length[k - 1])].copy() if k else self.flat[:0].copy()
+        return kept
 
     def _learn(self, words: list[str]) -> None:
         """Append the new words' ids to the tables (numpy appends: no pass over the known words)."""

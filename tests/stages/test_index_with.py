@@ -203,8 +203,9 @@ def test_a_replaced_index_with_file_is_a_changed_input(tmp_path, run_cli):
 
 
 def test_outputs_do_not_depend_on_the_word_table_a_process_keeps(tmp_path, run_cli, monkeypatch):
-    """Workers keep one word table across shards (mlmctl.indexing.word_table), dropped past a size
-    limit: a table full of other shards' words, or one dropped at every shard, gives the same bytes."""
+    """Workers keep one word table across shards (mlmctl.indexing.word_table), cut to its first-met
+    half past a size limit: a table full of other shards' words, or one cut at every shard (and then
+    grown again by the words it lost), gives the same bytes."""
     import mlmctl.indexing
 
     tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
@@ -286,3 +287,20 @@ def test_crafted_index_files_are_refused_or_harmless(indexed, tmp_path, run_cli,
         split.tokens(0, split.n_tokens)
         for d in range(split.n_docs):
             split.document(d)
+
+
+def test_a_word_table_cut_keeps_the_words_met_first_with_their_ids(tmp_path, run_cli):
+    """WordIds.first_met: numbers 0..k-1 and their ids unchanged, the rest forgotten and learned anew."""
+    from mlmctl.indexing import WordIds, model_only
+
+    tokenizer = build(run_cli, tmp_path / "v", DOCS) / "tokenizer.json"
+    table = WordIds(model_only(str(tokenizer), "x"))
+    words = " ".join(DOCS).split()[:400]
+    full_ids, _, full_counts = table.encode(words)
+    distinct = len(table.number)
+    cut = table.first_met(distinct // 2)
+    assert list(cut.number) == list(table.number)[:distinct // 2]
+    assert len(cut.first) == len(cut.length) == distinct // 2 and len(cut.flat) == int(cut.length.sum())
+    ids, _, counts = cut.encode(words)  # the forgotten words come back with new numbers, same ids
+    assert ids.tolist() == full_ids.tolist() and counts.tolist() == full_counts.tolist()
+    assert len(cut.number) == distinct
