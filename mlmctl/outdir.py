@@ -54,12 +54,10 @@ class DirLock:
     def acquire(self) -> DirLock:
         import fcntl
 
-        if not self.directory.exists():
-            self.directory.mkdir(parents=True)
-            self.created = True
+        self._make_directory()
         path = self.directory / LOCK_FILE
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open(path)
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except OSError as e:
@@ -82,6 +80,29 @@ class DirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode().ljust(12), 0)
         self.fd = fd
         return self
+
+    def _make_directory(self) -> None:
+        """Create the output directory; a path that cannot be one is one line naming it."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise MlmctlError(f"{self.stage}: output {self.directory} exists and is not a directory; "
+                              f"choose another --output")
+        if self.directory.exists():
+            return
+        try:
+            self.directory.mkdir(parents=True)
+        except FileExistsError:  # a race with another run creating it: fine, the lock decides
+            return
+        except OSError as e:
+            raise MlmctlError(f"{self.stage}: cannot create output directory {self.directory} "
+                              f"({e.strerror or e}: {e.filename or self.directory}); choose another --output") from None
+        self.created = True
+
+    def _open(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise MlmctlError(f"{self.stage}: cannot write in output directory {self.directory} "
+                              f"({e.strerror or e}); choose another --output") from None
 
     def release(self) -> None:
         if self.fd is None:

@@ -117,6 +117,18 @@ def test_second_run_is_refused_naming_the_holder(toy_input, tmp_path):
     assert _run(toy_input, out, ["suffix=+"], force=True) == 0  # released
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file", "a device"])
+def test_an_output_that_cannot_be_a_directory_is_one_line_naming_it(toy_input, tmp_path, where, run_cli):
+    (tmp_path / "f").write_text("mine\n")
+    out = {"a file": tmp_path / "f", "under a file": tmp_path / "f" / "out", "a device": Path("/dev/null")}[where]
+    with pytest.raises(MlmctlError, match=rf"^toy: (output {out} exists and is not a directory|cannot create output "
+                                          rf"directory {out} \(Not a directory)"):
+        _run(toy_input, out)
+    assert (tmp_path / "f").read_text() == "mine\n"
+    code, _, err = run_cli("clean", "--input", toy_input, "--output", out)  # through the CLI: the stage names it
+    assert code == 1 and err.strip().splitlines()[-1].startswith("mlmctl: error: clean: ") and str(out) in err, err
+
+
 def test_lock_file_is_not_output(toy_input, tmp_path):
     out = tmp_path / "out"
     with DirLock(out, "toy"):
