@@ -1,6 +1,8 @@
 # mlmctl — set up, run the demo chain, test, benchmark.
 #   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
+#   make demo-modern  the same chain with the ModernBERT-class encoder (configs/modern)
 #   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
+#   make smoke   the same chain on a tiny slice (configs/smoke), under a minute
 #   make test    set up (first time) and run the whole test suite (what CI runs)
 #   make docs-images  the pictures of docs/monitoring.md, from the smoke chain's own runs
 #   make glue GLUE=path/to/GLUE  the GLUE dev table of the demo's pretrained model (docs/glue.md)
@@ -53,14 +55,14 @@ lint: install
 	$(VENV)/bin/ruff check mlmctl tests benchmarks
 
 clean-demo:
-	rm -rf data/demo runs/demo data/smoke runs/smoke data/zh runs/zh
+	rm -rf data/demo runs/demo data/smoke runs/smoke data/zh runs/zh data/modern runs/modern
 
-# The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
-# clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
 # The same chain with the modern encoder (model.arch: modernbert, documents packing, 30% masking, WSD).
 demo-modern: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/modern bash scripts/chain.sh
 
+# The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
+# clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
 demo-zh: install
 	$(PY) -c "from mlmctl.zh_corpus import write_jsonl; write_jsonl('data/zh/corpus.jsonl', 6000)"
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/zh bash scripts/chain.sh

@@ -446,3 +446,55 @@ def test_yaml_config_blocks_load():
             from_dict(stage_module(spec).CONFIG, tmp, source=f"{_rel(path)}:{n}")
             checked += 1
     assert checked >= 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths and links
+
+_PATH = re.compile(r"(?<![\w/.-])((?:mlmctl|tests|benchmarks|configs|scripts|docs)/[\w./-]*\w)")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lstrip("#").strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_paths_named_in_the_docs_exist():
+    problems = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for name in sorted(set(_PATH.findall(text))):
+            if any(c in name for c in "*{<") or name.endswith((".tmp", "-")):
+                continue
+            candidate = ROOT / name
+            if not (candidate.exists() or candidate.with_suffix(".py").exists()
+                    or (ROOT / name.replace(".", "/")).with_suffix(".py").exists()):
+                problems.append(f"{_rel(path)}: {name}")
+    assert not problems, "paths named in the docs that do not exist:\n" + "\n".join(problems)
+
+
+def test_links_between_docs_resolve():
+    problems = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+            if re.match(r"\w+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            doc = (path.parent / file).resolve() if file else path
+            if not doc.exists():
+                problems.append(f"{_rel(path)}: ({target}): no such file")
+                continue
+            if anchor and doc.suffix == ".md":
+                slugs = {_slug(line) for line in doc.read_text(encoding="utf-8").splitlines()
+                         if line.startswith("#")}
+                if anchor not in slugs:
+                    problems.append(f"{_rel(path)}: ({target}): {doc.name} has no heading #{anchor}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_makefile_target_is_in_the_recipes_table():
+    phony = re.search(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    table = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    missing = [t for t in phony if not re.search(rf"^\| `make {re.escape(t)}\b", table, re.M)]
+    assert not missing, f"docs/recipes.md's table of make targets lacks {missing}"
