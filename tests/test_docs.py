@@ -482,3 +482,10 @@ def test_every_makefile_target_is_in_the_recipes_table():
     table = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
     missing = [t for t in phony if not re.search(rf"^\| `make {re.escape(t)}\b", table, re.M)]
     assert not missing, f"docs/recipes.md's table of make targets lacks {missing}"
+
+
+def test_every_module_has_a_floor_in_architecture_md():
+    floors = re.search(r"```\n(floor 5.*?)```", (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"), re.S)
+    names = set(re.findall(r"[\w<>]+\.py", floors.group(1)))
+    missing = [p.name for p in sorted((ROOT / "mlmctl").glob("*.py")) if p.name not in names]
+    assert not missing, f"docs/architecture.md's floors do not place {missing}: add each where its imports put it"
