@@ -490,3 +490,24 @@ def test_every_module_has_a_floor_in_architecture_md():
     names = set(re.findall(r"[\w<>]+\.py", floors.group(1)))
     missing = [p.name for p in sorted((ROOT / "mlmctl").glob("*.py")) if p.name not in names]
     assert not missing, f"docs/architecture.md's floors do not place {missing}: add each where its imports put it"
+
+
+def test_dotted_keys_in_prose_exist():
+    """`train.warmup_steps`, `segment.user_dict: path`: a dotted key of a config group named in
+    prose is a key of some stage (file names such as `train.tsv` and weight names are not keys)."""
+    every = set().union(*STAGE_KEYS.values())
+    groups = {k.split(".")[0] for k in every if "." in k}
+    problems = []
+    for path in DOCS:
+        if path.name in GENERATED:
+            continue
+        for span in _spans(path.read_text(encoding="utf-8")):
+            m = re.fullmatch(r"([a-z_]+)\.([a-z_.]+)(?:\s*[:=].*)?", span)
+            if not m or m.group(1) not in groups or "*" in span:
+                continue
+            if re.search(r"\.(py|json|safetensors|tsv|conll|jsonl|txt|gz|weight|bias)\b", span):
+                continue
+            key = f"{m.group(1)}.{m.group(2)}"
+            if key not in every:
+                problems.append(f"{_rel(path)}: `{span}`")
+    assert not problems, "dotted keys that no stage has:\n" + "\n".join(problems)
