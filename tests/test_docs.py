@@ -511,3 +511,51 @@ def test_dotted_keys_in_prose_exist():
             if key not in every:
                 problems.append(f"{_rel(path)}: `{span}`")
     assert not problems, "dotted keys that no stage has:\n" + "\n".join(problems)
+
+
+def _groups(text: str, start: int) -> list[str]:
+    """The contents of the balanced parenthesis groups that follow each other from `start`."""
+    out = []
+    while start < len(text) and text[start] == "(":
+        depth, k = 0, start
+        for k in range(start, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[k], 0)
+            if depth == 0:
+                break
+        out.append(text[start + 1:k])
+        start = k + 1
+    return out
+
+
+def _param_names(args: str) -> list[str]:
+    parts = re.split(r",(?![^()\[\]]*[)\]])", args)
+    return [p.split("=")[0].strip() for p in parts if re.match(r"\s*\w+\s*(=|$)", p)]
+
+
+def test_api_summaries_name_real_parameters():
+    """The API blocks of docs/model.md (`Class(init args)(forward args) -> ...`): every class and
+    function exists in the module the block documents, with every parameter the line names."""
+    import inspect
+
+    checked = 0
+    for where, body in _python_blocks():
+        if "->" not in body:
+            continue
+        text = re.sub(r"#[^\n]*", "", body)
+        lines = re.sub(r"\n\s+", " ", text).splitlines()
+        first = re.match(r"\s*(\w+)", lines[0]).group(1)
+        module = next(m for m in (importlib.import_module(f"mlmctl.{n}") for n in ("model", "modernbert"))
+                      if hasattr(m, first) and getattr(m, first).__module__ == m.__name__)
+        for call in (c.strip() for line in lines for c in re.split(r";| / ", line.split("->")[0])):
+            m = re.match(r"(\w+)\(", call)
+            if not m:
+                continue
+            obj = getattr(module, m.group(1), None)
+            assert obj is not None, f"{where}: {module.__name__} has no {m.group(1)}"
+            targets = [obj, obj.forward] if inspect.isclass(obj) else [obj]
+            for target, args in zip(targets, _groups(call, m.end() - 1)):
+                params = set(inspect.signature(target).parameters)
+                unknown = [n for n in _param_names(args) if n not in params]
+                assert not unknown, f"{where}: {m.group(1)}: no parameter {unknown} (has {sorted(params)})"
+                checked += 1
+    assert checked >= 10
