@@ -122,7 +122,7 @@ def _commands() -> list[tuple[str, list[str]]]:
             continue
         text = path.read_text(encoding="utf-8")
         for lang, line_no, body in _blocks(text):
-            if lang in ("text", "python", "json", "make", "yaml"):
+            if lang in ("text", "python", "json", "yaml"):
                 continue
             for line in _command_lines(body):
                 args = _mlmctl_args(line)
