@@ -1,14 +1,18 @@
 # mlmctl — set up, run the demo chain, test, benchmark.
 #   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
+#   make demo-modern  the same chain with the ModernBERT-class encoder (configs/modern)
 #   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
+#   make smoke   the same chain on a tiny slice (configs/smoke), under a minute
 #   make test    set up (first time) and run the whole test suite (what CI runs)
 #   make docs-images  the pictures of docs/monitoring.md, from the smoke chain's own runs
 #   make glue GLUE=path/to/GLUE  the GLUE dev table of the demo's pretrained model (docs/glue.md)
-# Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), WORKERS.
+# Variables: PYTHON (interpreter for the venv), VENV, TORCH (pip spec for torch), TORCH_INDEX (index to
+# take torch from, e.g. https://download.pytorch.org/whl/cpu for the CPU-only wheel), WORKERS.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
+TORCH_INDEX ?=
 WORKERS ?= 2
 PY      := $(VENV)/bin/python
 MLMCTL  := $(VENV)/bin/mlmctl
@@ -21,9 +25,10 @@ TEST_JOBS ?= 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned, so pip takes the CPU wheel on this disk rather than a CUDA build;
-	# pyproject.toml itself asks only for a range (TORCH= overrides the pin).
-	$(PY) -m pip install -q "$(TORCH)"
+	# torch first and pinned, so the extras below do not pull another build. pip takes the wheel its
+	# index offers: on Linux, PyPI's is the CUDA build (GBs); TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	# takes the CPU-only one. pyproject.toml itself asks only for a range (TORCH= overrides the pin).
+	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev,zh,formats,tensorboard,plot,bench]"
 	touch $@
 
@@ -53,14 +58,14 @@ lint: install
 	$(VENV)/bin/ruff check mlmctl tests benchmarks
 
 clean-demo:
-	rm -rf data/demo runs/demo data/smoke runs/smoke data/zh runs/zh
+	rm -rf data/demo runs/demo data/smoke runs/smoke data/zh runs/zh data/modern runs/modern
 
-# The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
-# clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
 # The same chain with the modern encoder (model.arch: modernbert, documents packing, 30% masking, WSD).
 demo-modern: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/modern bash scripts/chain.sh
 
+# The Chinese chain (configs/zh) on a generated Chinese corpus (mlmctl/zh_corpus.py, no download):
+# clean, 分词 + character vocabulary, whole-word-masking pretraining, pretrained vs random on a topic task.
 demo-zh: install
 	$(PY) -c "from mlmctl.zh_corpus import write_jsonl; write_jsonl('data/zh/corpus.jsonl', 6000)"
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/zh bash scripts/chain.sh

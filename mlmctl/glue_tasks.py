@@ -92,7 +92,10 @@ def discover(glue_dir: str | Path) -> tuple[list[GlueTask], dict[str, str]]:
         for f in (task.train_file, *task.dev_files):
             if not (d / f).is_file():
                 have = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"
-                raise InputError(f"{d}: {task.name} needs {f} (GLUE release layout; it holds {have})")
+                # Files in another layout (an export of the HF `glue` dataset) still fine-tune one by
+                # one: say so, rather than leave the user to convert them.
+                raise InputError(f"{d}: {task.name} needs {f} (GLUE release layout; it holds {have}); for "
+                                 f"files in another layout run `mlmctl finetune` on them (docs/glue.md, \"Other layouts\")")
         present.append(task)
     if not present:
         raise InputError(f"{root}: no GLUE task directory (CoLA/, SST-2/, MRPC/, ... with train.tsv and dev.tsv)")
