@@ -18,9 +18,9 @@ uses): words are space-separated runs; in a document mostly in a script written 
 rather than one "word" per paragraph; Thai documents skip the line-punctuation rule (Thai ends
 a sentence with a space, not a stop).
 
-One deviation from datatrove: the top-n-gram rule counts only an n-gram that occurs more than
-once (datatrove also scores a short document whose most frequent 2-gram occurs once, which
-drops short clean texts for no repetition at all).
+The definitions are datatrove's (docs/clean.md, "Definitions, exactly", lists them and every
+deliberate difference: whitespace words instead of nltk tokens, a top n-gram must repeat and is
+measured without its inner spaces, FineWeb's lines are the non-empty ones).
 """
 
 from __future__ import annotations
