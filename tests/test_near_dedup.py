@@ -211,3 +211,30 @@ def test_long_documents_stream_with_bounded_blocks_and_the_same_signature(monkey
     assert all(len(x) <= 11 for x in blocks)
     small = _bands(texts), _bands(texts, ngram=1), _bands(texts, ngram=3)
     assert all(np.array_equal(x, y) for x, y in zip(ref, small))
+
+
+def test_all_identical_corpus_keeps_one(tmp_path):
+    sig = _bands(["the same text in every document of the corpus"] * 5)
+    sig.tofile(tmp_path / "u")
+    assert near_duplicates([tmp_path / "u"], [5], sig.shape[1]).tolist() == [False, True, True, True, True]
+
+
+def test_thai_and_japanese_use_character_shingles():
+    from mlmctl.near_dedup import unit_hashes
+
+    thai = "ระบบนี้ใช้ภาษาไทย"  # no spaces: every non-space character is a unit
+    assert sum(len(x) for x in unit_hashes(thai)) == len(thai)
+    ja = "東京は日本の首都であり、世界でも有数の大都市です。毎日たくさんの人が電車で通勤しています。" * 3
+    edited = ja.replace("首都", "都市", 1)
+    b = _bands([ja, edited, ja[::-1]])
+    assert (b[0] == b[1]).any() and not (b[0] == b[2]).any()
+
+
+def test_hostile_documents_are_linear():
+    """1 M units of pathological repetition sign in seconds (a quadratic step would take hours)."""
+    import time
+
+    for text in ("a\n" * 1_000_000, "a " * 1_000_000, "a" * 2_000_000, "ab " * 700_000):
+        start = time.perf_counter()
+        sig = _bands([text])
+        assert sig.shape == (1, 14) and time.perf_counter() - start < 60

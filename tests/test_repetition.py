@@ -204,3 +204,16 @@ def test_thai_skips_line_punctuation_only():
     assert not fineweb_fires(thai, "min_punctuated_line_fraction", 0.12)
     # ... while the other rules still are (2 short lines of 2).
     assert fineweb_fires(thai, "max_short_line_fraction", 0.67, short_line_chars=40)
+
+
+def test_hostile_documents_are_linear():
+    """1 M-unit documents of pathological repetition: every rule runs in seconds, none crashes."""
+    import time
+
+    cases = {"a\n" * 1_000_000: "duplicate_lines", "a " * 1_000_000: "top_2_gram",
+             "a" * 2_000_000: None, " ".join(VOCAB * 100): "duplicate_5_grams"}
+    for text, reason in cases.items():
+        start = time.perf_counter()
+        assert GopherRepetition().reason(text) == reason
+        FineWebQuality().reason(text)
+        assert time.perf_counter() - start < 60
