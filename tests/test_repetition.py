@@ -217,3 +217,44 @@ def test_hostile_documents_are_linear():
         assert GopherRepetition().reason(text) == reason
         FineWebQuality().reason(text)
         assert time.perf_counter() - start < 60
+
+
+def _reference_top(words: list[str], n: int) -> int:
+    """The top n-gram rule written plainly over word tuples (Counter breaks ties by first seen)."""
+    from collections import Counter
+
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0
+    gram, count = grams.most_common(1)[0]
+    return sum(map(len, gram)) * count if count > 1 else 0
+
+
+def _reference_duplicated(words: list[str], n: int) -> int:
+    """datatrove's find_all_duplicate scan, over word tuples."""
+    seen: set = set()
+    chars = i = 0
+    while i <= len(words) - n:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def test_vectorised_ngram_measures_equal_the_plain_definitions():
+    from mlmctl.repetition import _duplicated_ngram_chars, _NGrams, _top_ngram_chars
+
+    r = random.Random(8)
+    for trial in range(300):
+        # Tiny vocabularies of words of different lengths: many repeats, overlaps and ties.
+        vocab = ["x" * r.randint(1, 6) + str(k) for k in range(r.randint(1, 12))]
+        words = [r.choice(vocab) for _ in range(r.randint(0, 80))]
+        grams = _NGrams(words)
+        for n in range(2, 5):
+            assert _top_ngram_chars(grams, n) == _reference_top(words, n), (words, n)
+        for n in range(5, 11):
+            assert _duplicated_ngram_chars(grams, n) == _reference_duplicated(words, n), (words, n)
