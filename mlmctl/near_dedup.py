@@ -17,10 +17,10 @@ It fits the stage's two phases, so `--workers` and `--task` never change the res
    order, documents in file order - the rule exact de-duplication uses); the others are
    dropped and counted as `near_dedup/near_duplicate`.
 
-Shingles: the document is lower-cased and split into word runs (`\\w+`, punctuation dropped);
-a document mostly in a script written without spaces (Chinese, Japanese, Thai: `mlmctl.scripts`)
-or without any word character (emoji, symbols) uses character n-grams of its non-space
-characters instead. A document with fewer units than
+Shingles: the document is lower-cased and split into word runs (`\\w+` with combining marks,
+punctuation dropped); a document mostly in a script written without spaces (Chinese, Japanese,
+Thai: `mlmctl.scripts`; or any other, by its long whitespace runs) or without any word
+character (emoji, symbols) uses character n-grams of its non-space characters instead. A document with fewer units than
 `ngram` is one shingle. Hashes are seeded and pure functions of the text (CRC-32 per word,
 a polynomial over the n-gram, splitmix64, multiply-shift MinHash), so signatures are the same
 on every machine and in every process.
@@ -44,6 +44,11 @@ from mlmctl.scripts import script_stats
 
 MINHASH_FILE = "minhash.u64"
 _WORD = re.compile(r"\w+")
+_WORD_MARKS: re.Pattern | None = None  # \w plus combining marks, built on first non-ASCII text
+LONG_RUN_CHARS = 25
+"""A document whose characters per whitespace-separated run average more than this is written
+without spaces in a script `mlmctl.scripts` does not know (Lao, Khmer, Myanmar, Tibetan): its
+shingles are character n-grams too, not n-grams of whole phrases."""
 _SPACE = re.compile(r"\s+")
 _M64 = (1 << 64) - 1
 
@@ -119,19 +124,35 @@ def _pieces(text: str):
 
 def unit_hashes(text: str):
     """uint64 arrays, one per slice of `text`, of its shingle units in order: a lower-cased word
-    run (CRC-32 of its UTF-8), or each non-space character when the document is in an unspaced
-    script (`mlmctl.scripts`) or has no word character at all (emoji, punctuation)."""
+    run with its combining marks (CRC-32 of its UTF-8), or each non-space character when the
+    document is in an unspaced script (`mlmctl.scripts`), has whitespace runs longer than
+    LONG_RUN_CHARS on average (an unspaced script it does not know), or has no word character
+    at all (emoji, punctuation)."""
     import numpy as np
 
-    chars = (not text.isascii() and script_stats(text).is_unspaced) or _WORD.search(text) is None
+    chars = (_WORD.search(text) is None or not text.isascii() and (
+        script_stats(text).is_unspaced or len(text) > LONG_RUN_CHARS * (1 + sum(map(text.count, " \n\t")))))
     for piece in _pieces(text):
         low = piece.lower()
         if chars:
             data = _SPACE.sub("", low).encode("utf-32-le", "surrogatepass")
             yield np.frombuffer(data, dtype=np.uint32).astype(np.uint64)
         else:
-            words = [w.encode("utf-8", "surrogatepass") for w in _WORD.findall(low)]
-            yield np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(words))
+            # Vowel signs and viramas (Devanagari, Khmer) and NFD accents are marks, not \w: a
+            # plain \w+ would split "हिन्दी" into pieces and drop its vowels, so "कम" = "काम".
+            words = (_WORD if piece.isascii() else _word_marks()).findall(low)
+            data = [w.encode("utf-8", "surrogatepass") for w in words]
+            yield np.fromiter(map(zlib.crc32, data), dtype=np.uint64, count=len(data))
+
+
+def _word_marks() -> re.Pattern:
+    """Word runs with their combining marks."""
+    global _WORD_MARKS
+    if _WORD_MARKS is None:
+        from mlmctl.cleaning import mark_class
+
+        _WORD_MARKS = re.compile(r"(?:\w|" + mark_class() + ")+")
+    return _WORD_MARKS
 
 
 def shingle_hashes(units, n: int):

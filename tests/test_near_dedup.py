@@ -238,3 +238,16 @@ def test_hostile_documents_are_linear():
         start = time.perf_counter()
         sig = _bands([text])
         assert sig.shape == (1, 14) and time.perf_counter() - start < 60
+
+
+def test_words_keep_their_marks_and_unknown_unspaced_scripts_use_characters():
+    from mlmctl.near_dedup import unit_hashes
+
+    # Devanagari vowel signs are combining marks, not \w: without them "कम" (less) and "काम" (work)
+    # would be one unit. Four words: the whole document is one shingle.
+    assert not (_bands(["यह कम है ।"]) == _bands(["यह काम है ।"])).any()
+    assert sum(len(x) for x in unit_hashes("हिन्दी भारत की राजभाषा है")) == 5  # five words, marks inside
+    # Khmer has no spaces between words and no profile in mlmctl.scripts: its runs average more
+    # than LONG_RUN_CHARS, so every non-space character is a unit (not one unit per phrase).
+    khmer = "ភាសាខ្មែរគឺជាភាសាផ្លូវការនៃប្រទេសកម្ពុជា និងជាភាសាកំណើតរបស់ប្រជាជនខ្មែរ"
+    assert sum(len(x) for x in unit_hashes(khmer)) == len(khmer.replace(" ", ""))
