@@ -419,16 +419,26 @@ _LETTERS_RE: re.Pattern | None = None
 
 
 def _letters_re() -> re.Pattern:
-    """Runs of letters and combining marks in any script (marks: Hindi vowel signs, accents).
-
-    `re` has no \\p{M}; the mark class is built from unicodedata once per process (~0.1 s),
-    and only when a non-ASCII document needs it.
-    """
+    """Runs of letters and combining marks in any script (marks: Hindi vowel signs, accents)."""
     global _LETTERS_RE
     if _LETTERS_RE is None:
-        marks = [c for c in range(0x300, 0x110000) if unicodedata.category(chr(c))[0] == "M"]
-        _LETTERS_RE = re.compile(r"(?:[^\W\d_]|" + _char_class(marks) + ")+")
+        _LETTERS_RE = re.compile(r"(?:[^\W\d_]|" + mark_class() + ")+")
     return _LETTERS_RE
+
+
+_MARK_CLASS: str | None = None
+
+
+def mark_class() -> str:
+    """A regex character class of every combining mark (Unicode category M).
+
+    `re` has no \\p{M}; the class is built from unicodedata once per process (~0.1 s), and only
+    when a non-ASCII document needs it.
+    """
+    global _MARK_CLASS
+    if _MARK_CLASS is None:
+        _MARK_CLASS = _char_class([c for c in range(0x300, 0x110000) if unicodedata.category(chr(c))[0] == "M"])
+    return _MARK_CLASS
 
 
 def count_letters(text: str) -> int:

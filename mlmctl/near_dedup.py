@@ -17,15 +17,18 @@ It fits the stage's two phases, so `--workers` and `--task` never change the res
    order, documents in file order - the rule exact de-duplication uses); the others are
    dropped and counted as `near_dedup/near_duplicate`.
 
-Shingles: the document is lower-cased and split into word runs (`\\w+`, punctuation dropped);
-a document mostly in a script written without spaces (Chinese, `mlmctl.scripts`) uses
-character n-grams of its non-space characters instead. A document with fewer units than
+Shingles: the document is lower-cased and split into word runs (`\\w+` with combining marks,
+punctuation dropped); a document mostly in a script written without spaces (Chinese, Japanese,
+Thai: `mlmctl.scripts`; or any other, by its long whitespace runs) or without any word
+character (emoji, symbols) uses character n-grams of its non-space characters instead. A document with fewer units than
 `ngram` is one shingle. Hashes are seeded and pure functions of the text (CRC-32 per word,
 a polynomial over the n-gram, splitmix64, multiply-shift MinHash), so signatures are the same
 on every machine and in every process.
 
-Memory: the read phase holds one batch (about 1 MB of text); the merge holds ~40 bytes per
-document of the corpus for one band at a time plus the links found - bounded by the number of
+Memory: the read phase hashes at most BATCH_SHINGLES shingles at once and reads a long document
+in slices (a 50 MB one-line document needs a few MB beyond its text); the merge holds a few
+arrays of one entry per document for one band at a time, clusters merged band by band (at most
+~110 bytes per document: 220 MB for 2 M identical documents) - bounded by the number of
 documents, not their size.
 """
 
@@ -41,6 +44,11 @@ from mlmctl.scripts import script_stats
 
 MINHASH_FILE = "minhash.u64"
 _WORD = re.compile(r"\w+")
+_WORD_MARKS: re.Pattern | None = None  # \w plus combining marks, built on first non-ASCII text
+LONG_RUN_CHARS = 25
+"""A document whose characters per whitespace-separated run average more than this is written
+without spaces in a script `mlmctl.scripts` does not know (Lao, Khmer, Myanmar, Tibetan): its
+shingles are character n-grams too, not n-grams of whole phrases."""
 _SPACE = re.compile(r"\s+")
 _M64 = (1 << 64) - 1
 
@@ -94,20 +102,57 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
+SLICE_CHARS = 1 << 18
+"""A document is turned into unit hashes this many characters at a time (cut after a whitespace,
+so no word is split): a 50 MB one-line document costs a few MB of working memory, not GBs."""
+BATCH_SHINGLES = 1 << 16
+"""Shingles hashed together in one vectorised block: (BATCH_SHINGLES, rows_per_band) uint64
+temporaries, about 4 MB each, whatever the size of the documents."""
+
+
+def _pieces(text: str):
+    """`text` in slices of about SLICE_CHARS, each ending just after a whitespace character."""
+    pos, end = 0, len(text)
+    while end - pos > SLICE_CHARS:
+        m = _SPACE.search(text, pos + SLICE_CHARS)
+        if m is None:
+            break
+        yield text[pos:m.end()]
+        pos = m.end()
+    yield text[pos:]
+
+
 def unit_hashes(text: str):
-    """One uint64 per shingle unit: a word (CRC-32 of its UTF-8), or for Chinese a character."""
+    """uint64 arrays, one per slice of `text`, of its shingle units in order: a lower-cased word
+    run with its combining marks (CRC-32 of its UTF-8), or each non-space character when the
+    document is in an unspaced script (`mlmctl.scripts`), has whitespace runs longer than
+    LONG_RUN_CHARS on average (an unspaced script it does not know), or has no word character
+    at all (emoji, punctuation)."""
     import numpy as np
 
-    low = text.lower()
-    if not text.isascii() and script_stats(text).is_unspaced:
-        chars = _SPACE.sub("", low)
-        return np.frombuffer(chars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-    words = _WORD.findall(low)
-    if not words:  # only punctuation: its characters are the units
-        chars = _SPACE.sub("", low)
-        return np.frombuffer(chars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-    data = [w.encode("utf-8", "surrogatepass") for w in words]
-    return np.fromiter(map(zlib.crc32, data), dtype=np.uint64, count=len(data))
+    chars = (_WORD.search(text) is None or not text.isascii() and (
+        script_stats(text).is_unspaced or len(text) > LONG_RUN_CHARS * (1 + sum(map(text.count, " \n\t")))))
+    for piece in _pieces(text):
+        low = piece.lower()
+        if chars:
+            data = _SPACE.sub("", low).encode("utf-32-le", "surrogatepass")
+            yield np.frombuffer(data, dtype=np.uint32).astype(np.uint64)
+        else:
+            # Vowel signs and viramas (Devanagari, Khmer) and NFD accents are marks, not \w: a
+            # plain \w+ would split "हिन्दी" into pieces and drop its vowels, so "कम" = "काम".
+            words = (_WORD if piece.isascii() else _word_marks()).findall(low)
+            data = [w.encode("utf-8", "surrogatepass") for w in words]
+            yield np.fromiter(map(zlib.crc32, data), dtype=np.uint64, count=len(data))
+
+
+def _word_marks() -> re.Pattern:
+    """Word runs with their combining marks."""
+    global _WORD_MARKS
+    if _WORD_MARKS is None:
+        from mlmctl.cleaning import mark_class
+
+        _WORD_MARKS = re.compile(r"(?:\w|" + mark_class() + ")+")
+    return _WORD_MARKS
 
 
 def shingle_hashes(units, n: int):
@@ -123,8 +168,34 @@ def shingle_hashes(units, n: int):
         return _mix(h)
 
 
+def document_shingles(text: str, n: int):
+    """The shingle hashes of one document, as arrays of at most about BATCH_SHINGLES (in order).
+
+    Streams over `unit_hashes`, carrying the last n - 1 units into the next slice so every
+    window is hashed exactly once; a document of fewer than n units is one shingle."""
+    import numpy as np
+
+    carry = np.zeros(0, dtype=np.uint64)
+    seen = 0
+    for part in unit_hashes(text):
+        seen += len(part)
+        units = np.concatenate((carry, part))
+        if len(units) < n:
+            carry = units
+            continue
+        for start in range(0, len(units) - n + 1, BATCH_SHINGLES):
+            yield shingle_hashes(units[start:start + BATCH_SHINGLES + n - 1], n)
+        carry = units[len(units) - (n - 1):] if n > 1 else units[:0]
+    if seen < n:
+        yield shingle_hashes(carry, n)
+
+
 class MinHasher:
-    """Band hashes of documents, computed in batches: `add(text)` each, then `write(f)`."""
+    """Band hashes of documents, computed in batches: `add(text)` each, then `write(f)`.
+
+    Memory is bounded by BATCH_SHINGLES, not by the size of a document: a batch of small
+    documents is hashed together (numpy over all their shingles), a long one in blocks whose
+    minima are combined."""
 
     def __init__(self, cfg: NearDedupConfig) -> None:
         import numpy as np
@@ -135,30 +206,67 @@ class MinHasher:
         # Multiply-shift hashing (odd multiplier, top 32 bits): a universal family on uint64.
         self.a = rng.integers(1, 2**63, size=shape, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         self.b = rng.integers(0, 2**63, size=shape, dtype=np.uint64)
-        self.pending: list = []
+        self.pending: list = []  # shingle blocks of whole documents not yet hashed
+        self.pending_shingles = 0
+        self.done: list = []  # (documents, bands) band hashes, in document order
 
     def add(self, text: str) -> None:
-        self.pending.append(shingle_hashes(unit_hashes(text), self.cfg.ngram))
-
-    def band_hashes(self):
-        """(documents, bands) uint64 for the pending documents; clears them."""
         import numpy as np
 
-        docs, self.pending = self.pending, []
-        out = np.empty((len(docs), self.cfg.bands), dtype=np.uint64)
-        if not docs:
-            return out
+        blocks = list(document_shingles(text, self.cfg.ngram)) if len(text) <= SLICE_CHARS else None
+        if blocks is not None and len(blocks) == 1:
+            self.pending.append(blocks[0])
+            self.pending_shingles += len(blocks[0])
+            if self.pending_shingles >= BATCH_SHINGLES:
+                self._flush_pending()
+            return
+        self._flush_pending()  # keep document order
+        mins = None
+        for block in blocks if blocks is not None else document_shingles(text, self.cfg.ngram):
+            m = self._minima([block])[0]
+            mins = m if mins is None else np.minimum(mins, m)
+        self.done.append(self._bands(mins[None]))
+
+    def _flush_pending(self) -> None:
+        if self.pending:
+            self.done.append(self._bands(self._minima(self.pending)))
+            self.pending, self.pending_shingles = [], 0
+
+    def _minima(self, docs):
+        """(documents, bands, rows) MinHash values of documents given as shingle arrays."""
+        import numpy as np
+
         h = np.concatenate(docs)
         starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+        out = np.empty((len(docs), self.cfg.bands, self.cfg.rows_per_band), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for b in range(self.cfg.bands):
                 perm = (h[:, None] * self.a[b] + self.b[b]) >> np.uint64(32)  # (shingles, rows)
-                mins = np.minimum.reduceat(perm, starts, axis=0)  # (documents, rows)
-                z = np.full(len(docs), np.uint64(b + 1), dtype=np.uint64)
+                out[:, b] = np.minimum.reduceat(perm, starts, axis=0)  # (documents, rows)
+        return out
+
+    def _bands(self, mins):
+        """(documents, bands) uint64: each band's rows mixed into one bucket key."""
+        import numpy as np
+
+        out = np.empty(mins.shape[:2], dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for b in range(self.cfg.bands):
+                z = np.full(len(mins), np.uint64(b + 1), dtype=np.uint64)
                 for r in range(self.cfg.rows_per_band):
-                    z = _mix(z * np.uint64(0x9E3779B97F4A7C15) + mins[:, r])
+                    z = _mix(z * np.uint64(0x9E3779B97F4A7C15) + mins[:, b, r])
                 out[:, b] = z
         return out
+
+    def band_hashes(self):
+        """(documents, bands) uint64 for the documents added since the last call; clears them."""
+        import numpy as np
+
+        self._flush_pending()
+        done, self.done = self.done, []
+        if not done:
+            return np.empty((0, self.cfg.bands), dtype=np.uint64)
+        return np.concatenate(done)
 
     def write(self, f) -> None:
         f.write(self.band_hashes().tobytes())
@@ -169,11 +277,16 @@ class MinHasher:
 
 def near_duplicates(paths: list, counts: list[int], bands: int):
     """Boolean array over all documents (canonical order): True for each document whose cluster
-    holds an earlier one. `paths[i]` holds unit i's (counts[i], bands) band hashes."""
+    holds an earlier one. `paths[i]` holds unit i's (counts[i], bands) band hashes.
+
+    One band column at a time: sort it, link every later member of a bucket to its first, and
+    merge the links into the clusters found so far, so memory stays at a few arrays of one
+    entry per document (~70 bytes per document at the peak) even when every band links every
+    document (an all-identical corpus)."""
     import numpy as np
 
     total = sum(counts)
-    us, vs = [], []
+    label = np.arange(total)
     col = np.empty(total, dtype=np.uint64)
     for b in range(bands):
         pos = 0
@@ -186,28 +299,43 @@ def near_duplicates(paths: list, counts: list[int], bands: int):
         order = np.argsort(col, kind="stable")  # equal hashes keep canonical order
         s = col[order]
         starts = np.concatenate(([True], s[1:] != s[:-1])) if total else np.zeros(0, dtype=bool)
-        idx = np.arange(total)
-        first = np.maximum.accumulate(np.where(starts, idx, 0))
+        del s
+        first = np.maximum.accumulate(np.where(starts, np.arange(total), 0))
         members = ~starts
         # Link every later member of a bucket to its first (earliest) member.
-        us.append(order[members])
-        vs.append(order[first[members]])
-        del order, s, starts, idx, first, members
-    u = np.concatenate(us) if us else np.zeros(0, dtype=np.int64)
-    v = np.concatenate(vs) if vs else np.zeros(0, dtype=np.int64)
-    return _components(total, u, v) != np.arange(total)
+        label = _components(total, order[members], order[first[members]], label)
+        del order, starts, first, members
+    return label != np.arange(total)
 
 
-def _components(total: int, u, v):
+def _components(total: int, u, v, parent=None):
     """Each document's cluster label: the smallest document index it is linked to, transitively
-    (min-label propagation with pointer jumping; a few rounds for the clusters LSH finds)."""
+    (through the links u[i] - v[i] and, when given, the clusters `parent` already holds: an
+    earlier result of this function).
+
+    Hook-and-shortcut connected components (Shiloach-Vishkin style): after full pointer jumping
+    every document points at its tree's root; each link between two roots hooks the larger root
+    under the smaller. Every root that still has a link merges in a round, so the number of
+    trees with links at least halves per round: O(log documents) rounds whatever the order of
+    the links. (Plain min-label propagation moves a label one link per round: a chain of
+    200,000 edited copies in random order took 270 s; this takes well under a second.)
+    """
     import numpy as np
 
-    label = np.arange(total)
-    while True:
-        before = label.copy()
-        np.minimum.at(label, u, label[v])
-        np.minimum.at(label, v, label[u])
-        label = label[label]
-        if np.array_equal(label, before):
-            return label
+    parent = np.arange(total) if parent is None else parent
+    u = np.asarray(u, dtype=np.int64)
+    v = np.asarray(v, dtype=np.int64)
+    while len(u):
+        pu, pv = parent[u], parent[v]
+        lo, hi = np.minimum(pu, pv), np.maximum(pu, pv)
+        live = lo != hi
+        if not live.any():
+            break
+        u, v, lo, hi = u[live], v[live], lo[live], hi[live]  # links inside one tree are done
+        np.minimum.at(parent, hi, lo)  # hi is a root: it hooks under its smallest linked root
+        while True:  # pointer jumping until every document points at a root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return parent

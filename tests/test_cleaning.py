@@ -265,3 +265,23 @@ def test_every_step_together_never_crashes_and_keeps_valid_text(data):
         out.encode("utf-8")
         assert out == out.strip() and out
         assert "\r" not in out and "\x00" not in out and "\ufeff" not in out
+
+
+def test_quality_filter_formulas_by_hand():
+    """Each measure pinned at its threshold (drops when the value is above a max / below a min)."""
+    off = dict(max_non_letter_fraction=None, max_line_chars=None, max_word_chars=None, min_mean_word_chars=None,
+               max_mean_word_chars=None, max_repeated_line_fraction=None, max_char_run=None,
+               max_mojibake_fraction=None)
+
+    def drops(text: str, **cfg) -> bool:
+        return not QualityFilter(QualityFilterConfig(**{**off, **cfg})).filter(text)[0]
+
+    eps = 1e-9
+    # Whitespace words keep their punctuation: "aaa" "bbbb," "c" = (3 + 5 + 1) / 3 = 3.0.
+    assert not drops("aaa bbbb, c", min_mean_word_chars=3.0) and drops("aaa bbbb, c", min_mean_word_chars=3.0 + eps)
+    assert not drops("aaa bbbb, c", max_mean_word_chars=3.0) and drops("aaa bbbb, c", max_mean_word_chars=3.0 - eps)
+    # Non-empty lines x x y z: one repeat of 4 = 1 - 3/4 = 0.25 (the blank line is no line).
+    text = "x\nx\ny\n\nz"
+    assert not drops(text, max_repeated_line_fraction=0.25) and drops(text, max_repeated_line_fraction=0.25 - eps)
+    # "ab12 cd!!": 8 non-space characters (4 + 4), 4 letters: 4/8 are not letters.
+    assert not drops("ab12 cd!!", max_non_letter_fraction=0.5) and drops("ab12 cd!!", max_non_letter_fraction=0.5 - eps)

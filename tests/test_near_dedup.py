@@ -129,3 +129,125 @@ def test_near_dedup_must_be_the_last_step(run_cli, tmp_path):
                            "--set", "steps=[decode, near_dedup, whitespace]")
     assert code != 0 and "`near_dedup` must be the last step" in err
     assert err.count("\n") <= 2
+
+
+def _union_find_labels(total: int, u, v) -> list[int]:
+    """Reference: textbook union-find, each document labelled by the smallest index of its cluster."""
+    parent = list(range(total))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(u, v):
+        ra, rb = root(int(a)), root(int(b))
+        parent[max(ra, rb)] = min(ra, rb)
+    return [root(x) for x in range(total)]
+
+
+def test_components_match_union_find_and_a_long_chain_is_fast():
+    from mlmctl.near_dedup import _components
+
+    rng = np.random.default_rng(0)
+    for total, links in ((1, 0), (10, 3), (200, 150), (500, 2000)):
+        u, v = rng.integers(0, total, links), rng.integers(0, total, links)
+        assert _components(total, u, v).tolist() == _union_find_labels(total, u, v)
+    # A chain of edited copies in random canonical order: min-label propagation needed one round
+    # per link (200,000 links: 270 s); hooking needs O(log n) rounds.
+    n = 200_000
+    perm = rng.permutation(n)
+    assert (_components(n, perm[1:], perm[:-1]) == 0).all()
+
+
+def test_chain_a_b_c_keeps_only_the_first(tmp_path):
+    # A~B share band 0, B~C share band 1, A and C share nothing: one cluster, A (first) kept.
+    sig = np.array([[7, 1], [7, 2], [3, 2]], dtype=np.uint64)
+    sig.tofile(tmp_path / "u")
+    assert near_duplicates([tmp_path / "u"], [3], 2).tolist() == [False, True, True]
+    # Order decides, not similarity: C first in canonical order keeps C.
+    sig[::-1].copy().tofile(tmp_path / "u")
+    assert near_duplicates([tmp_path / "u"], [3], 2).tolist() == [False, True, True]
+
+
+def test_empty_corpus_and_empty_units(tmp_path):
+    (tmp_path / "e").write_bytes(b"")
+    assert near_duplicates([tmp_path / "e", tmp_path / "e"], [0, 0], 14).tolist() == []
+    assert len(_bands([])) == 0
+
+
+def test_edge_documents_short_identical_symbols_and_unspaced():
+    docs = [
+        "Hello, world!",        # 0: 2 words: the whole document is one shingle
+        "hello   WORLD",        # 1: same words after lower-casing, punctuation and spacing dropped
+        "hello there",          # 2: another short document
+        "😀🎉😀🎉🚀",            # 3: no word character: its characters are the units
+        "😀 🎉 😀 🎉 🚀",        # 4: same characters, spaces do not count
+        "😀🎉😀🎉🌍",            # 5: one symbol changed: a different single shingle
+        "",                     # 6: nothing at all: one (empty) shingle, like any other empty text
+    ]
+    b = _bands(docs)
+    same = lambda i, j: bool((b[i] == b[j]).all())  # noqa: E731
+    assert same(0, 1) and not (b[0] == b[2]).any()
+    assert same(3, 4) and not (b[3] == b[5]).any()
+    assert not (b[6] == b[0]).any()
+
+
+def test_long_documents_stream_with_bounded_blocks_and_the_same_signature(monkeypatch):
+    import mlmctl.near_dedup as nd
+
+    rng = random.Random(4)
+    vocab = _vocab(rng, 50)
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 3000))) for _ in range(20)]
+    texts += ["".join(rng.choice("的一是在不了有和人这中 ") for _ in range(rng.randint(1, 5000))) for _ in range(5)]
+    texts += ["a" * 5000, "x y " * 10]
+    ref = _bands(texts), _bands(texts, ngram=1), _bands(texts, ngram=3)
+    # Tiny slices and blocks: every long document is cut into many pieces; the windows that
+    # cross a cut are carried, so the signatures do not change.
+    monkeypatch.setattr(nd, "SLICE_CHARS", 37)
+    monkeypatch.setattr(nd, "BATCH_SHINGLES", 11)
+    blocks = list(nd.document_shingles(texts[0], 5))
+    assert all(len(x) <= 11 for x in blocks)
+    small = _bands(texts), _bands(texts, ngram=1), _bands(texts, ngram=3)
+    assert all(np.array_equal(x, y) for x, y in zip(ref, small))
+
+
+def test_all_identical_corpus_keeps_one(tmp_path):
+    sig = _bands(["the same text in every document of the corpus"] * 5)
+    sig.tofile(tmp_path / "u")
+    assert near_duplicates([tmp_path / "u"], [5], sig.shape[1]).tolist() == [False, True, True, True, True]
+
+
+def test_thai_and_japanese_use_character_shingles():
+    from mlmctl.near_dedup import unit_hashes
+
+    thai = "ระบบนี้ใช้ภาษาไทย"  # no spaces: every non-space character is a unit
+    assert sum(len(x) for x in unit_hashes(thai)) == len(thai)
+    ja = "東京は日本の首都であり、世界でも有数の大都市です。毎日たくさんの人が電車で通勤しています。" * 3
+    edited = ja.replace("首都", "都市", 1)
+    b = _bands([ja, edited, ja[::-1]])
+    assert (b[0] == b[1]).any() and not (b[0] == b[2]).any()
+
+
+def test_hostile_documents_are_linear():
+    """1 M units of pathological repetition sign in seconds (a quadratic step would take hours)."""
+    import time
+
+    for text in ("a\n" * 1_000_000, "a " * 1_000_000, "a" * 2_000_000, "ab " * 700_000):
+        start = time.perf_counter()
+        sig = _bands([text])
+        assert sig.shape == (1, 14) and time.perf_counter() - start < 60
+
+
+def test_words_keep_their_marks_and_unknown_unspaced_scripts_use_characters():
+    from mlmctl.near_dedup import unit_hashes
+
+    # Devanagari vowel signs are combining marks, not \w: without them "कम" (less) and "काम" (work)
+    # would be one unit. Four words: the whole document is one shingle.
+    assert not (_bands(["यह कम है ।"]) == _bands(["यह काम है ।"])).any()
+    assert sum(len(x) for x in unit_hashes("हिन्दी भारत की राजभाषा है")) == 5  # five words, marks inside
+    # Khmer has no spaces between words and no profile in mlmctl.scripts: its runs average more
+    # than LONG_RUN_CHARS, so every non-space character is a unit (not one unit per phrase).
+    khmer = "ភាសាខ្មែរគឺជាភាសាផ្លូវការនៃប្រទេសកម្ពុជា និងជាភាសាកំណើតរបស់ប្រជាជនខ្មែរ"
+    assert sum(len(x) for x in unit_hashes(khmer)) == len(khmer.replace(" ", ""))

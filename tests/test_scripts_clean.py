@@ -235,3 +235,38 @@ def test_docs_table_names_every_profile():
     doc = (Path(__file__).parents[1] / "docs" / "clean.md").read_text(encoding="utf-8")
     table = doc[doc.index("| dominant script |"):doc.index("Everything else - `max_chars`")]
     assert [s for s in PROFILES if f"`{s}`" not in table] == []
+
+
+MIXED = {
+    # Mixed-script documents count under the script that dominates their letters, and survive.
+    "japanese": "このライブラリは Python 3.12 と asyncio を使って、HTTP リクエストを並列に処理します。設定は YAML ファイルに書き、コマンドラインから実行します。",
+    "cyrillic": "Для установки выполните pip install mlmctl, затем запустите команду mlmctl clean с файлом настроек. Параметр workers задаёт число процессов.",
+    "latin": "Aaj mausam bahut accha hai, चलो पार्क में घूमने चलते हैं। Phir shaam ko hum movie dekhenge aur dinner bahar karenge.",
+    "arabic": "بلغ عدد سكان المدينة 20 مليون نسمة في عام 2023، وفقا لآخر إحصاء رسمي. ويعمل معظمهم في قطاع الخدمات والتجارة.",
+    "han": "我们使用 PyTorch 训练 BERT 模型，batch size 设为 256，learning rate 为 1e-4。训练大约需要三天。",
+    "hangul": "이 프로그램은 Python으로 작성되었으며 Linux와 macOS에서 실행됩니다. 설치 후 터미널에서 mlmctl 명령을 입력하세요.",
+    "thai": "ระบบนี้ใช้ Python และ PyTorch ในการฝึกโมเดล BERT ผู้ใช้สามารถตั้งค่าผ่านไฟล์ YAML ได้ง่าย",
+    "greek": "Το πρόγραμμα γράφτηκε σε Python και τρέχει σε Linux. Μετά την εγκατάσταση, γράψτε mlmctl clean στο τερματικό.",
+}
+CODE = '''def read_config(path: str) -> dict:
+    """Load the YAML file at path and return it as a dict."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return data'''
+
+
+@pytest.mark.parametrize("steps", [DEFAULT_STEPS, FULL_STEPS], ids=["default", "with_repetition"])
+def test_mixed_script_emoji_and_code_documents(steps):
+    pipe = build_pipeline(steps, {})
+    for script, text in MIXED.items():
+        assert pipe.run(text)[1:] == (None, None), script
+        assert pipe.last_script == script
+    # Emoji in prose are not letters but do not sink it; emoji alone is no text (no letters, no script).
+    assert pipe.run("Happy birthday to my best friend, have a wonderful day! 🎉🎂🥳 See you tonight.")[1] is None
+    assert pipe.run("😀🎉🚀😀🎉🚀🙏🙏😀🎉🚀😀🎉🚀🙏🙏😀🎉🚀😀🎉🚀🙏🙏")[1] is not None
+    assert pipe.last_script == "none"
+    # A code-heavy document (identifiers, brackets, quotes) is Latin text to these filters and stays.
+    assert pipe.run(CODE)[1] is None
+    assert pipe.scripts["none"][0] == 1 and sum(n for n, _ in pipe.scripts.values()) == len(MIXED) + 3
