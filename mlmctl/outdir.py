@@ -37,6 +37,21 @@ TEMPORARY = re.compile(r"^\..+\.tmp-\d+(-[0-9a-f]+)?$")
 # Lock
 
 
+@contextlib.contextmanager
+def serialised(directory: Path):
+    """An exclusive flock on the directory itself (its lock file is held shared by `--task` runs):
+    `--task` runs that start together inspect and mark the directory one at a time. Blocking,
+    as each holds it only for that moment."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
+
+
 class DirLock:
     """`with DirLock(out, stage):` holds `out/.mlmctl.lock` exclusively (creating `out`).
 
@@ -103,6 +118,24 @@ class DirLock:
         except OSError as e:
             raise MlmctlError(f"{self.stage}: cannot write in output directory {self.directory} "
                               f"({e.strerror or e}); choose another --output") from None
+
+    def alone(self) -> bool:
+        """Whether no other run holds this (shared) lock. Asked inside `serialised`, so no other
+        --task run probes at the same moment: converting to exclusive succeeds only when no one
+        else holds it; then back to shared."""
+        import fcntl
+
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False  # (a failed conversion drops our shared lock: Linux flock)
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MlmctlError(f"{self.stage}: another mlmctl run took {self.directory} meanwhile; "
+                              f"rerun when it has finished") from None
+        return alone
 
     def release(self) -> None:
         if self.fd is None:

@@ -68,7 +68,7 @@ from mlmctl.layout import DONE_FILE, MANIFEST, unit_dir_name
 from mlmctl.manifest import Manifest, manifest_hash, parts_digest, read_manifest, verify_files, write_manifest
 from mlmctl.outdir import (
     LOCK_FILE, RUN_FILE, WORK, DirLock, delete_ours, exchange, finish_cleanup, is_empty, old_dir, read_marker,
-    rebuild_dir, recover_rebuild, remove_temporaries, survey,
+    rebuild_dir, recover_rebuild, remove_temporaries, serialised, survey,
 )
 from mlmctl.progress import log, print_summary, progress
 from mlmctl.shards import DiskFullError, ShardInfo, atomic_link, atomic_write_json, disk_error, file_sha256, fsync_dir, inside
@@ -441,26 +441,30 @@ def _run_stage(
         recover_rebuild(job.out)
         with contextlib.ExitStack() as held:
             fanout = opts.task is not None  # other tasks may be writing next to us: share, keep theirs
-            held.enter_context(DirLock(job.out, stage, shared=fanout))
+            lock = held.enter_context(DirLock(job.out, stage, shared=fanout))
             if not fanout:
                 remove_temporaries(job.out)
-            state = _output_state(job, job.out)
-            job.tidy_siblings(state)
-            if state == "up-to-date":
-                finish_cleanup(job.out)  # a kill during the last cleanup may have left .work/
-                _touch_if_older(job.out, config_path, cfg, input_paths(files))
-                log(stage, f"{job.out} is up to date (same config and input); nothing to do")
-                return 0
-            target = job.out
-            if state == "replace":
-                target = rebuild_dir(job.out)
-                held.enter_context(DirLock(target, stage, shared=fanout))
-                if not fanout:
-                    remove_temporaries(target)
-                state = _output_state(job, target)
-                state = "rebuild" if state == "replace" else state  # a damaged replacement: start it over
-            if state != "up-to-date":  # up to date here: a finished replacement whose swap was cut short
-                _prepare_output(job, target, state)
+            # --task runs that start together decide what the directory holds, and mark it, one at
+            # a time: else two of different configs could both find it fresh and both write.
+            with serialised(job.out) if fanout else contextlib.nullcontext():
+                state = _output_state(job, job.out, lock)
+                job.tidy_siblings(state)
+                if state == "up-to-date":
+                    finish_cleanup(job.out)  # a kill during the last cleanup may have left .work/
+                    _touch_if_older(job.out, config_path, cfg, input_paths(files))
+                    log(stage, f"{job.out} is up to date (same config and input); nothing to do")
+                    return 0
+                target = job.out
+                if state == "replace":
+                    target = rebuild_dir(job.out)
+                    lock = held.enter_context(DirLock(target, stage, shared=fanout))
+                    if not fanout:
+                        remove_temporaries(target)
+                    state = _output_state(job, target, lock)
+                    state = "rebuild" if state == "replace" else state  # a damaged replacement: start it over
+                if state != "up-to-date":  # up to date here: a finished replacement whose swap was cut short
+                    _prepare_output(job, target, state)
+            if state != "up-to-date":
                 if state == "resume":
                     log(stage, f"resuming the unfinished run in {target}")
                     job.opts = dc_replace(job.opts, resume=True) if opts.rebuild else job.opts
@@ -576,12 +580,10 @@ def _input_set(cls: type, inputs: list[str], stage: str) -> str:
     return f"input={json.dumps(inputs[0])}"
 
 
-def _output_state(job: _Job, out: Path) -> str:
+def _output_state(job: _Job, out: Path, lock: DirLock) -> str:
     """'fresh', 'resume', 'rebuild' (clear ours, then run), 'replace' (build beside, then swap) or
     'up-to-date'; raises when the directory must not be touched."""
     stage, opts = job.stage, job.opts
-    if out.exists() and not out.is_dir():
-        raise MlmctlError(f"{stage}: output {out} exists and is not a directory")
     if is_empty(out):
         return "fresh"
     if (out / MANIFEST).exists():
@@ -591,7 +593,13 @@ def _output_state(job: _Job, out: Path) -> str:
         survey(out, stage, job.writes).refuse(stage, out)  # names what is there
         return "fresh"  # only temporaries of ours were there: nothing to keep
     if job.matches(marker):
-        return "rebuild" if opts.force else "resume"
+        # Under --task the same config's work is the sibling tasks': --force never discards it.
+        return "rebuild" if opts.force and opts.task is None else "resume"
+    if opts.task is not None and not lock.alone():
+        raise MlmctlError(
+            f"{stage}: another --task run of a different config or input is writing to {out}; give every "
+            f"task the same config and input (or let it end, then rerun with --rebuild)"
+        )
     if opts.force or opts.rebuild or not _holds_work(out):
         return "rebuild"  # (without work: an earlier run stopped, a config error say, before writing)
     raise MlmctlError(

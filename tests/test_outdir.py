@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -374,6 +375,67 @@ def test_task_runs_share_the_lock_and_exclude_a_full_run(toy_input, tmp_path):
     assert _run(toy_input, out, task=(1, 2)) == 0
     assert _run(toy_input, out) == 0
     read_manifest(out, "toy")
+
+
+def _units(out: Path) -> list[str]:
+    return sorted(p.parent.name for p in out.glob(".work/*/unit-*/done.json"))
+
+
+def test_task_runs_with_force_keep_their_siblings_work(toy_input, tmp_path):
+    """A Slurm array whose every task says --force (or --rebuild) redoes an old output once, never
+    the work another task of the same config has done."""
+    out = tmp_path / "out"
+    assert _run(toy_input, out, ["suffix=+"]) == 0  # a finished output of another config
+    assert _run(toy_input, out, task=(0, 2), force=True) == 0
+    assert _units(out) == ["unit-00000", "unit-00002", "unit-00004"]
+    for flag in ("force", "rebuild"):
+        assert _run(toy_input, out, task=(1, 2), **{flag: True}) == 0
+        assert _units(out) == [f"unit-0000{i}" for i in range(5)]
+    assert _run(toy_input, out) == 0
+    fresh = tmp_path / "fresh"
+    assert _run(toy_input, fresh) == 0
+    assert (out / "manifest.json").read_bytes() == (fresh / "manifest.json").read_bytes()
+
+
+def test_a_task_run_of_another_config_never_discards_a_live_siblings_work(toy_input, tmp_path):
+    out = tmp_path / "out"
+    assert _run(toy_input, out, task=(0, 2)) == 0
+    with DirLock(out, "toy", shared=True):  # task 0 still in flight, say
+        for flags in ({}, {"rebuild": True}, {"force": True}):
+            with pytest.raises(MlmctlError, match=r"another --task run of a different config or input is writing"):
+                _run(toy_input, out, ["suffix=+"], task=(1, 2), **flags)
+    assert _units(out) == ["unit-00000", "unit-00002", "unit-00004"]
+    # Nobody else in it: an unfinished run of another config is refused, or discarded when asked.
+    with pytest.raises(MlmctlError, match="holds an unfinished run of a different config"):
+        _run(toy_input, out, ["suffix=+"], task=(1, 2))
+    assert _run(toy_input, out, ["suffix=+"], task=(1, 2), rebuild=True) == 0
+    assert _units(out) == ["unit-00001", "unit-00003"]
+
+
+def test_task_runs_of_two_configs_started_together_one_is_refused(toy_input, tmp_path):
+    """Real processes, started at once: they mark the directory one at a time, so whatever the
+    order exactly one runs and the other is refused (before, both could find it fresh)."""
+    out = tmp_path / "out"
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(TESTS)!r})
+        import toy_stage
+        from mlmctl.errors import MlmctlError
+        from mlmctl.stage import RunOptions, run_stage
+        task, suffix = int(sys.argv[1]), sys.argv[2]
+        try:
+            run_stage(toy_stage, None, ["input={toy_input}", "output={out}", "suffix=" + suffix],
+                      opts=RunOptions(task=(task, 2), rebuild=True))
+        except MlmctlError as e:
+            sys.exit(f"mlmctl: error: {{e}}")
+    """)
+    for _ in range(3):
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(i), s], stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "TOY_SLEEP": "0.2"}) for i, s in ((0, "x"), (1, "y"))]
+        results = [(p.wait(), p.stderr.read()) for p in procs]
+        assert sorted(rc for rc, _ in results) == [0, 1], results
+        refused = next(err for rc, err in results if rc == 1)
+        assert re.search(r"another --task run of a different config|holds an unfinished run of a different", refused)
+        _run(toy_input, out, force=True)
 
 
 def test_a_rebuild_summary_names_the_final_output_not_its_hidden_sibling(toy_input, tmp_path, capsys):
