@@ -412,6 +412,23 @@ def test_a_task_run_of_another_config_never_discards_a_live_siblings_work(toy_in
     assert _units(out) == ["unit-00001", "unit-00003"]
 
 
+def test_units_of_another_config_in_the_work_dir_are_rerun_not_assembled(toy_input, tmp_path):
+    """What tasks on two nodes of a network filesystem could leave (the directory flock orders one
+    machine only): units of config A beside a run marked for config B. The final run reruns them."""
+    import shutil
+
+    a, out = tmp_path / "a", tmp_path / "out"
+    assert _run(toy_input, a, task=(0, 2)) == 0
+    assert _run(toy_input, out, ["suffix=+"], task=(1, 2)) == 0
+    for unit in (a / ".work").glob("*/unit-*"):
+        shutil.copytree(unit, out / ".work" / unit.parent.name / unit.name)
+    assert _units(out) == [f"unit-0000{i}" for i in range(5)]
+    assert _run(toy_input, out, ["suffix=+"]) == 0
+    fresh = tmp_path / "fresh"
+    assert _run(toy_input, fresh, ["suffix=+"]) == 0
+    assert _tree(out) == _tree(fresh)
+
+
 def test_task_runs_of_two_configs_started_together_one_is_refused(toy_input, tmp_path):
     """Real processes, started at once: they mark the directory one at a time, so whatever the
     order exactly one runs and the other is refused (before, both could find it fresh)."""
