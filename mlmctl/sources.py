@@ -242,9 +242,10 @@ def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
     visited: set[tuple[int, int]] = set()
     # Case-insensitive, as the formats are: `A.JSONL.ZST` is read like `a.jsonl.zst`.
     patterns = [p.lower() for p in include]
+    # A stack of the directories being listed, not recursion: a tree 1500 levels deep is legal.
+    stack: list[Iterator[str]] = []
 
-    def visit(d: str) -> None:
-        st = os.stat(d)  # a directory just stat'ed by the caller
+    def enter(d: str, st: os.stat_result) -> None:
         if (st.st_dev, st.st_ino) in visited:
             on_skip("directory_loop", d)
             return
@@ -253,26 +254,34 @@ def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
             names = sorted(os.listdir(d))
         except OSError as e:
             raise InputError(f"clean: cannot list directory {d!r} ({e.strerror}); fix its permissions") from None
-        for name in names:
-            p = os.path.join(d, name)
-            if name.startswith("."):
-                on_skip("hidden", p)
-                continue
-            try:
-                st = os.stat(p)
-            except OSError as e:
-                on_skip(_stat_failure(p, e), p)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                visit(p)
-            elif not stat.S_ISREG(st.st_mode):
-                on_skip("not_regular_file", p)
-            elif any(fnmatch.fnmatchcase(name.lower(), pat) for pat in patterns):
-                out.append(p)
-            else:
-                on_skip("not_included", p)
+        stack.append(iter(names))
+        dirs.append(d)
 
-    visit(root)
+    dirs: list[str] = []
+    enter(root, os.stat(root))
+    while stack:
+        name = next(stack[-1], None)
+        if name is None:
+            stack.pop()
+            dirs.pop()
+            continue
+        p = os.path.join(dirs[-1], name)
+        if name.startswith("."):
+            on_skip("hidden", p)
+            continue
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            on_skip(_stat_failure(p, e), p)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            enter(p, st)
+        elif not stat.S_ISREG(st.st_mode):
+            on_skip("not_regular_file", p)
+        elif any(fnmatch.fnmatchcase(name.lower(), pat) for pat in patterns):
+            out.append(p)
+        else:
+            on_skip("not_included", p)
     return out
 
 
@@ -304,8 +313,22 @@ def _check_readable(path: str) -> None:
 
 
 def open_binary(path: str):
-    """The one place input files are opened (tests patch it to simulate unreadable files)."""
-    return open(path, "rb")
+    """The one place input files are opened (tests patch it to simulate unreadable files).
+
+    Opened without blocking and checked to be a regular file before anything is read: a name
+    that became a FIFO after discovery would otherwise block the run forever in `open`, and one
+    that became a link to /dev/zero would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"clean: {shown(path)}: not a regular file any more (a directory, FIFO, socket or device); "
+                             "name text files only")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _format_of(path: str, fmt: str) -> str:
@@ -342,6 +365,8 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
 def _read_file(unit: FileUnit, opts: ReadOptions, on_skip: SkipFn, stats: dict, cursor: Cursor) -> Iterator[RawDoc]:
     if unit.fmt in ("parquet", "arrow"):
         from mlmctl import tables
+
+        open_binary(unit.name).close()  # still a regular file (pyarrow opens it by name, blocking)
 
         yield from (tables.read_parquet if unit.fmt == "parquet" else tables.read_arrow)(unit.name, opts, on_skip)
         return

@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -224,3 +225,45 @@ def test_hostile_names_reach_the_user_as_one_line(run_cli, tmp_path):
     code, _, err = run_cli("clean", "--input", raw, "--output", tmp_path / "out")
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("mlmctl: error: clean: ") and "evil\\nname.parquet: no column 'text'" in err
+
+
+def test_file_turned_fifo_or_device_after_discovery_neither_hangs_nor_runs_forever(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text(GOOD + "\n")
+    (unit,) = discover([str(p)], ["*"], "auto", 1, ReadOptions())
+    p.unlink()
+    os.mkfifo(p)  # open() would wait for a writer forever
+
+    def unblock():  # if the reader ever blocks again, release it after 10 s: a failure, not a hang
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader waiting: nothing to release
+
+    timer = threading.Timer(10, unblock)
+    timer.start()
+    try:
+        with pytest.raises(InputError, match=r"a\.txt: not a regular file any more"):
+            list(read_unit(unit, ReadOptions(), lambda *a: None, {}))
+    finally:
+        timer.cancel()
+    p.unlink()
+    p.symlink_to("/dev/zero")  # endless
+    with pytest.raises(InputError, match=r"a\.txt: not a regular file any more"):
+        list(read_unit(unit, ReadOptions(), lambda *a: None, {}))
+
+
+def test_a_very_deep_tree_is_walked_without_recursion(tmp_path):
+    d = tmp_path / "deep"
+    leaf = d.joinpath(*["d"] * 300)
+    leaf.mkdir(parents=True)
+    (leaf / "a.txt").write_text(GOOD + "\n")
+    limit = sys.getrecursionlimit()
+    # Deeper than the recursion limit (lowered, so the tree stays small enough for pytest's own
+    # recursive clean-up): a recursive walk would end in RecursionError.
+    sys.setrecursionlimit(250)
+    try:
+        (unit,) = discover([str(d)], ["*.txt"], "auto", 1, ReadOptions())
+    finally:
+        sys.setrecursionlimit(limit)
+    assert unit.name == str(leaf / "a.txt")
