@@ -25,7 +25,7 @@ import itertools
 import sys
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from mlmctl.errors import InputError
+from mlmctl.errors import InputError, MlmctlError
 from mlmctl.read_guard import first_line, shown
 
 if TYPE_CHECKING:
@@ -138,13 +138,24 @@ def _column_index(header: list[str], column: str, name: str) -> int:
 
 
 def check_columns(name: str, fmt: str, opts: ReadOptions) -> None:
-    """Open a Parquet or Arrow file's schema only and check the text column (one line if not)."""
-    if fmt == "parquet":
-        with _parquet(name) as pf:
-            _check_schema(_refused(name, "Parquet", lambda: pf.schema_arrow), name, opts)
-    else:
-        with _arrow(name) as (schema, _):
-            _check_schema(schema, name, opts)
+    """Open a Parquet or Arrow file's schema only and check the text column (one line if not).
+
+    Runs at discovery, outside the reader guard (`read_guard.guarded`), so any failure a damaged
+    schema causes in pyarrow (invalid UTF-8 in a field name raises UnicodeDecodeError) is one line.
+    """
+    try:
+        if fmt == "parquet":
+            with _parquet(name) as pf:
+                _check_schema(pf.schema_arrow, name, opts)
+        else:
+            with _arrow(name) as (schema, _):
+                _check_schema(schema, name, opts)
+    except MlmctlError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file, whatever pyarrow makes of it
+        kind = "Parquet" if fmt == "parquet" else "Arrow IPC"
+        raise InputError(f"clean: {shown(name)}: not a readable {kind} file ({type(e).__name__}: {first_line(e)}); "
+                         "check the file") from e
 
 
 def read_parquet(name: str, opts: ReadOptions, on_skip: SkipFn) -> Iterator[RawDoc]:
@@ -214,7 +225,7 @@ class _arrow:
             except InputError:
                 self.source.close()
                 raise
-        self.schema = reader.schema
+        self.schema = _refused(name, "Arrow IPC", lambda: reader.schema)
 
     def __enter__(self):
         return self.schema, self.batches

@@ -280,7 +280,7 @@ def test_every_reader_yields_text_or_counts_or_raises_one_input_error(fmt, how, 
     schema). Text-like formats never fail the run: their damage is always counted."""
     pytest.importorskip("zstandard")
     pytest.importorskip("pyarrow")
-    from mlmctl.sources import FileUnit, ReadOptions, read_unit
+    from mlmctl.sources import ReadOptions, discover, read_unit
 
     if fmt in ("parquet", "arrow"):
         how = ""  # read by pyarrow from the file itself
@@ -294,7 +294,8 @@ def test_every_reader_yields_text_or_counts_or_raises_one_input_error(fmt, how, 
         skips = []
         opts = ReadOptions(boundary=boundary, max_document_chars=300)
         try:
-            docs = list(read_unit(FileUnit(str(p), fmt), opts, lambda *a: skips.append(a), {}))
+            (unit,) = discover([str(p)], ["*"], fmt, 1, opts)  # Parquet/Arrow: the schema is checked here
+            docs = list(read_unit(unit, opts, lambda *a: skips.append(a), {}))
         except MlmctlError as e:
             # CSV/TSV: no header row, or none naming the text column; Parquet/Arrow: not readable at all.
             assert fmt in ("parquet", "arrow") or "no header row" in str(e) or "no column" in str(e), e

@@ -186,8 +186,14 @@ def test_arrow_with_crafted_offsets_is_counted_not_a_crash(tmp_path):
 
 
 def test_table_files_that_are_not_tables_are_one_line(tmp_path):
-    pytest.importorskip("pyarrow")
-    for name, data in [("a.parquet", GOOD.encode()), ("b.parquet", b""), ("c.arrow", b""), ("d.arrow", b"ARROW1\0\0xx")]:
+    pa = pytest.importorskip("pyarrow")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("text", pa.string())])) as w:
+        w.write_table(pa.table({"text": [GOOD]}))
+    garbled = bytearray(sink.getvalue().to_pybytes())
+    garbled[garbled.find(b"text")] = 0x99  # a field name that is not UTF-8: UnicodeDecodeError in pyarrow
+    for name, data in [("a.parquet", GOOD.encode()), ("b.parquet", b""), ("c.arrow", b""), ("d.arrow", b"ARROW1\0\0xx"),
+                       ("e.arrow", bytes(garbled))]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(InputError, match=rf"^clean: .*{name.replace('.', '[.]')}: not a readable (Parquet|Arrow IPC) file"):
             discover([str(tmp_path / name)], ["*"], "auto", 1, ReadOptions())
