@@ -71,7 +71,10 @@ def read_csv(text: io.TextIOBase, name: str, fmt: str, opts: ReadOptions, on_ski
     reader = csv.reader(feed, delimiter="\t" if fmt == "tsv" else ",", strict=True)
     try:
         header = next(reader, None)
-    except (csv.Error, _RecordTooLong):
+    except _RecordTooLong:
+        raise InputError(f"clean: {shown(name)}:1: the header row is longer than max_document_chars "
+                         f"({cap}); is this a {fmt.upper()} file?") from None
+    except csv.Error:
         header = None
     if not header:
         raise InputError(f"clean: {shown(name)}:1: no header row; a {fmt.upper()} input needs one naming its columns")

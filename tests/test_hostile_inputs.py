@@ -273,3 +273,13 @@ def test_a_very_deep_tree_is_walked_without_recursion(tmp_path):
     finally:
         sys.setrecursionlimit(limit)
     assert unit.name == str(leaf / "a.txt")
+
+
+def test_csv_without_a_usable_header_is_one_line(tmp_path):
+    p = tmp_path / "a.csv"
+    for data, msg in [(b"", "no header row"), (b'"never closed\n', "no header row"),
+                      (b"x" * 5000 + b"\n", "header row is longer than max_document_chars"),
+                      (b"body,n\n1,2\n", "no column 'text'")]:
+        p.write_bytes(data)
+        with pytest.raises(InputError, match=rf"^clean: .*a\.csv(:1)?: .*{msg}"):
+            _read(p, "csv", max_document_chars=1000)
