@@ -95,5 +95,7 @@ def shown(name: str) -> str:
 
 
 def first_line(e: BaseException) -> str:
+    """The first line of a library's message, control characters escaped (a damaged Parquet
+    footer's message quotes the byte it choked on)."""
     text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    return shown(text.splitlines()[0][:200]) if text else type(e).__name__

@@ -38,7 +38,7 @@ ARROW_FORMATS = ("parquet", "arrow")
 # memory stays bounded for tables of short and of long documents alike.
 _BATCH_ROWS = 1024
 _BATCH_BYTES = 8 << 20
-_DICT_BATCH_ROWS = 64
+_DICT_BATCH_ROWS = 16
 # Parquet is read through a buffered stream of this size (not a column chunk at a time).
 _STREAM_BYTES = 1 << 20
 # Stands for a value over max_document_chars (compared by identity).
@@ -311,11 +311,11 @@ def _strings(col, cap: int) -> Iterator:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    col.validate()  # buffer sizes, before the cast reads the offsets
+    col.validate()  # buffer sizes, before anything reads the offsets
     if pa.types.is_dictionary(col.type):
-        col.validate(full=True)  # dictionary indexes inside the dictionary
-        col = col.dictionary_decode()
-    binary = col.cast(pa.large_binary())
+        yield from _dictionary_strings(col, cap)
+        return
+    binary = _as_binary(col)
     binary.validate(full=True)
     sizes = pc.binary_length(binary).to_pylist()
     i = 0
@@ -327,6 +327,32 @@ def _strings(col, cap: int) -> Iterator:
             j += 1
         yield from _values(binary.slice(i, j - i), sizes[i:j], cap)
         i = j
+
+
+def _as_binary(col):
+    """The same bytes typed as binary: a zero-copy view for (large) strings, a cast otherwise."""
+    import pyarrow as pa
+
+    if pa.types.is_string(col.type):
+        return col.view(pa.binary())
+    if pa.types.is_large_string(col.type):
+        return col.view(pa.large_binary())
+    return col.cast(pa.large_binary())
+
+
+def _dictionary_strings(col, cap: int) -> Iterator:
+    """A dictionary-encoded column, each dictionary value converted once, when first used: decoding
+    the column instead would repeat a value as often as rows use it (600 rows x one 2 MB value)."""
+    col.validate(full=True)  # every index inside the dictionary
+    dictionary = col.dictionary
+    seen: dict = {}
+    for index in col.indices.to_pylist():
+        if index is None:
+            yield None
+            continue
+        if index not in seen:
+            seen[index] = next(_strings(dictionary.slice(index, 1), cap))
+        yield seen[index]
 
 
 def _values(chunk, sizes: list, cap: int) -> list:
