@@ -20,8 +20,10 @@ that matches nothing. `read_unit()` then streams one unit's documents as
 - A document longer than `max_document_chars` is skipped while it is read (memory stays
   bounded by that limit, not by the file size).
 
-Records that cannot be read (malformed JSON, missing text field, damaged gzip data,
-oversized documents) are reported through `on_skip(reason, file, line)`, never raised.
+Records that cannot be read (malformed JSON, missing text field, damaged gzip/zstd/Parquet/Arrow
+data, oversized documents) are reported through `on_skip(reason, file, line)`, never raised;
+`read_guard.guarded` sorts whatever a reader's library raises into such a skip or one
+`InputError` line naming file and row.
 """
 
 from __future__ import annotations

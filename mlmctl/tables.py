@@ -10,8 +10,10 @@ map, so memory stays bounded by a batch, never by the file.
 Rows are numbered from 1 (CSV: the file line where the record starts), so a skipped row can
 be found. A missing column, a column that is not text, or a file that is not Parquet/Arrow at
 all is one `InputError` naming the file; `check_columns` finds it at discovery, before any work
-starts. Damage found while reading (a truncated Parquet page, a CSV quote left open) is reported
-through `on_skip(reason, file, row)`; the rows read before it are kept.
+starts. A CSV quote left open or a record over `max_document_chars` is reported through
+`on_skip(reason, file, row)`; damage pyarrow finds while reading (a truncated page, an offset out
+of range) propagates, and `read_guard.guarded` (around every reader) counts it. The rows read
+before either are kept.
 
 Parquet and Arrow need pyarrow, `.zst` needs zstandard: the `formats` extra
 (`pip install 'mlmctl[formats]'`); `require` says so in one line.
