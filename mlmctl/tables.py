@@ -274,12 +274,17 @@ def _batch_rows(row_group, cols: list[str]) -> int:
     at a time: the expansion stays below that many times the largest value.
     """
     chunks = [row_group.column(i) for i in range(row_group.num_columns)
-              if row_group.column(i).path_in_schema.split(".")[0] in cols]
+              if any(_in_column(row_group.column(i).path_in_schema, c) for c in cols)]
     per_row = max(sum(c.total_uncompressed_size for c in chunks) // max(row_group.num_rows, 1), 1)
     rows = min(_BATCH_ROWS, max(1, _BATCH_BYTES // per_row))
     if any(c.has_dictionary_page for c in chunks):
         rows = min(rows, _DICT_BATCH_ROWS)
     return int(rows)
+
+
+def _in_column(path: str, column: str) -> bool:
+    # A column name may hold dots itself ("my.text"); nested leaves are "column.sub".
+    return path == column or path.startswith(column + ".")
 
 
 def _rows(batches, name: str, cols: list[str], cap: int, on_skip: SkipFn) -> Iterator[RawDoc]:

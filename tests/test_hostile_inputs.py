@@ -283,3 +283,16 @@ def test_csv_without_a_usable_header_is_one_line(tmp_path):
         p.write_bytes(data)
         with pytest.raises(InputError, match=rf"^clean: .*a\.csv(:1)?: .*{msg}"):
             _read(p, "csv", max_document_chars=1000)
+
+
+def test_parquet_batches_are_sized_by_bytes_whatever_the_column_name(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from mlmctl import tables
+
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"my.text": ["x" * 100_000] * 50, "n": list(range(50))}), p, use_dictionary=False)
+    row_group = pq.ParquetFile(p).metadata.row_group(0)
+    assert tables._batch_rows(row_group, ["my.text"]) == tables._BATCH_BYTES // 100_000  # ~83 rows of 100 KB
+    assert tables._batch_rows(row_group, ["n"]) == tables._BATCH_ROWS
+    assert len(_read(p, "parquet", text_field="my.text")[0]) == 50
