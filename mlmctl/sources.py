@@ -20,8 +20,10 @@ that matches nothing. `read_unit()` then streams one unit's documents as
 - A document longer than `max_document_chars` is skipped while it is read (memory stays
   bounded by that limit, not by the file size).
 
-Records that cannot be read (malformed JSON, missing text field, damaged gzip data,
-oversized documents) are reported through `on_skip(reason, file, line)`, never raised.
+Records that cannot be read (malformed JSON, missing text field, damaged gzip/zstd/Parquet/Arrow
+data, oversized documents) are reported through `on_skip(reason, file, line)`, never raised;
+`read_guard.guarded` sorts whatever a reader's library raises into such a skip or one
+`InputError` line naming file and row.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from typing import Callable, Iterator
 
 from mlmctl import safe_json
 from mlmctl.errors import InputError
+from mlmctl.read_guard import Cursor, guarded, shown
+from mlmctl.zstd import is_zstd
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SOURCES = ("python-docs",)
@@ -58,7 +62,6 @@ _SNIFF_BYTES = 8192
 # file is binary (an image, an archive) or not UTF-8 at all. Latin-1 prose stays far below it.
 _BINARY_SHARE = 0.3
 _GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Reads of this many characters keep Python-level overhead low without holding much.
 _CHUNK_CHARS = 1 << 20
 
@@ -159,6 +162,7 @@ def discover(
                 BuiltinUnit(name, i, builtin_units, tuple(mods[i::builtin_units])) for i in range(builtin_units)
             )
             continue
+        _check_name(entry)
         for path in _expand(entry, include, report):
             real = os.path.realpath(path)
             if real in seen or (skip and real.startswith(skip)):
@@ -170,6 +174,18 @@ def discover(
         raise InputError("clean: `input` names no files; give files, directories, globs or builtin:python-docs")
     _check_tables(units, docs)
     return units
+
+
+def _check_name(entry: str) -> None:
+    """An `input` entry is stored in the manifest (JSON, UTF-8): bytes that are not UTF-8 in it
+    (kept by Python as lone surrogates) cannot be, so refuse them now rather than after the work.
+    Names found inside a listed directory are fine: stats.json shows their bad bytes as U+FFFD."""
+    try:
+        entry.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"clean: input path {shown(entry)} is not valid UTF-8; rename it, or list its directory instead"
+        ) from None
 
 
 def _check_tables(units: list[Unit], opts: ReadOptions | None) -> None:
@@ -216,7 +232,7 @@ def _expand(entry: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
 
 
 def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
-    """Files under `root` whose name matches `include`, sorted, hidden entries skipped.
+    """Files under `root` whose name matches `include` (ignoring case), sorted, hidden entries skipped.
 
     Symbolic links to directories are followed once: a directory already visited (same
     device and inode) is not entered again, so a link loop cannot recurse forever.
@@ -226,9 +242,12 @@ def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
     """
     out: list[str] = []
     visited: set[tuple[int, int]] = set()
+    # Case-insensitive, as the formats are: `A.JSONL.ZST` is read like `a.jsonl.zst`.
+    patterns = [p.lower() for p in include]
+    # A stack of the directories being listed, not recursion: a tree 1500 levels deep is legal.
+    stack: list[Iterator[str]] = []
 
-    def visit(d: str) -> None:
-        st = os.stat(d)  # a directory just stat'ed by the caller
+    def enter(d: str, st: os.stat_result) -> None:
         if (st.st_dev, st.st_ino) in visited:
             on_skip("directory_loop", d)
             return
@@ -237,26 +256,34 @@ def _walk(root: str, include: list[str], on_skip: SkipFileFn) -> list[str]:
             names = sorted(os.listdir(d))
         except OSError as e:
             raise InputError(f"clean: cannot list directory {d!r} ({e.strerror}); fix its permissions") from None
-        for name in names:
-            p = os.path.join(d, name)
-            if name.startswith("."):
-                on_skip("hidden", p)
-                continue
-            try:
-                st = os.stat(p)
-            except OSError as e:
-                on_skip(_stat_failure(p, e), p)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                visit(p)
-            elif not stat.S_ISREG(st.st_mode):
-                on_skip("not_regular_file", p)
-            elif any(fnmatch.fnmatch(name, pat) for pat in include):
-                out.append(p)
-            else:
-                on_skip("not_included", p)
+        stack.append(iter(names))
+        dirs.append(d)
 
-    visit(root)
+    dirs: list[str] = []
+    enter(root, os.stat(root))
+    while stack:
+        name = next(stack[-1], None)
+        if name is None:
+            stack.pop()
+            dirs.pop()
+            continue
+        p = os.path.join(dirs[-1], name)
+        if name.startswith("."):
+            on_skip("hidden", p)
+            continue
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            on_skip(_stat_failure(p, e), p)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            enter(p, st)
+        elif not stat.S_ISREG(st.st_mode):
+            on_skip("not_regular_file", p)
+        elif any(fnmatch.fnmatchcase(name.lower(), pat) for pat in patterns):
+            out.append(p)
+        else:
+            on_skip("not_included", p)
     return out
 
 
@@ -281,15 +308,29 @@ def _check_readable(path: str) -> None:
             head = f.read(4)
     except OSError as e:
         raise InputError(f"clean: cannot read input {path!r} ({e.strerror}); fix its permissions or remove it from `input`") from None
-    if head == _ZSTD_MAGIC:
+    if is_zstd(head):
         from mlmctl.tables import require
 
         require("zstandard", f"the zstandard-compressed input {path!r}")
 
 
 def open_binary(path: str):
-    """The one place input files are opened (tests patch it to simulate unreadable files)."""
-    return open(path, "rb")
+    """The one place input files are opened (tests patch it to simulate unreadable files).
+
+    Opened without blocking and checked to be a regular file before anything is read: a name
+    that became a FIFO after discovery would otherwise block the run forever in `open`, and one
+    that became a link to /dev/zero would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"clean: {shown(path)}: not a regular file any more (a directory, FIFO, socket or device); "
+                             "name text files only")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _format_of(path: str, fmt: str) -> str:
@@ -310,13 +351,24 @@ def _format_of(path: str, fmt: str) -> str:
 
 
 def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> Iterator[RawDoc]:
-    """Yield one unit's documents in file order. `stats` collects reader counters."""
+    """Yield one unit's documents in file order. `stats` collects reader counters.
+
+    Every file reader runs under `read_guard.guarded`: damaged data ends the file as a counted
+    `read/corrupt_*` skip, anything else a library raises is one `InputError` naming file and row.
+    """
     if isinstance(unit, BuiltinUnit):
         yield from read_python_docs(unit.index, unit.count, opts, on_skip, unit.modules or None)
         return
     stats["files"] = stats.get("files", 0) + 1
+    cursor = Cursor(unit.name, f"corrupt_{unit.fmt}")
+    yield from guarded(_read_file(unit, opts, cursor.track(on_skip), stats, cursor), cursor, on_skip)
+
+
+def _read_file(unit: FileUnit, opts: ReadOptions, on_skip: SkipFn, stats: dict, cursor: Cursor) -> Iterator[RawDoc]:
     if unit.fmt in ("parquet", "arrow"):
         from mlmctl import tables
+
+        open_binary(unit.name).close()  # still a regular file (pyarrow opens it by name, blocking)
 
         yield from (tables.read_parquet if unit.fmt == "parquet" else tables.read_arrow)(unit.name, opts, on_skip)
         return
@@ -329,13 +381,15 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
             head = _gunzip_head(raw)
             raw.seek(0)
             binary = gzip.GzipFile(fileobj=raw, mode="rb")
-        elif head[:4] == _ZSTD_MAGIC:
+            cursor.corrupt = "corrupt_gzip"
+        elif is_zstd(head):
             from mlmctl.zstd import ZstdReader
 
             binary = io.BufferedReader(ZstdReader(raw))
             head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if _zstd_head_ok(binary) else b""
             _count(stats, "files_zstd")
-            # Damage shows as "corrupt_zstd" rather than the gzip reason the readers use.
+            cursor.corrupt = "corrupt_zstd"
+            # Damage shows as "corrupt_zstd" rather than the gzip reason the text readers use.
             on_skip = _renamed(on_skip, "corrupt_gzip", "corrupt_zstd")
         elif unit.name.lower().endswith(".gz"):
             # Named .gz but not compressed: read as it is (the bytes decide), and count it.
@@ -358,7 +412,7 @@ def read_unit(unit: Unit, opts: ReadOptions, on_skip: SkipFn, stats: dict) -> It
         elif unit.fmt in ("csv", "tsv"):
             from mlmctl.tables import read_csv
 
-            yield from _corrupt_guard(read_csv(text, unit.name, unit.fmt, opts, on_skip), unit.name, on_skip)
+            yield from read_csv(text, unit.name, unit.fmt, opts, on_skip)
         elif unit.fmt == "html":
             yield from _read_html(text, unit.name, opts, on_skip)
         else:
@@ -377,17 +431,6 @@ def _zstd_head_ok(binary: io.BufferedReader) -> bool:
 
 def _renamed(on_skip: SkipFn, old: str, new: str) -> SkipFn:
     return lambda reason, file, line: on_skip(new if reason == old else reason, file, line)
-
-
-def _corrupt_guard(docs: Iterator[RawDoc], name: str, on_skip: SkipFn) -> Iterator[RawDoc]:
-    """Damaged compressed data under the CSV reader ends the file as a counted skip."""
-    n = 0
-    try:
-        for doc in docs:
-            n = doc.line
-            yield doc
-    except _READ_ERRORS:
-        on_skip("corrupt_gzip", name, n + 1)
 
 
 def _gunzip_head(raw) -> bytes:

@@ -126,15 +126,15 @@ def test_csv_mixed_encodings_reach_the_decode_step(tmp_path):
 
 def test_missing_or_non_string_column_is_one_line_before_work(tmp_path):
     pq.write_table(pa.table({"body": ["a"], "n": [1]}), tmp_path / "a.parquet")
-    with pytest.raises(InputError, match=r"a\.parquet has no column 'text' \(columns: body, n\); set `text_field`"):
+    with pytest.raises(InputError, match=r"^clean: .*a\.parquet: no column 'text' \(columns: body, n\); set `text_field`$"):
         discover([str(tmp_path / "a.parquet")], ["*"], "auto", 1, ReadOptions())
     with pytest.raises(InputError, match=r"column 'n' holds int64, not text"):
         discover([str(tmp_path / "a.parquet")], ["*"], "auto", 1, ReadOptions(text_field="n"))
     (tmp_path / "b.csv").write_text("body\nx\n")
-    with pytest.raises(InputError, match=r"b\.csv has no column 'text'"):
+    with pytest.raises(InputError, match=r"b\.csv: no column 'text'"):
         _read(tmp_path / "b.csv", "csv")
     (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(InputError, match=r"c\.parquet is not a readable Parquet file"):
+    with pytest.raises(InputError, match=r"c\.parquet: not a readable Parquet file"):
         discover([str(tmp_path / "c.parquet")], ["*"], "auto", 1, ReadOptions())
 
 

@@ -236,3 +236,73 @@ def _table_bytes(name: str) -> bytes:
         with pyarrow.ipc.new_stream(buf, table.schema) as w:
             w.write_table(table)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- each reader, in-process
+
+# Valid seeds per format; the fuzz cuts them, appends junk and flips bytes.
+def _seed(fmt: str) -> bytes:
+    rows = [GOOD.strip(), "Zürich, \"quoted\"\nsecond line", "plain"]
+    if fmt == "jsonl":
+        return "".join(json.dumps({"text": r}) + "\n" for r in rows).encode()
+    if fmt in ("csv", "tsv"):
+        import csv as csv_mod
+        import io
+
+        buf = io.StringIO()
+        w = csv_mod.writer(buf, delimiter="," if fmt == "csv" else "\t")
+        w.writerow(["text", "n"])
+        w.writerows([r, i] for i, r in enumerate(rows))
+        return buf.getvalue().encode()
+    if fmt in ("parquet", "arrow"):
+        return _table_bytes(f"a.{fmt}")
+    return "\n\n".join(rows).encode()
+
+
+def _compress(data: bytes, how: str) -> bytes:
+    if how == "gz":
+        return gzip.compress(data)
+    if how == "zst":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+@settings(FUZZ, max_examples=300)
+@given(fmt=st.sampled_from(["text", "jsonl", "csv", "tsv", "html", "parquet", "arrow"]),
+       how=st.sampled_from(["", "gz", "zst"]), cut=st.integers(0, 2000), junk=st.binary(max_size=40),
+       flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), max_size=3),
+       boundary=st.sampled_from(["blank_line", "line", "file"]))
+def test_every_reader_yields_text_or_counts_or_raises_one_input_error(fmt, how, cut, junk, flips, boundary):
+    """bytes -> reader: only documents with str text and a positive line, counted skips, or one
+    InputError line for a file whose structure cannot be read at all (a Parquet footer, an Arrow
+    schema). Text-like formats never fail the run: their damage is always counted."""
+    pytest.importorskip("zstandard")
+    pytest.importorskip("pyarrow")
+    from mlmctl.sources import ReadOptions, discover, read_unit
+
+    if fmt in ("parquet", "arrow"):
+        how = ""  # read by pyarrow from the file itself
+    data = bytearray(_mutate(_compress(_seed(fmt), how), cut, junk))
+    for at, x in flips:
+        if data:
+            data[at % len(data)] ^= x
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / f"f.{fmt}{'.' + how if how else ''}"
+        p.write_bytes(bytes(data))
+        skips = []
+        opts = ReadOptions(boundary=boundary, max_document_chars=300)
+        try:
+            (unit,) = discover([str(p)], ["*"], fmt, 1, opts)  # Parquet/Arrow: the schema is checked here
+            docs = list(read_unit(unit, opts, lambda *a: skips.append(a), {}))
+        except MlmctlError as e:
+            # CSV/TSV: no header row, or none naming the text column; Parquet/Arrow: not readable at all.
+            assert fmt in ("parquet", "arrow") or "no header row" in str(e) or "no column" in str(e), e
+            assert isinstance(e, __import__("mlmctl.errors").errors.InputError) and "\n" not in str(e)
+            assert str(e).startswith("clean: ") and "f." in str(e)
+            return
+    for d in docs:
+        assert isinstance(d.text, str) and isinstance(d.source, str) and d.line >= 1 and len(d.text) <= 300
+    for reason, file, line in skips:
+        assert isinstance(reason, str) and file == str(p) and line >= 1
