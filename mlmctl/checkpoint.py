@@ -18,7 +18,6 @@ and `trim_metrics` drops metric lines a resumed run will write again.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ import signal
 import threading
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.errors import Interrupted, MlmctlError
 from mlmctl.layout import CHECKPOINTS, step_dir_name
 
@@ -87,7 +87,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def read_meta(ckpt: Path) -> dict | None:
     """The checkpoint's meta if it is complete (meta present, every listed file at its size)."""
     try:
-        meta = json.loads((Path(ckpt) / META_FILE).read_text())
+        meta = safe_json.loads((Path(ckpt) / META_FILE).read_text())
         for name, size in meta["files"].items():
             if (Path(ckpt) / name).stat().st_size != size:
                 return None
@@ -198,7 +198,7 @@ def trim_metrics(path: Path, step: int) -> None:
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line)["step"] <= step:
+            if safe_json.loads(line)["step"] <= step:
                 keep.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue  # a line cut by a kill

@@ -28,6 +28,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlmctl import safe_json
 from mlmctl.errors import MlmctlError
 from mlmctl.layout import SPECIAL_TOKENS, UNK_ID
 from mlmctl.pretokenize import WORD_JOINER
@@ -61,7 +62,7 @@ def read_vocabulary(path_text: str, pipeline: dict, *, stage: str, key: str) -> 
     try:
         raw = path.read_bytes()
         tok = Tokenizer.from_str(raw.decode("utf-8"))
-        doc = json.loads(raw)
+        doc = safe_json.loads(raw)
     except Exception:  # tokenizers raises a bare Exception for any bad file
         raise MlmctlError(f"{stage}: `{key}` {path} is not a tokenizers tokenizer.json") from None
     check_specials(tok, f"`{key}` {path}", stage)
@@ -106,7 +107,7 @@ def model_only(path: str, sha: str):
     from tokenizers import Tokenizer
 
     if sha not in _MODEL_CACHE:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = safe_json.loads(Path(path).read_text(encoding="utf-8"))
         # No added-token matching either: literal "[MASK]" in the corpus is text, not a control
         # token (the full tokenizer.json with `encode_special_tokens = True` does the same).
         doc.update(normalizer=None, pre_tokenizer=None, post_processor=None, decoder=None, added_tokens=[])

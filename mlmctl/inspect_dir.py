@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.errors import InputError
 from mlmctl.head_config import architectures, head_labels
 from mlmctl.layout import CHECKPOINTS, CONFIG_NAME, EVAL_JSON, MANIFEST, METRICS_FILE, MODEL_SUBDIRS, WORK
@@ -97,7 +97,7 @@ def _manifest_section(path: Path):
 
 def _model_section(path: Path):
     try:
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        cfg = safe_json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return (f"{path} (model)", [("config.json", f"unreadable: {e}")])
     if not isinstance(cfg, dict):
@@ -159,7 +159,7 @@ def _safetensors_params(path: Path) -> tuple[int, set[str]]:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > 100_000_000:
             raise ValueError("header length implausible")
-        header = json.loads(f.read(n))
+        header = safe_json.loads(f.read(n))
     total, dtypes = 0, set()
     for name, t in header.items():
         if name == "__metadata__":
@@ -177,7 +177,7 @@ def _metrics_section(path: Path):
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                lines.append(json.loads(line))
+                lines.append(safe_json.loads(line))
             except ValueError:
                 continue  # a line cut by a kill
     rows = [("lines", len(lines))]
@@ -195,7 +195,7 @@ def _metrics_section(path: Path):
 
 def _eval_section(path: Path):
     try:
-        ev = json.loads(path.read_text(encoding="utf-8"))
+        ev = safe_json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return (f"{path}", [("eval.json", f"unreadable: {e}")])
     rows = [("mode", ev.get("mode", "?"))]

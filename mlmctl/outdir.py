@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
-import json
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.errors import MlmctlError
 from mlmctl.layout import LOCK_FILE, MANIFEST, RUN_FILE, WORK
 
@@ -185,7 +185,7 @@ class Survey:
 def read_marker(directory: Path) -> dict | None:
     """The run marker `.work/run.json` if it is one of ours."""
     try:
-        marker = json.loads((Path(directory) / WORK / RUN_FILE).read_text(encoding="utf-8"))
+        marker = safe_json.loads((Path(directory) / WORK / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return marker if isinstance(marker, dict) and "config_hash" in marker else None

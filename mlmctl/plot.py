@@ -15,11 +15,11 @@ the metrics themselves; only `render` touches matplotlib (Agg, headless).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.manifest import MANIFEST
 from mlmctl.layout import METRICS_FILE as METRICS
@@ -93,7 +93,7 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = safe_json.loads(line)
         except ValueError:
             skipped += 1
             continue
@@ -139,7 +139,7 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
 
 def _manifest_stage(run_dir: Path) -> str | None:
     try:
-        stage = json.loads((run_dir / MANIFEST).read_text()).get("stage")
+        stage = safe_json.loads((run_dir / MANIFEST).read_text()).get("stage")
     except (OSError, ValueError, AttributeError):
         return None  # a running run has no manifest yet
     return stage if isinstance(stage, str) else None

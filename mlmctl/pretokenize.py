@@ -41,6 +41,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mlmctl import safe_json
 from mlmctl.errors import MlmctlError
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def pipeline_json(cfg: PretokenizerConfig) -> dict:
     tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
     tok.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
     tok.pre_tokenizer = pre
-    full = json.loads(tok.to_str())
+    full = safe_json.loads(tok.to_str())
     return {"kind": cfg.kind, "normalizer": full["normalizer"], "pre_tokenizer": full["pre_tokenizer"]}
 
 

@@ -18,10 +18,10 @@ error.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from mlmctl import safe_json
 from mlmctl.errors import MlmctlError
 from mlmctl.layout import CONFIG_NAME, EVAL_JSON, FINAL, MANIFEST, METRICS_FILE, STATS_FILE
 from mlmctl.report_tagging import is_tagging_eval, tagging_rows, tagging_task_row
@@ -32,7 +32,7 @@ LABELS = {"eval-random": "random init + finetune", "eval-pretrained": "pretraine
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return safe_json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
@@ -44,7 +44,7 @@ def _extra(stage_dir: Path) -> dict:
 
 def _metrics(path: Path) -> list[dict]:
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [safe_json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
         return []
 
@@ -242,7 +242,7 @@ def _predictions(eval_dir: Path, key: str = "prediction") -> tuple[list[str], li
     """(gold, predicted) labels of eval_dir/predictions.jsonl, in test-file order; `key` names the
     prediction (`baseline_prediction`: the tf-idf baseline's)."""
     try:
-        lines = [json.loads(x) for x in (eval_dir / "predictions.jsonl").read_text().splitlines() if x.strip()]
+        lines = [safe_json.loads(x) for x in (eval_dir / "predictions.jsonl").read_text().splitlines() if x.strip()]
         return [x["label"] for x in lines], [x[key] for x in lines]
     except (OSError, ValueError, KeyError, TypeError):
         return None

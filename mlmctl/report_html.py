@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl import plot
 from mlmctl.errors import MlmctlError
 from mlmctl.report import EVAL_JSON, LABELS, eval_label, find_evals, find_pretrain
@@ -317,7 +317,7 @@ def _cell(text) -> tuple[float, tuple[float, float] | None] | None:
 
 def _load(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = safe_json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}

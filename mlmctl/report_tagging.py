@@ -9,9 +9,9 @@ pretrained vs random init as a paired bootstrap over the same test sentences (as
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.layout import EVAL_JSON, PREDICTIONS
 
 # The names scripts/chain.sh gives the tagging evals.
@@ -62,7 +62,7 @@ def tagging_rows(evals: dict[str, Path]) -> list[tuple[str, str]]:
 def _predictions(d: Path):
     """(gold, predicted) tag lists per sentence; None when missing, empty or not readable."""
     try:
-        lines = [json.loads(x) for x in (d / PREDICTIONS).read_text().splitlines() if x.strip()]
+        lines = [safe_json.loads(x) for x in (d / PREDICTIONS).read_text().splitlines() if x.strip()]
         gold, pred = [x["gold"] for x in lines], [x["predicted"] for x in lines]
     except (OSError, ValueError, KeyError, TypeError):
         return None

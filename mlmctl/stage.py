@@ -60,6 +60,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlmctl import safe_json
 from mlmctl import __version__
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config, same_config
 from mlmctl.errors import InputError, MlmctlError
@@ -298,7 +299,7 @@ def _unit_done(part: Path, key: str) -> dict | None:
     if not done.exists():
         return None
     try:
-        record = json.loads(done.read_text())
+        record = safe_json.loads(done.read_text())
         if record.get("key") != key:
             return None
         for f in record["files"]:

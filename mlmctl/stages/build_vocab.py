@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mlmctl import safe_json
 from mlmctl.config import check
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.layout import (
@@ -254,7 +255,7 @@ def _stats(vocab_size: int, dtype: str, used, totals: dict) -> dict:
 def _read_pipeline(input_dir: Path) -> dict:
     path = input_dir / "pretokenizer.json"
     try:
-        pipeline = json.loads(path.read_text(encoding="utf-8"))
+        pipeline = safe_json.loads(path.read_text(encoding="utf-8"))
         pipeline["normalizer"], pipeline["pre_tokenizer"]  # noqa: B018 - presence check
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(f"build-vocab: {path} is missing or damaged; rerun `mlmctl tokenize --force`") from None
@@ -263,7 +264,7 @@ def _read_pipeline(input_dir: Path) -> dict:
 
 def _trained(vocab_dir: Path) -> bool:
     try:
-        record = json.loads((vocab_dir / "trained.json").read_text())
+        record = safe_json.loads((vocab_dir / "trained.json").read_text())
         return record["sha256"] == file_sha256(vocab_dir / TOKENIZER_FILE)
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -328,7 +329,7 @@ def _train(cfg: BuildVocabConfig, pipeline: dict, paths: list[Path], counts: lis
             f"raise `vocab_size`"
         )
     check_specials(tok, "the trained vocabulary", STAGE)
-    doc = json.loads(tok.to_str())
+    doc = safe_json.loads(tok.to_str())
     # The "##c" seeds stay in the model's vocabulary but are not special tokens.
     doc["added_tokens"] = [t for t in doc["added_tokens"] if t["content"] in SPECIAL_IDS]
     doc = _canonical_ids(doc)
@@ -461,7 +462,7 @@ def _vocab_size(tok_path: Path) -> int:
 
 
 def _model_type(tok_path: Path) -> str:
-    return json.loads(tok_path.read_text(encoding="utf-8"))["model"].get("type", "?").lower()
+    return safe_json.loads(tok_path.read_text(encoding="utf-8"))["model"].get("type", "?").lower()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -525,7 +526,7 @@ def _adopt_shard(unit: _IndexUnit, part: Path) -> dict:
         atomic_link(src / name, part / name)
     for name in INDEX_FILES:
         atomic_link(src / f"{base}.{name}", part / name)
-    counts = json.loads(unit.adopt)
+    counts = safe_json.loads(unit.adopt)
     if not _consistent(part, base, counts, unit):
         raise InputError(f"build-vocab: the index files of {src / base} disagree with its manifest counts; "
                          "rerun `mlmctl tokenize --force`")
@@ -607,7 +608,7 @@ def _write_tokenizer_files(ctx, tok_path: Path, pipeline: dict, cfg: BuildVocabC
     out = ctx.output_dir
     atomic_link(tok_path, out / TOKENIZER_FILE)
     names = [TOKENIZER_FILE]
-    doc = json.loads(tok_path.read_text(encoding="utf-8"))
+    doc = safe_json.loads(tok_path.read_text(encoding="utf-8"))
     model = doc["model"]
     if model.get("type") == "WordPiece":
         vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])

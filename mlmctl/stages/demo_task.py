@@ -22,12 +22,13 @@ same for any shard layout of the input.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from mlmctl import safe_json
 from mlmctl.config import check
 from mlmctl.errors import InputError
 from mlmctl.scripts import join_unspaced, script_stats, units
@@ -99,12 +100,30 @@ INPUT_STAGE = "clean"
 SPLITS = ("train", "dev", "test")
 
 
+def _records(input_dir: Path, names: list[str]):
+    """The clean documents of the shards, each a JSON object, or one line naming the shard and line
+    (a shard's bytes are checked against its manifest, but a manifest can be rewritten to match)."""
+    for name in names:
+        for lineno, line in enumerate(open_shard_lines(input_dir / name), 1):
+            if not line:
+                continue
+            try:
+                rec = safe_json.loads(line)
+                why = "" if isinstance(rec, dict) else f"a JSON {type(rec).__name__}, not an object"
+            except safe_json.JSONError as e:
+                why = str(e)
+            if why:
+                raise InputError(f"demo-task: {input_dir / name}:{lineno} is not a document record ({why}); "
+                                 f"rerun `mlmctl clean --force`")
+            yield rec
+
+
 def run(ctx) -> dict:
     cfg: DemoTaskConfig = ctx.cfg
     names = [s.name for s in ctx.input_manifest.shards_of("train")]
     if not names:
         raise InputError(f"demo-task: {ctx.input_dir} has no train split; rerun `mlmctl clean`")
-    records = (json.loads(line) for name in names for line in open_shard_lines(ctx.input_dir / name) if line)
+    records = _records(ctx.input_dir, names)
     if cfg.kind == "tagging":
         return _run_tagging(ctx, records)
     splits, stats = build_task(records, cfg)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mlmctl import safe_json
 from mlmctl.config import check
 from mlmctl.errors import Interrupted, MlmctlError
 from mlmctl.glue_tasks import TASKS, GlueTask, discover, official_metrics, read_split
@@ -123,6 +124,21 @@ def input_fingerprint(cfg: GlueConfig) -> dict[str, dict]:
             read_split(task, path)
             named.append((f"{task.name}/{name}", str(path)))
     return fingerprint_parts(STAGE, model_dir, named)
+
+
+def _saved(path: Path) -> dict:
+    """A JSON object this stage saved in its output on an earlier run (seed scores, a baseline),
+    or {} when it is missing or is not one: then it is computed again."""
+    try:
+        value = safe_json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _per_dev_file(value, task: GlueTask) -> bool:
+    """Whether a saved value holds a figures object for each of the task's dev files."""
+    return isinstance(value, dict) and all(isinstance(value.get(name), dict) for name in task.dev_files)
 
 
 def select_tasks(cfg: GlueConfig) -> tuple[list[GlueTask], dict[str, str]]:
@@ -223,10 +239,9 @@ def _seed_run(ctx, task: GlueTask, data_dir: Path, splits: dict, seed: int) -> d
     except MlmctlError as e:
         raise type(e)(f"glue: {task.name}, seed {seed}: {e}") from None
     run_hash = manifest_hash(run_dir)
-    if scores_file.exists():
-        saved = json.loads(scores_file.read_text(encoding="utf-8"))
-        if saved.get("finetune_manifest") == run_hash:
-            return {"seed": seed, "run": rel, "dev": saved["dev"]}
+    saved = _saved(scores_file)
+    if saved.get("finetune_manifest") == run_hash and _per_dev_file(saved.get("dev"), task):
+        return {"seed": seed, "run": rel, "dev": saved["dev"]}
     dev = {name: official_metrics(task, splits[name].labels, _predict(ctx, run_dir / "best", task, splits[name]))
            for name in task.dev_files}
     atomic_write_json(scores_file, {"finetune_manifest": run_hash, "dev": dev})
@@ -268,7 +283,7 @@ def _predict(ctx, model_dir: Path, task: GlueTask, data) -> list:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, STAGE)
-    raw = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    raw = safe_json.read_json_file(model_dir / "config.json", STAGE)
     labels = head_labels(raw, model_dir, STAGE)
     model, _, _ = load_own_arch(model_dir, "classifier", STAGE, num_labels=1 if task.is_regression else len(labels))
     model.to(device).eval()
@@ -296,8 +311,9 @@ def _baselines(ctx, task: GlueTask, splits: dict) -> dict:
     from mlmctl.shards import atomic_write_json
 
     path = ctx.output_dir / task.name / BASELINE_FILE
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
+    saved = _saved(path)
+    if _per_dev_file(saved.get("bow"), task) and _per_dev_file(saved.get("majority"), task):
+        return saved
     ctx.log(f"{task.name}: fitting the bag-of-words baseline")
     train = splits[task.train_file]
     if task.is_regression:

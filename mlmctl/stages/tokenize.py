@@ -35,6 +35,7 @@ from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlmctl import safe_json
 from mlmctl.config import check
 from mlmctl.errors import InputError
 from mlmctl.pretokenize import PretokenizerConfig
@@ -203,8 +204,8 @@ def _tokenize_shard(unit: _Unit, part: Path) -> dict:
     from mlmctl.sentences import split_sentences
     from mlmctl.shards import open_shard_lines
 
-    pre = Pretokenizer(json.loads(unit.pipeline))
-    spec = json.loads(unit.segment)
+    pre = Pretokenizer(safe_json.loads(unit.pipeline))
+    spec = safe_json.loads(unit.segment)
     seg = Segmenter(spec) if spec is not None else None
     stats = Counter(docs_in=0, docs=0, empty_docs=0, sentences=0, empty_sentences=0, words=0,
                     repaired_docs=0)
@@ -280,7 +281,7 @@ class _WordCounts:
 
 def _doc_text(line: str, src: str, lineno: int) -> str:
     try:
-        rec = json.loads(line)
+        rec = safe_json.loads(line)
         text = rec["text"]
     except (ValueError, KeyError, TypeError):
         raise InputError(f"tokenize: {src}:{lineno} is not a {{\"text\": ...}} JSON record; rerun `mlmctl clean --force`") from None
