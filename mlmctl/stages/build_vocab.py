@@ -253,11 +253,14 @@ def _stats(vocab_size: int, dtype: str, used, totals: dict) -> dict:
 
 
 def _read_pipeline(input_dir: Path) -> dict:
+    """tokenize's pretokenizer.json, checked by building the pipeline it describes."""
+    from mlmctl.pretokenize import pipeline_tokenizer
+
     path = input_dir / "pretokenizer.json"
     try:
         pipeline = safe_json.loads(path.read_text(encoding="utf-8"))
-        pipeline["normalizer"], pipeline["pre_tokenizer"]  # noqa: B018 - presence check
-    except (OSError, ValueError, KeyError, TypeError):
+        pipeline_tokenizer(pipeline)
+    except Exception:  # tokenizers raises a bare Exception for a pipeline it cannot build
         raise InputError(f"build-vocab: {path} is missing or damaged; rerun `mlmctl tokenize --force`") from None
     return pipeline
 
@@ -352,11 +355,8 @@ def _alphabet(counts: list[Path], coverage: float, limit: int | None, forced: li
 
     words: dict[str, int] = Counter()
     for path in counts:
-        for block in _line_blocks(path):
-            for row in block:
-                if row:
-                    word, _, n = row.rpartition("\t")
-                    words[word] += int(n)
+        for _, word, n in _count_rows(path):
+            words[word] += n
     # Character counts weighted by word counts, one C-level Counter per distinct count.
     by_count: dict[int, list[str]] = defaultdict(list)
     for word, n in words.items():
@@ -467,6 +467,22 @@ def _model_type(tok_path: Path) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # Indexing
+
+def _count_rows(path: Path) -> Iterator[tuple[int, str, int]]:
+    """(line number, word, count) of tokenize's `WORD<TAB>COUNT` file; any other row is one line
+    naming file and line (the file's bytes match its manifest, but that can be rewritten)."""
+    lineno = 0
+    for block in _line_blocks(path):
+        for row in block:
+            lineno += 1
+            if not row:
+                continue
+            word, tab, n = row.rpartition("\t")
+            if not (tab and word and "\t" not in word and n.isascii() and n.isdigit() and len(n) <= 18 and int(n) > 0):
+                raise InputError(f"build-vocab: {path}:{lineno} is not a `WORD<TAB>COUNT` row (a count of 1 or more); "
+                                 f"rerun `mlmctl tokenize --force`")
+            yield lineno, word, int(n)
+
 
 def _line_blocks(path: str | Path, block_bytes: int = 1 << 22) -> Iterator[list[str]]:
     """Lines of a gzipped shard in blocks of about `block_bytes`, never splitting a line."""
