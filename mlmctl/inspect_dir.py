@@ -34,26 +34,36 @@ def describe(path: Path) -> list[tuple[str, list[tuple[str, object]]]]:
         raise InputError(f"inspect: {path} is not a directory (give a stage, run or model directory)")
     sections = []
     if (path / MANIFEST).is_file():
-        sections.append(_manifest_section(path))
+        sections.append(_shown(_manifest_section, path))
     elif (path / WORK).is_dir():
         sections.append((f"{path}", [("status", "unfinished: .work/ present but no manifest.json; "
                                                "rerun the stage to finish it (or --force to start over)")]))
     if (path / CONFIG_NAME).is_file():
-        sections.append(_model_section(path))
+        sections.append(_shown(_model_section, path))
     for sub in MODEL_SUBDIRS:
         if (path / sub / CONFIG_NAME).is_file():
-            sections.append(_model_section(path / sub))
+            sections.append(_shown(_model_section, path / sub))
     ckpts = sorted(p.name for p in (path / CHECKPOINTS).glob("step-*")) if (path / CHECKPOINTS).is_dir() else []
     if ckpts:
         sections.append(("checkpoints", [("count", len(ckpts)), ("latest", ckpts[-1])]))
     if (path / METRICS_FILE).is_file():
-        sections.append(_metrics_section(path / METRICS_FILE))
+        sections.append(_shown(_metrics_section, path / METRICS_FILE))
     if (path / EVAL_JSON).is_file():
-        sections.append(_eval_section(path / EVAL_JSON))
+        sections.append(_shown(_eval_section, path / EVAL_JSON))
     if not sections:
         raise InputError(f"inspect: {path} is not an mlmctl stage, run or model directory "
                          "(no manifest.json, config.json or eval.json)")
     return sections
+
+
+def _shown(section, path: Path):
+    """The section, or a row saying its file is unreadable: inspect shows what is there, so no
+    shape a damaged or crafted file can take (a list where an object belongs, a string where a
+    number does) ends the command with a traceback."""
+    try:
+        return section(path)
+    except Exception as e:  # noqa: BLE001 - any reader error of any file, shown as such
+        return (f"{path}", [("unreadable", f"{type(e).__name__}: {e}")])
 
 
 def _manifest_section(path: Path):
@@ -160,6 +170,8 @@ def _safetensors_params(path: Path) -> tuple[int, set[str]]:
         if n > 100_000_000:
             raise ValueError("header length implausible")
         header = safe_json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
     total, dtypes = 0, set()
     for name, t in header.items():
         if name == "__metadata__":
@@ -177,9 +189,11 @@ def _metrics_section(path: Path):
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                lines.append(safe_json.loads(line))
+                row = safe_json.loads(line)
             except ValueError:
                 continue  # a line cut by a kill
+            if isinstance(row, dict):
+                lines.append(row)
     rows = [("lines", len(lines))]
     train = [x for x in lines if "loss" in x]
     if train:
@@ -198,6 +212,8 @@ def _eval_section(path: Path):
         ev = safe_json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return (f"{path}", [("eval.json", f"unreadable: {e}")])
+    if not isinstance(ev, dict):
+        return (f"{path}", [("eval.json", f"unreadable: a JSON {type(ev).__name__}, not an object")])
     rows = [("mode", ev.get("mode", "?"))]
     keys = ("n", "accuracy", "macro_f1", "micro_f1", "weighted_f1", "majority_baseline_accuracy",
             "mlm_loss", "mlm_ppl", "unigram_ppl", "pppl", "sequences", "masked_tokens")

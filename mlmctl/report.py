@@ -19,7 +19,6 @@ error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mlmctl import safe_json
 from mlmctl.errors import MlmctlError
@@ -30,11 +29,13 @@ from mlmctl.report_tagging import is_tagging_eval, tagging_rows, tagging_task_ro
 LABELS = {"eval-random": "random init + finetune", "eval-pretrained": "pretrained + finetune"}
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path) -> dict | None:
+    """A JSON object mlmctl wrote (eval.json, stats.json, ...), or None when missing or not one."""
     try:
-        return safe_json.loads(path.read_text())
+        value = safe_json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _extra(stage_dir: Path) -> dict:
@@ -44,9 +45,10 @@ def _extra(stage_dir: Path) -> dict:
 
 def _metrics(path: Path) -> list[dict]:
     try:
-        return [safe_json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [safe_json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
         return []
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def _majority_macro_f1(counts: dict[str, int], majority: str) -> float:

@@ -107,3 +107,37 @@ def test_a_crafted_pretokenizer_is_one_line(tokenized, tmp_path, run_cli):
     _rewrite(tmp_path / "tok", "pretokenizer.json", b'{"normalizer": 5, "pre_tokenizer": "x", "kind": "bert"}')
     code, _, err = run_cli("build-vocab", "--input", tmp_path / "tok", "--output", tmp_path / "vocab")
     assert code == 1 and "pretokenizer.json is missing or damaged" in err and "Traceback" not in err, err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["mode", "step", "loss", "labels", "n", "accuracy", "model_type", "shape", "dtype", "stage",
+                         "id2label", "architectures", "hidden_size", "files", "shards", "config"]), inner, max_size=5),
+    max_leaves=12)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(["eval.json", "config.json", "metrics.jsonl", "manifest.json", "model.safetensors"]),
+       value=JSON_VALUES)
+def test_inspect_and_report_show_any_crafted_file_without_a_traceback(tmp_path_factory, which, value):
+    """inspect shows what is there (a mangled file is a row saying so); report leaves out what it
+    cannot use; neither ends in anything but its output or one error line."""
+    import struct
+
+    from mlmctl import inspect_dir, report
+    from mlmctl.errors import MlmctlError
+
+    d = tmp_path_factory.mktemp("crafted")
+    body = json.dumps(value).encode()
+    if which == "model.safetensors":
+        (d / "config.json").write_text('{"model_type": "bert"}')
+        body = struct.pack("<Q", len(body)) + body
+    elif which == "metrics.jsonl":
+        body = body + b"\n" + json.dumps({"step": 1, "loss": 2.0}).encode() + b"\n" + body + b"\n"
+    (d / which).write_bytes(body)
+    for show in (lambda: inspect_dir.describe(d), lambda: report.run([d], None, None)):
+        try:
+            show()
+        except MlmctlError as e:  # one line, like "holds no eval.json"
+            assert "\n" not in str(e)
