@@ -18,6 +18,7 @@ and `trim_metrics` drops metric lines a resumed run will write again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -113,6 +114,33 @@ def load_trainer_state(ckpt: Path, stage: str = "pretrain") -> dict:
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
         raise MlmctlError(f"{stage}: cannot read {Path(ckpt) / STATE_FILE} ({e}); delete {ckpt} to continue "
                           f"from the checkpoint before it") from None
+
+
+@contextlib.contextmanager
+def resuming(ckpt: Path, stage: str):
+    """`with resuming(ckpt, stage):` around applying a checkpoint to this run. A training state that
+    does not fit (a key missing, an optimizer of other shapes, a step that is not a count: a
+    damaged or crafted checkpoint) is one line naming it, not a traceback."""
+    try:
+        yield
+    except MlmctlError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        raise MlmctlError(f"{stage}: checkpoint {ckpt} cannot be resumed: its training state does not fit this run "
+                          f"({type(e).__name__}: {detail}); delete {ckpt} to continue from the checkpoint before it, "
+                          f"or start over with --force") from None
+
+
+def count(value, what: str) -> int:
+    """A saved step or token count: an integer >= 0 (a ValueError under `resuming` otherwise)."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or n < 0 or n != value:
+        raise ValueError(f"{what} {value!r} is not a count")
+    return n
 
 
 def check_compatible(meta: dict, expect: dict, ckpt: Path, stage: str = "pretrain") -> None:

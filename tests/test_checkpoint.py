@@ -118,3 +118,24 @@ def test_find_resume_takes_the_newest_valid_checkpoint(tmp_path):
     assert "starting from step 0" in logged[-1]
     with pytest.raises(MlmctlError, match="not a complete checkpoint"):
         ck.find_resume("pretrain", tmp_path, SimpleNamespace(resume=True, resume_from=str(tmp_path / "x")), print)
+
+
+@pytest.mark.parametrize("damage, value", [("step", -1), ("step", "3"), ("epoch", 1.5), ("best_value", float("nan")),
+                                           ("best_report", [1]), ("loss_count", None)])
+def test_a_crafted_finetune_loop_state_is_one_line_naming_the_checkpoint(tmp_path, damage, value):
+    """finetune's resume reads its loop state through _saved_loop_state under `resuming`: a value
+    of the wrong kind is one MlmctlError naming the checkpoint (pretrain's end-to-end twin:
+    tests/stages/test_pretrain.py::test_a_crafted_training_state_is_one_line_naming_the_checkpoint)."""
+    from mlmctl.checkpoint import resuming
+    from mlmctl.errors import MlmctlError
+    from mlmctl.stages.finetune import _fresh_loop_state, _saved_loop_state
+
+    fresh = _fresh_loop_state()
+    good = {**fresh, "step": 12, "best_report": {"accuracy": 0.5}, "best_value": 0.5}
+    assert _saved_loop_state(good, fresh) == good
+    with pytest.raises(MlmctlError, match=rf"^finetune: checkpoint {tmp_path} cannot be resumed: .*{damage}"):
+        with resuming(tmp_path, "finetune"):
+            _saved_loop_state({**good, damage: value}, fresh)
+    with pytest.raises(MlmctlError, match="KeyError"):
+        with resuming(tmp_path, "finetune"):
+            _saved_loop_state({k: v for k, v in good.items() if k != "pos"}, fresh)

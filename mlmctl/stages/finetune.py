@@ -224,6 +224,27 @@ def run(ctx) -> dict:
     return run_trainer(ctx, TRAINERS[ctx.cfg.task], STAGE)
 
 
+def _saved_loop_state(state: dict, fresh: dict) -> dict:
+    """The loop state a checkpoint holds, each value of its fresh value's kind (counts stay
+    counts, sums stay finite numbers), so a crafted one fails here, under `resuming`."""
+    from mlmctl.checkpoint import count
+
+    out = {}
+    for key, default in fresh.items():
+        value = state[key]
+        if isinstance(default, int):
+            out[key] = count(value, key)
+        elif isinstance(default, float):
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise ValueError(f"{key} {value!r} is not a number")
+            out[key] = float(value)
+        elif value is not None and not isinstance(value, dict):
+            raise TypeError(f"{key} is a {type(value).__name__}")
+        else:
+            out[key] = value
+    return out
+
+
 def _fresh_loop_state() -> dict:
     """Everything the loop carries from step to step: a checkpoint holds all of it."""
     return {"step": 0, "epoch": 0, "pos": 0, "best_value": -math.inf, "best_step": 0, "best_report": None,
@@ -352,18 +373,21 @@ class Finetuner:
         ctx, cfg, proc = self.ctx, self.cfg, self.proc
         ckpt = ckpts.find_resume(STAGE, ctx.work_dir, ctx.opts, ctx.log)
         if ckpt is not None:
-            ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
-            loaded, _, _ = load_model_dir(ckpt, self.arch.classifier, num_labels=self.num_outputs,
-                                          classifier_dropout=cfg.classifier_dropout)
-            self.raw_model.load_state_dict(loaded.state_dict())
-            state = ckpts.load_trainer_state(ckpt, STAGE)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.t = {k: state[k] for k in self.t}
-            self.best_state = state["best_state"]
-            if self.best_state is None and self.t["best_report"] is not None:
-                self.best_state = _copy_state(self.raw_model)
-            ckpts.restore_rng(state["rng"], proc.rank, proc.world, proc.device, cfg.seed + 1000003 * self.t["step"],
-                              ctx.log)
+            with ckpts.resuming(ckpt, STAGE):
+                ckpts.check_compatible(ckpts.read_meta(ckpt), self.run_meta, ckpt, STAGE)
+                loaded, _, _ = load_model_dir(ckpt, self.arch.classifier, num_labels=self.num_outputs,
+                                              classifier_dropout=cfg.classifier_dropout)
+                self.raw_model.load_state_dict(loaded.state_dict())
+                state = ckpts.load_trainer_state(ckpt, STAGE)
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.t = _saved_loop_state(state, self.t)
+                self.best_state = state["best_state"]
+                if self.best_state is not None and not isinstance(self.best_state, dict):
+                    raise TypeError("best_state is not a state dict")
+                if self.best_state is None and self.t["best_report"] is not None:
+                    self.best_state = _copy_state(self.raw_model)
+                ckpts.restore_rng(state["rng"], proc.rank, proc.world, proc.device,
+                                  cfg.seed + 1000003 * self.t["step"], ctx.log)
             ctx.log(f"resuming from {ckpt} at step {self.t['step']}")
         self.metrics = MetricsWriter(self.out / METRICS_FILE, ctx.started, enabled=ctx.is_main,
                                      resume_step=self.t["step"] if ckpt is not None else -1,

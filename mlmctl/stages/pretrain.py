@@ -419,16 +419,18 @@ class Pretrainer:
         ctx, cfg, proc, st = self.ctx, self.cfg, self.proc, self.state
         ckpt = ckpts.find_resume(STAGE, self.out, ctx.opts, ctx.log)
         if ckpt is not None:
-            meta = ckpts.read_meta(ckpt)
-            _check_same_arch(meta, cfg.model.arch, ckpt)
-            ckpts.check_compatible(meta, self.run_meta, ckpt, STAGE)
-            loaded, _, _ = load_model_dir(ckpt, type(self.raw_model), nsp=cfg.data.nsp)
-            self.raw_model.load_state_dict(loaded.state_dict())
-            saved = ckpts.load_trainer_state(ckpt, STAGE)
-            self.optimizer.load_state_dict(saved["optimizer"])
-            st.step, st.tokens, st.train_s = int(saved["step"]), int(saved["tokens"]), float(saved.get("train_s", 0.0))
-            ckpts.restore_rng(saved.get("rng") or [], proc.rank, proc.world, proc.device,
-                              cfg.train.seed + 1000003 * st.step, ctx.log)
+            with ckpts.resuming(ckpt, STAGE):
+                meta = ckpts.read_meta(ckpt)
+                _check_same_arch(meta, cfg.model.arch, ckpt)
+                ckpts.check_compatible(meta, self.run_meta, ckpt, STAGE)
+                loaded, _, _ = load_model_dir(ckpt, type(self.raw_model), nsp=cfg.data.nsp)
+                self.raw_model.load_state_dict(loaded.state_dict())
+                saved = ckpts.load_trainer_state(ckpt, STAGE)
+                self.optimizer.load_state_dict(saved["optimizer"])
+                st.step, st.tokens = ckpts.count(saved["step"], "step"), ckpts.count(saved["tokens"], "tokens")
+                st.train_s = float(saved.get("train_s", 0.0))
+                ckpts.restore_rng(saved.get("rng") or [], proc.rank, proc.world, proc.device,
+                                  cfg.train.seed + 1000003 * st.step, ctx.log)
             ctx.log(f"resuming from {ckpt} at step {st.step}")
         if st.step >= self.total_steps:
             ctx.log(f"the checkpoint is at step {st.step}, which already reaches the limit of {self.total_steps} steps")

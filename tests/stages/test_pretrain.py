@@ -201,6 +201,36 @@ def test_resume_refuses_a_different_model(tmp_path, run_cli, vocab_dir):
     assert code == 1 and "not a complete checkpoint" in err
 
 
+CRAFTED_STATES = {  # what a damaged or crafted trainer_state.pt may hold, loadable with weights_only=True
+    "no optimizer": lambda s: {k: v for k, v in s.items() if k != "optimizer"},
+    "optimizer of other shapes": lambda s: {**s, "optimizer": {"state": {}, "param_groups": []}},
+    "step not a count": lambda s: {**s, "step": -4},
+    "step a string": lambda s: {**s, "step": "four"},
+    "not a dict": lambda s: [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("damage", list(CRAFTED_STATES))
+def test_a_crafted_training_state_is_one_line_naming_the_checkpoint(tmp_path, run_cli, vocab_dir, damage):
+    import shutil
+
+    import torch
+
+    out = tmp_path / "run"
+    assert pretrain(run_cli, vocab_dir, out, "--set", "train.max_steps=2", "--set", "checkpoint.save_every=2")[0] == 0
+    ckpt = tmp_path / "crafted"
+    shutil.copytree(out / "checkpoints" / "step-000002", ckpt)
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    torch.save(CRAFTED_STATES[damage](state), ckpt / "trainer_state.pt")
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta["files"]["trainer_state.pt"] = (ckpt / "trainer_state.pt").stat().st_size  # a complete checkpoint, as far as it says
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "next", "--set", "train.max_steps=4", "--resume-from", ckpt)
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"mlmctl: error: pretrain: checkpoint {ckpt} cannot be") and "delete" in last, err
+
+
 @pytest.mark.parametrize("limit, steps", [("train.max_tokens=2000", 8), ("train.epochs=1", None)])
 def test_token_and_epoch_limits(tmp_path, run_cli, vocab_dir, limit, steps):
     code, _, err = pretrain(run_cli, vocab_dir, tmp_path / "r", "--set", "train.max_steps=null", "--set", limit,
