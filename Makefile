@@ -2,7 +2,7 @@
 #   make demo    set up (first time) and run the whole chain, clean -> eval, on the built-in corpus
 #   make demo-modern  the same chain with the ModernBERT-class encoder (configs/modern)
 #   make demo-zh the same chain in Chinese (configs/zh) on a generated Chinese corpus
-#   make smoke   the same chain on a tiny slice (configs/smoke), under a minute
+#   make smoke   the same chain on a tiny slice (configs/smoke), about a minute
 #   make test    set up (first time) and run the whole test suite (what CI runs)
 #   make docs-images  the pictures of docs/monitoring.md, from the smoke chain's own runs
 #   make glue GLUE=path/to/GLUE  the GLUE dev table of the demo's pretrained model (docs/glue.md)
@@ -38,7 +38,7 @@ install: $(VENV)/.installed
 demo: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/demo bash scripts/chain.sh
 
-# The same chain on a tiny slice (configs/smoke): the shape of a CI smoke job, under a minute.
+# The same chain on a tiny slice (configs/smoke): the shape of a CI smoke job, about a minute.
 smoke: install
 	MLMCTL="$(MLMCTL)" WORKERS=$(WORKERS) CONFIGS=configs/smoke bash scripts/chain.sh
 
