@@ -41,7 +41,13 @@ def _upper(unit, part: Path) -> dict:
     if os.environ.get("TOY_SLEEP"):  # a slow unit, for tests that kill a run in flight
         import time
 
-        time.sleep(float(os.environ["TOY_SLEEP"]))
+        if os.environ.get("TOY_SLEEP_MARK"):  # a file per sleeping process: the test waits for them
+            (Path(os.environ["TOY_SLEEP_MARK"]) / str(os.getpid())).touch()
+        # TOY_SLEEP seconds, or less once the file TOY_RELEASE names exists (the test lets it go)
+        release = Path(os.environ.get("TOY_RELEASE") or "/nonexistent/toy-release")
+        deadline = time.monotonic() + float(os.environ["TOY_SLEEP"])
+        while time.monotonic() < deadline and not release.exists():
+            time.sleep(0.01)
     lines = Path(path).read_text().splitlines()
     # A shard closes at the first line past the bound, so a line never straddles two shards.
     groups, size = [[]], 0
