@@ -432,12 +432,13 @@ def test_task_runs_of_two_configs_started_together_one_is_refused(toy_input, tmp
             sys.exit(f"mlmctl: error: {{e}}")
     """)
     for attempt in range(3):
-        # Whoever wins holds still in its first unit until the test has seen the other one refused:
-        # the two runs overlap however the machine schedules their start (before, a loaded machine
-        # could start the second after a 0.2 s-per-unit first had ended, and both ran).
+        # Whoever wins waits, once past the output checks, until the test has seen the other one
+        # refused: the two runs overlap however the machine schedules them. (Before, the second could
+        # start after the first had ended - on a loaded machine, or at once when the first only had
+        # units of an earlier attempt to reuse - and both ran.)
         marks, release = tmp_path / f"running-{attempt}", tmp_path / f"release-{attempt}"
         marks.mkdir()
-        env = {**os.environ, "TOY_SLEEP": "600", "TOY_SLEEP_MARK": str(marks), "TOY_RELEASE": str(release)}
+        env = {**os.environ, "TOY_HOLD_MARK": str(marks), "TOY_RELEASE": str(release)}
         procs = [subprocess.Popen([sys.executable, "-c", code, str(i), s], stderr=subprocess.PIPE, text=True,
                                   env=env) for i, s in ((0, "x"), (1, "y"))]
         try:
