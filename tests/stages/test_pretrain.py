@@ -447,7 +447,7 @@ def test_ddp_two_processes_match_one(tmp_path, vocab_dir, arch):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
-        _, stderr = proc.communicate(timeout=180)
+        _, stderr = proc.communicate(timeout=600)  # a bound on a hang, not on a slow machine
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
