@@ -62,11 +62,9 @@ def test_glue_killed_anywhere_then_rerun_gives_the_same_table(reference, model):
         except ProcessLookupError:
             pass  # it finished first: then it is complete, and the rerun must say up to date
         assert proc.wait() in (0, -signal.SIGKILL), f"exit {proc.returncode}: neither finished nor killed"
-        if proc.returncode == 0:  # it finished before the kill: complete, and the reference's table
-            read_manifest(out, "glue", verify=True)
-            assert _report(out) == _report(tmp / "ref")
-        elif (out / "manifest.json").exists():
-            # Killed after its manifest (while printing the summary): the run is complete.
+        if proc.returncode == 0 or (out / "manifest.json").exists():
+            # Finished before the kill, or killed after its manifest (while printing the summary):
+            # the run is complete.
             read_manifest(out, "glue", verify=True)
             assert _report(out) == _report(tmp / "ref")
         else:

@@ -448,7 +448,8 @@ def test_task_runs_of_two_configs_started_together_one_is_refused(toy_input, tmp
                 time.sleep(0.01)
             assert len(list(marks.iterdir())) < 2, "both configs run in the directory at once"
             release.touch()
-            results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+            errs = [p.communicate(timeout=300)[1] for p in procs]
+            results = [(p.returncode, err) for p, err in zip(procs, errs)]
         finally:
             for p in procs:
                 if p.poll() is None:
