@@ -61,11 +61,13 @@ def test_glue_killed_anywhere_then_rerun_gives_the_same_table(reference, model):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass  # it finished first: then it is complete, and the rerun must say up to date
-        if proc.wait() == -signal.SIGKILL and (out / "manifest.json").exists():
-            # Killed after its manifest (while printing the summary): the run is complete.
+        assert proc.wait() in (0, -signal.SIGKILL), f"exit {proc.returncode}: neither finished nor killed"
+        if proc.returncode == 0 or (out / "manifest.json").exists():
+            # Finished before the kill, or killed after its manifest (while printing the summary):
+            # the run is complete.
             read_manifest(out, "glue", verify=True)
             assert _report(out) == _report(tmp / "ref")
-        elif proc.returncode == -signal.SIGKILL:
+        else:
             # Nothing that looks finished: no manifest, and a table already written sits beside the
             # run marker that says the directory is unfinished.
             assert not (out / "glue.json").exists() or (out / ".work" / "run.json").exists()
@@ -85,11 +87,13 @@ def test_a_second_glue_run_on_the_same_output_is_refused(reference, model):  # n
     first = subprocess.Popen(_cmd(glue, model, out) + ["--seeds", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # only a bound on a broken run: the wait ends on the lock
         lock = out / ".mlmctl.lock"
         # The holder writes its PID just after taking the lock: wait for it, not only the file.
-        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        while not (lock.exists() and lock.read_text().strip()) and first.poll() is None and \
+                time.monotonic() < deadline:
             time.sleep(0.05)
+        assert lock.exists() and lock.read_text().strip() == str(first.pid), f"no lock (exit {first.poll()})"
         # Frozen while it holds the lock, so the second run meets it however loaded the machine is
         # (a stopped process keeps its flock).
         os.killpg(first.pid, signal.SIGSTOP)

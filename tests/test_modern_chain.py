@@ -59,7 +59,7 @@ def test_modern_chain_end_to_end_loads_in_transformers(tmp_path):
     configs = smoke_sized_modern(tmp_path / "configs" / "modern")
     env = dict(os.environ, MLMCTL=_mlmctl(), CONFIGS=str(configs), WORKERS="2")
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "chain.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)  # 41 s idle, 128 s under load
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, runs = tmp_path / "data" / "modern", tmp_path / "runs" / "modern"
     from mlmctl.manifest import read_manifest

@@ -235,9 +235,9 @@ def test_hostile_documents_are_linear():
     import time
 
     for text in ("a\n" * 1_000_000, "a " * 1_000_000, "a" * 2_000_000, "ab " * 700_000):
-        start = time.perf_counter()
+        start = time.process_time()  # CPU seconds, which a loaded machine does not stretch
         sig = _bands([text])
-        assert sig.shape == (1, 14) and time.perf_counter() - start < 60
+        assert sig.shape == (1, 14) and time.process_time() - start < 60
 
 
 def test_words_keep_their_marks_and_unknown_unspaced_scripts_use_characters():

@@ -147,9 +147,10 @@ def test_lock_file_is_not_output(toy_input, tmp_path):
 def test_lock_held_by_another_process_is_released_when_it_dies(toy_input, tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
+        # Holds the lock until its stdin closes (when it is killed below), however long the run takes.
         [sys.executable, "-c", f"from mlmctl.outdir import DirLock; DirLock({str(out)!r}, 'x').acquire(); "
-                               f"print('locked', flush=True); import time; time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+                               f"print('locked', flush=True); import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -193,21 +194,23 @@ def test_workers_and_resource_tracker_die_with_a_killed_runner(toy_input, tmp_pa
         from mlmctl.stage import RunOptions, run_stage
         run_stage(toy_stage, None, ["input={toy_input}", "output={out}"], opts=RunOptions(workers=2))
     """)
-    env = {**os.environ, "TOY_SLEEP": "30"}
+    marks = tmp_path / "sleeping"
+    marks.mkdir()
+    env = {**os.environ, "TOY_SLEEP": "600", "TOY_SLEEP_MARK": str(marks)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        kids: list[int] = []
-        while time.monotonic() < deadline and len(kids) < 3:  # 2 workers + the resource tracker
-            time.sleep(0.2)
-            kids = _children_of(proc.pid)
-        assert len(kids) >= 3, kids
-        time.sleep(1.0)  # let the workers reach their initializer and the sleeping unit
+        # Both workers inside a (600 s) unit, past their initializer: then the runner dies. Waits end
+        # on these events; the bounds only stop a broken run from hanging the suite.
+        deadline = time.monotonic() + 300
+        while len(list(marks.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = _children_of(proc.pid)
+        assert len(list(marks.iterdir())) == 2 and len(kids) >= 3, kids  # 2 workers + the resource tracker
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(_alive(k) for k in kids):
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert not [k for k in kids if _alive(k)]
     finally:
         with __import__("contextlib").suppress(ProcessLookupError):
@@ -445,10 +448,30 @@ def test_task_runs_of_two_configs_started_together_one_is_refused(toy_input, tmp
         except MlmctlError as e:
             sys.exit(f"mlmctl: error: {{e}}")
     """)
-    for _ in range(3):
+    for attempt in range(3):
+        # Whoever wins waits, once past the output checks, until the test has seen the other one
+        # refused: the two runs overlap however the machine schedules them. (Before, the second could
+        # start after the first had ended - on a loaded machine, or at once when the first only had
+        # units of an earlier attempt to reuse - and both ran.)
+        marks, release = tmp_path / f"running-{attempt}", tmp_path / f"release-{attempt}"
+        marks.mkdir()
+        env = {**os.environ, "TOY_HOLD_MARK": str(marks), "TOY_RELEASE": str(release)}
         procs = [subprocess.Popen([sys.executable, "-c", code, str(i), s], stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, "TOY_SLEEP": "0.2"}) for i, s in ((0, "x"), (1, "y"))]
-        results = [(p.wait(), p.stderr.read()) for p in procs]
+                                  env=env) for i, s in ((0, "x"), (1, "y"))]
+        try:
+            deadline = time.monotonic() + 300  # only a bound on a broken run: each wait ends on an event
+            while all(p.poll() is None for p in procs) and len(list(marks.iterdir())) < 2 and \
+                    time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(list(marks.iterdir())) < 2, "both configs run in the directory at once"
+            release.touch()
+            errs = [p.communicate(timeout=300)[1] for p in procs]
+            results = [(p.returncode, err) for p, err in zip(procs, errs)]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         assert sorted(rc for rc, _ in results) == [0, 1], results
         refused = next(err for rc, err in results if rc == 1)
         assert re.search(r"another --task run of a different config|holds an unfinished run of a different", refused)

@@ -24,7 +24,7 @@ def _mlmctl() -> str:
 def test_smoke_chain_end_to_end(tmp_path):
     env = dict(os.environ, MLMCTL=_mlmctl(), CONFIGS=str(ROOT / "configs" / "smoke"), WORKERS="2")
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "chain.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)  # 64 s idle, 222 s under load
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, runs = tmp_path / "data" / "smoke", tmp_path / "runs" / "smoke"
 

@@ -95,7 +95,19 @@ def _set_lowercase(cfg: Path, value: bool) -> None:
     text = cfg.read_text()
     text = re.sub(r"lowercase: \w+", f"lowercase: {'true' if value else 'false'}", text)
     cfg.write_text(text)
-    os.utime(cfg, None)
+    _newer_than_every_output(cfg)
+
+
+def _newer_than_every_output(cfg: Path) -> None:
+    """Make rebuilds a target older than `cfg` by mtime, and a filesystem stamps files with a clock
+    that ticks coarsely (a jiffy; a second on some), so an edit right after a build can tie with its
+    outputs and look old. Touch `cfg` until it is strictly newer than every file of the chain: a wait
+    for the clock to tick, not a sleep that guesses how long a tick is."""
+    root = cfg.parent.parent
+    newest = max(p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p != cfg)
+    while cfg.stat().st_mtime_ns <= newest:
+        time.sleep(0.001)
+        os.utime(cfg, None)
 
 
 @pytest.mark.slow
@@ -118,7 +130,6 @@ def test_chain_makefile_from_the_doc(tmp_path):
     assert _state(tmp_path) == first
 
     # 3. a real tokenize edit: tokenize and everything after it rebuild, clean does not
-    time.sleep(0.05)
     _set_lowercase(tok_cfg, False)
     planned = _make(tmp_path, "-n", "all").stdout
     assert " tokenize " in planned and " pretrain " in planned and " finetune " in planned
@@ -131,8 +142,8 @@ def test_chain_makefile_from_the_doc(tmp_path):
     assert not list(tmp_path.glob("data/.*"))  # no rebuild sibling left behind
 
     # 4. a no-op edit (a comment): nothing rebuilt, and make converges
-    time.sleep(0.05)
     tok_cfg.write_text("# only a comment\n" + tok_cfg.read_text())
+    _newer_than_every_output(tok_cfg)
     noop = _make(tmp_path, "vocab")
     assert noop.stderr.count("up to date") == 2  # tokenize and build-vocab ran, found nothing to do
     after = _state(tmp_path)

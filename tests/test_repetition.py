@@ -213,10 +213,10 @@ def test_hostile_documents_are_linear():
     cases = {"a\n" * 1_000_000: "duplicate_lines", "a " * 1_000_000: "top_2_gram",
              "a" * 2_000_000: None, " ".join(VOCAB * 100): "duplicate_5_grams"}
     for text, reason in cases.items():
-        start = time.perf_counter()
+        start = time.process_time()  # CPU seconds, which a loaded machine does not stretch
         assert GopherRepetition().reason(text) == reason
         FineWebQuality().reason(text)
-        assert time.perf_counter() - start < 60
+        assert time.process_time() - start < 60
 
 
 def _reference_top(words: list[str], n: int) -> int:

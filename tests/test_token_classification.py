@@ -146,8 +146,8 @@ def test_sigint_then_the_same_command_resumes_exactly(ner, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
+    from hold_at_step import stop_at_step
     from mlmctl.progress import TIMING_KEYS
 
     def cmd(out):
@@ -156,19 +156,10 @@ def test_sigint_then_the_same_command_resumes_exactly(ner, tmp_path):
 
     ref, out = tmp_path / "ref", tmp_path / "run"
     subprocess.run(cmd(ref), check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if any(json.loads(x)["step"] >= 7 for x in (out / "metrics.jsonl").read_text().splitlines()
-                   if x.endswith("}")):
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=240)
+    proc = stop_at_step(cmd(out), 7, signal.SIGINT)  # held at step 7 until the signal comes
+    err = proc.stderr
     assert proc.returncode == 130, err[-2000:]
+    assert "finetune stopped by SIGINT after step 7 " in err.strip().splitlines()[-1], err[-2000:]
     assert not (out / "manifest.json").exists()
     r = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr[-2000:]

@@ -39,9 +39,7 @@ def _upper(unit, part: Path) -> dict:
     if crash_at and Path(path).name == crash_at:
         raise RuntimeError("simulated crash")
     if os.environ.get("TOY_SLEEP"):  # a slow unit, for tests that kill a run in flight
-        import time
-
-        time.sleep(float(os.environ["TOY_SLEEP"]))
+        _wait_here(os.environ.get("TOY_SLEEP_MARK"), float(os.environ["TOY_SLEEP"]))
     lines = Path(path).read_text().splitlines()
     # A shard closes at the first line past the bound, so a line never straddles two shards.
     groups, size = [[]], 0
@@ -61,7 +59,22 @@ def _upper(unit, part: Path) -> dict:
     return {"lines": len(lines), "shards": shards}
 
 
+def _wait_here(marks: str | None, seconds: float) -> None:
+    """Hold a run in flight for a test: a file named by this PID in the folder `marks` says it is
+    here; it goes on after `seconds`, or as soon as the file TOY_RELEASE names exists."""
+    import time
+
+    if marks:
+        (Path(marks) / str(os.getpid())).touch()
+    release = Path(os.environ.get("TOY_RELEASE") or "/nonexistent/toy-release")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not release.exists():
+        time.sleep(0.01)
+
+
 def run(ctx):
+    if os.environ.get("TOY_HOLD_MARK"):  # a run that got past the output checks waits here
+        _wait_here(os.environ["TOY_HOLD_MARK"], 600)
     cfg = ctx.cfg
     files = sorted(str(p) for p in Path(cfg.input).glob("*.txt"))
     results = ctx.run_units(_upper, [(f, cfg.suffix, cfg.max_shard_bytes) for f in files])

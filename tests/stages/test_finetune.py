@@ -240,28 +240,20 @@ def ft_reference(task):
 def _interrupt_then_rerun(task, ft_reference, out, sig, at_step):
     import signal
     import subprocess
-    import time
 
+    from hold_at_step import stop_at_step
     from mlmctl.progress import TIMING_KEYS
 
     cmd = _ft_cmd(task, out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if any(json.loads(x)["step"] >= at_step for x in (out / "metrics.jsonl").read_text().splitlines()
-                   if x.endswith("}")):
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.005)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=240)
-    if sig != signal.SIGKILL:
+    proc = stop_at_step(cmd, at_step, sig)  # held at that step until the signal comes
+    err = proc.stderr
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    else:
         assert proc.returncode == 128 + sig, err[-2000:]
         last = err.strip().splitlines()[-1]
-        assert last.startswith(f"mlmctl: finetune stopped by {signal.Signals(sig).name} after step ") and \
-            "rerun the same command" in last, last
+        assert last.startswith(f"mlmctl: finetune stopped by {signal.Signals(sig).name} after step {at_step} ") \
+            and "rerun the same command" in last, last
     assert not (out / "manifest.json").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

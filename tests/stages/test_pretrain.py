@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 from mlmctl.manifest import Manifest, write_manifest  # noqa: E402
 from clean_fixture import write_clean_shard  # noqa: E402
+from hold_at_step import stop_at_step  # noqa: E402
 from mlmctl.shards import file_sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,23 +371,6 @@ def reference_run(vocab_dir, tmp_path_factory) -> Path:
     return ref
 
 
-def _stop_at(out: Path, cmd: list[str], sig: int, step: int) -> subprocess.CompletedProcess:
-    """Start `cmd`, send `sig` once metrics.jsonl shows `step`, wait for the exit."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if any(json.loads(line)["step"] >= step for line in (out / "metrics.jsonl").read_text().splitlines()
-                   if line.endswith("}")):
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=240)
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-
-
 def _rerun_matches(reference: Path, cmd: list[str], out: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -406,14 +389,14 @@ def test_signal_checkpoints_at_a_step_boundary_and_the_same_command_continues(
         tmp_path, vocab_dir, reference_run, sig, step):
     out = tmp_path / "run"
     cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS)
-    r = _stop_at(out, cmd, sig, step)
+    r = stop_at_step(cmd, step, sig, env=ENV)
     name = signal.Signals(sig).name
     assert r.returncode == 128 + sig, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mlmctl: pretrain stopped by {name} after step ") and "rerun the same command" in last
     assert "Traceback" not in r.stderr and not (out / "manifest.json").exists()
     stopped = int(last.split("after step ")[1].split()[0])
-    assert stopped >= step and (out / "checkpoints" / f"step-{stopped:06d}").is_dir()
+    assert stopped == step and (out / "checkpoints" / f"step-{stopped:06d}").is_dir()
     _rerun_matches(reference_run, cmd, out)
 
 
@@ -455,13 +438,8 @@ def test_tensorboard_gets_every_metrics_row(tmp_path, run_cli, vocab_dir):
 def test_sigkilled_run_resumes_to_identical_weights(tmp_path, vocab_dir, reference_run):
     out = tmp_path / "run"
     cmd = _cli_cmd(vocab_dir, out, *SLOW_STEPS, "--set", "tensorboard=true")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "step-000020").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.05)  # a few steps past the checkpoint: those are done again
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Killed three steps past the checkpoint of step 20: those steps are done again.
+    assert stop_at_step(cmd, 23, signal.SIGKILL, env=ENV, stdout=subprocess.DEVNULL).returncode == -signal.SIGKILL
     assert not (out / "manifest.json").exists()
     _rerun_matches(reference_run, cmd, out)
     _tensorboard_matches_metrics(out)
@@ -499,7 +477,7 @@ def test_ddp_two_processes_match_one(tmp_path, vocab_dir, arch):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
-        _, stderr = proc.communicate(timeout=180)
+        _, stderr = proc.communicate(timeout=600)  # a bound on a hang, not on a slow machine
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
