@@ -123,6 +123,10 @@ def atomic_link(src: str | Path, dst: str | Path) -> None:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, dst)
+        # rename() does nothing when both names already are links to one file (`dst` placed by
+        # an earlier run that was killed before its manifest): the temporary name would stay.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -112,3 +112,17 @@ def test_damaged_gzip_shards_are_one_input_error_whatever_byte_is_flipped(tmp_pa
         for read in (lambda: list(open_shard_lines(path)), lambda: list(_line_blocks(path))):
             with pytest.raises(InputError, match="damaged"):
                 read()
+
+
+def test_atomic_link_over_a_link_to_the_same_file_leaves_no_temporary(tmp_path):
+    """A resumed run places a file that the killed run already linked into place: rename() of two
+    links to one inode does nothing, and the temporary name must not stay behind."""
+    from mlmctl.shards import atomic_link
+
+    src = tmp_path / "work" / "a.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"ids")
+    dst = tmp_path / "out" / "train" / "a.bin"
+    atomic_link(src, dst)
+    atomic_link(src, dst)  # again: dst is already a link to src
+    assert dst.read_bytes() == b"ids" and sorted(p.name for p in dst.parent.iterdir()) == ["a.bin"]
