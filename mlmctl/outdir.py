@@ -98,11 +98,11 @@ class DirLock:
 
     def _make_directory(self) -> None:
         """Create the output directory; a path that cannot be one is one line naming it."""
-        if self.directory.exists() and not self.directory.is_dir():
+        if self.directory.is_dir():
+            return
+        if self.directory.exists():
             raise MlmctlError(f"{self.stage}: output {self.directory} exists and is not a directory; "
                               f"choose another --output")
-        if self.directory.exists():
-            return
         try:
             self.directory.mkdir(parents=True)
         except FileExistsError:  # a race with another run creating it: fine, the lock decides

@@ -22,8 +22,7 @@ import html
 import re
 from pathlib import Path
 
-from mlmctl import safe_json
-from mlmctl import plot
+from mlmctl import plot, safe_json
 from mlmctl.errors import MlmctlError
 from mlmctl.report import EVAL_JSON, LABELS, eval_label, find_evals, find_pretrain
 from mlmctl.report_tagging import LABELS as TAGGER_LABELS

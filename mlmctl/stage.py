@@ -60,8 +60,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mlmctl import safe_json
-from mlmctl import __version__
+from mlmctl import __version__, safe_json
 from mlmctl.config import config_hash, config_to_dict, diff_keys, format_config, load_config, same_config
 from mlmctl.errors import InputError, MlmctlError
 from mlmctl.input_files import combine, describe_change, input_paths, read_input_files
@@ -422,11 +421,11 @@ def _run_stage(
         input_dir = Path(cfg.input)
         input_manifest = read_manifest(input_dir, module.INPUT_STAGE, reader=stage)
         input_hash = manifest_hash(input_dir)
-    parts = {}
-    if not module.INPUT_STAGE:
+    else:
         input_hash = module.input_fingerprint(cfg)
-        if isinstance(input_hash, dict):  # what was read, file by file: a rerun can name the changed one
-            parts, input_hash = input_hash, parts_digest(input_hash)
+    parts = {}
+    if isinstance(input_hash, dict):  # what was read, file by file: a rerun can name the changed one
+        parts, input_hash = input_hash, parts_digest(input_hash)
     files = read_input_files(module, cfg)
     job = _Job(module, stage, cfg, Path(cfg.output), config_hash(cfg), combine(input_hash, files), opts,
                getattr(module, "WRITES", STAGE_WRITES.get(stage, _SHARDS)), input_files=files, base_hash=input_hash,
